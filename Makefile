@@ -1,0 +1,49 @@
+# Kleene: `make run` starts kleened on its embedded defaults; `make test` runs every test.
+# Both install what they need (Debian packages and a virtualenv) on a fresh Debian machine.
+
+PYTHON ?= python3
+VENV := .venv
+UPSTREAM_VENV := .venv-upstream
+BIN := $(VENV)/bin
+SYSTEM_PACKAGES := runc tini busybox-static nftables iproute2 xz-utils zstd python3-venv
+UPSTREAM_KLEE := kleene-cli==0.1.0rc4
+
+.PHONY: run test unit integration compat lint system-deps venv upstream-klee bench clean
+
+system-deps:
+	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+$(BIN)/kleened: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[test]"
+	@touch $@
+
+venv: $(BIN)/kleened
+
+$(UPSTREAM_VENV)/bin/klee:
+	$(PYTHON) -m venv $(UPSTREAM_VENV)
+	$(UPSTREAM_VENV)/bin/pip install -q $(UPSTREAM_KLEE)
+
+upstream-klee: $(UPSTREAM_VENV)/bin/klee
+
+run: system-deps venv
+	$(BIN)/kleened $(if $(CONFIG),--config $(CONFIG),)
+
+lint: venv
+	$(BIN)/ruff check .
+
+unit: venv
+	$(BIN)/pytest -q tests/unit
+
+test: system-deps venv upstream-klee lint
+	$(BIN)/pytest -q -p no:cacheprovider tests
+
+bench: system-deps venv upstream-klee
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) $(UPSTREAM_VENV) build *.egg-info

@@ -1,0 +1,66 @@
+"""`kleened`: load the configuration, wire the services, serve until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+
+import trio
+
+from . import __version__, logs
+from .config import Config, ConfigError, Listener, load, parse_listener
+
+log = logging.getLogger("kleened")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="kleened", description="The Kleene container daemon.")
+    parser.add_argument("--config", metavar="PATH", help="configuration file (default: %(default)s)", default=None)
+    parser.add_argument("--version", action="version", version=f"kleened {__version__}")
+    return parser.parse_args(argv)
+
+
+async def watch_signals(shutdown: trio.Event) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            log.info("received %s, shutting down", signal.Signals(signum).name)
+            shutdown.set()
+            return
+
+
+async def run_daemon(config: Config, listeners: list[Listener]) -> None:
+    from .api.app import create_app
+    from .server import serve_all
+    from .wiring import open_services
+
+    shutdown = trio.Event()
+    async with open_services(config) as services, trio.open_nursery() as nursery:
+        nursery.start_soon(watch_signals, shutdown)
+        app = create_app(services, max_request_body=config.max_request_body)
+        await nursery.start(
+            lambda task_status: serve_all(
+                app, listeners, shutdown, max_ws_message=config.max_ws_message, task_status=task_status
+            )
+        )
+        log.info("kleened %s ready", __version__)
+        await shutdown.wait()
+    log.info("kleened stopped")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        config = load(args.config)
+        listeners = [parse_listener(entry) for entry in config.api_listening_sockets]
+    except ConfigError as exc:
+        print(f"kleened: {exc}", file=sys.stderr)
+        return 2
+    logs.setup(config.log_level)
+    trio.run(run_daemon, config, listeners)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""The quart-trio application: blueprints, limits and the error contract.
+
+Error contract (upstream's, made consistent): an unknown route is 404 with the plain-text body
+`not found`; a body that does not decode is 422 with a readable message; a core error is
+`{"message": ...}` with the status from `errors.STATUS`; anything unexpected is a JSON 500,
+never an HTML page.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from quart import Response
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from ..core.errors import KleeneError
+from ..core.services import Services
+from . import system, volumes
+from .errors import status_for
+from .http import ValidationFailed, error_reply, reply
+
+log = logging.getLogger(__name__)
+
+BLUEPRINTS = [system.bp, volumes.bp]
+
+
+def create_app(services: Services, *, max_request_body: int) -> QuartTrio:
+    app = QuartTrio("kleened")
+    app.config["KLEENE_SERVICES"] = services
+    app.config["MAX_CONTENT_LENGTH"] = max_request_body
+    app.config["BODY_TIMEOUT"] = 30
+    app.url_map.strict_slashes = False
+    for bp in BLUEPRINTS:
+        app.register_blueprint(bp)
+
+    @app.errorhandler(KleeneError)
+    async def kleene_error(exc: KleeneError) -> Response:
+        return error_reply(exc.message, status_for(exc))
+
+    @app.errorhandler(ValidationFailed)
+    async def validation_failed(exc: ValidationFailed) -> Response:
+        errors = [{"title": "Invalid value", "source": {"pointer": exc.pointer}, "detail": exc.message}]
+        return reply({"message": exc.message, "errors": errors}, 422)
+
+    @app.errorhandler(HTTPException)
+    async def http_error(exc: HTTPException) -> Response:
+        if exc.code in (404, 405):
+            return Response("not found", status=404, content_type="text/plain")
+        if exc.code == 413:
+            return error_reply(f"request body larger than {max_request_body} bytes", 413)
+        return error_reply(exc.description or exc.name, exc.code or 500)
+
+    @app.errorhandler(Exception)
+    async def crash(exc: Exception) -> Response:
+        log.exception("request failed")
+        return error_reply(f"internal error: {exc}", 500)
+
+    return app

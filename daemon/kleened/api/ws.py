@@ -1,0 +1,63 @@
+"""Helpers for the WebSocket endpoints (exec start, image build, image create).
+
+Every stream follows one shape: the client sends one JSON config frame; the server answers a
+JSON starting message, output frames, and a close frame whose reason is a JSON
+WebSocketMessage that fits 123 bytes. Errors never send a bare text frame first (the upstream
+client crashes on it): they close with a JSON reason directly.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from kleene_protocol.codec import BodyError, decode
+from kleene_protocol.websocket import (
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_PROTOCOL_ERROR,
+    MsgType,
+    close_reason,
+)
+from quart import websocket
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class ConfigRejected(Exception):
+    """The first frame did not decode; the connection has been closed with 1002."""
+
+
+async def close(code: int, msg_type: MsgType, message: str, data: str = "") -> None:
+    await websocket.accept()  # a no-op once accepted; closing unaccepted would answer HTTP 403
+    await websocket.close(code, close_reason(msg_type, message, data))
+
+
+async def receive_config(type_: type[T]) -> T:
+    """Read and decode the config frame; on failure close 1002 with upstream's messages."""
+    frame = await websocket.receive()
+    try:
+        return decode(frame, type_)
+    except BodyError as exc:
+        message = f"invalid json: {exc}" if exc.malformed else f"invalid parameters: {exc}"
+        await close(CLOSE_PROTOCOL_ERROR, "error", message)
+        raise ConfigRejected(message) from None
+
+
+def ws_guard(handler: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """Close with 1011 and a JSON reason when a handler fails, instead of quart's empty 1000."""
+
+    @functools.wraps(handler)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await handler(*args, **kwargs)
+        except ConfigRejected:
+            return None
+        except Exception as exc:  # Cancelled is a BaseException and passes through
+            log.exception("websocket handler failed")
+            await close(CLOSE_INTERNAL_ERROR, "error", f"internal error: {exc}")
+            return None
+
+    return wrapper

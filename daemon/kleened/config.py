@@ -1,0 +1,146 @@
+"""kleened's configuration: a YAML file with upstream's keys plus ours, and embedded defaults.
+
+Upstream keys we honour: `api_listening_sockets` (with `address`, `tlscert`, `tlskey`,
+`tlscacert`, `tlsverify`; `tlsdh` is accepted and ignored because OpenSSL 3 picks ECDHE groups),
+`log_level`. Upstream keys that only mean something on a ZFS/pf host (`kleene_root`,
+`pf_config_template_path`, `pf_config_path`, `enable_logging`) are accepted and ignored, so an
+upstream config file loads unchanged. Our keys: `state_root`, `host_prefix`, and the limits.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import sys
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+import msgspec
+
+DEFAULT_CONFIG_PATH = (
+    "/usr/local/etc/kleened/config.yaml" if sys.platform.startswith("freebsd") else "/etc/kleened/config.yaml"
+)
+DEFAULT_SOCKET = "http:///var/run/kleened.sock"
+
+LogLevel = Literal["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"]
+
+
+class ConfigError(Exception):
+    pass
+
+
+class ListenerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    address: str
+    tlscert: str | None = None
+    tlskey: str | None = None
+    tlscacert: str | None = None
+    tlsdh: str | None = None
+    tlsverify: bool = False
+
+
+class Config(msgspec.Struct, kw_only=True):
+    api_listening_sockets: list[ListenerConfig] = msgspec.field(
+        default_factory=lambda: [ListenerConfig(address=DEFAULT_SOCKET)]
+    )
+    log_level: LogLevel = "info"
+    state_root: str = "/var/lib/kleened"
+    # Every host-level name (bridges, veths, netns, nft table, cgroups, runc root) starts with
+    # this, so a test daemon runs beside a live one. Short: interface names have 15 characters.
+    host_prefix: str = "kleene"
+    max_request_body: int = 4 * 1024 * 1024  # bytes
+    max_ws_message: int = 1024 * 1024  # bytes, one client frame
+    stop_timeout: float = 3.0  # seconds between TERM and KILL; under klee's 5 s REST deadline
+    # Accepted for compatibility with upstream config files; meaningless here.
+    kleene_root: str | None = None
+    pf_config_template_path: str | None = None
+    pf_config_path: str | None = None
+    enable_logging: bool | None = None
+
+
+class Listener(msgspec.Struct, frozen=True, kw_only=True):
+    """A parsed `api_listening_sockets` entry."""
+
+    tls: bool
+    unix_path: str | None = None
+    host: str | None = None
+    port: int | None = None
+    certfile: str | None = None
+    keyfile: str | None = None
+    cafile: str | None = None
+    verify: bool = False
+
+    @property
+    def bind(self) -> str:
+        if self.unix_path is not None:
+            return f"unix:{self.unix_path}"
+        host = f"[{self.host}]" if self.host and ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    def describe(self) -> str:
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{self.unix_path or self.bind}" + (" (client certificates required)" if self.verify else "")
+
+
+def parse_listener(entry: ListenerConfig) -> Listener:
+    """Apply upstream's address rules: literal IPs only, `http:///path` is a unix socket."""
+    address = entry.address
+    parts = urlsplit(address)
+    if parts.scheme not in ("http", "https"):
+        raise ConfigError(f"invalid listening address '{address}': the scheme must be http or https")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise ConfigError(f"invalid listening address '{address}': no userinfo, query or fragment allowed")
+    tls = parts.scheme == "https"
+    files = {"tlscert": entry.tlscert, "tlskey": entry.tlskey, "tlscacert": entry.tlscacert, "tlsdh": entry.tlsdh}
+    for key, value in files.items():
+        if value is not None and not os.path.isfile(value):
+            raise ConfigError(f"file in '{key}' does not exist.")
+    if tls and not entry.tlscert:
+        raise ConfigError(f"invalid listening address '{address}': https needs 'tlscert'")
+    if entry.tlsverify and not entry.tlscacert:
+        raise ConfigError(f"invalid listening address '{address}': 'tlsverify' needs 'tlscacert'")
+    common = dict(
+        tls=tls,
+        certfile=entry.tlscert if tls else None,
+        keyfile=(entry.tlskey or entry.tlscert) if tls else None,
+        cafile=entry.tlscacert if tls else None,
+        verify=entry.tlsverify and tls,
+    )
+    if not parts.netloc:
+        path = parts.path
+        if not path.startswith("/") or path == "/":
+            raise ConfigError(f"invalid listening address '{address}': a unix socket needs an absolute path")
+        if os.path.isdir(path):
+            raise ConfigError(f"invalid listening address '{address}': '{path}' is a directory")
+        return Listener(unix_path=path, **common)
+    if parts.path not in ("", "/"):
+        raise ConfigError(f"invalid listening address '{address}': a TCP address has no path")
+    try:
+        host = parts.hostname or ""
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ConfigError(f"invalid listening address '{address}': the host must be a literal IP address") from None
+    try:
+        port = parts.port or (443 if tls else 80)
+    except ValueError:
+        raise ConfigError(f"invalid listening address '{address}': bad port") from None
+    return Listener(host=host, port=port, **common)
+
+
+def load(path: str | None) -> Config:
+    """Load `path`, or the platform default when it exists, or the embedded defaults."""
+    chosen = path or DEFAULT_CONFIG_PATH
+    if not Path(chosen).exists():
+        if path is not None:
+            raise ConfigError(f"config file '{path}' does not exist")
+        return Config()
+    try:
+        raw = Path(chosen).read_bytes()
+        config = msgspec.yaml.decode(raw, type=Config, strict=False) if raw.strip() else Config()
+    except (msgspec.DecodeError, OSError) as exc:
+        raise ConfigError(f"invalid config file '{chosen}': {exc}") from None
+    if not config.api_listening_sockets:
+        raise ConfigError("'api_listening_sockets' must name at least one listener")
+    if len(config.host_prefix) > 8 or not config.host_prefix.isalnum():
+        raise ConfigError("'host_prefix' must be 1 to 8 letters or digits (it starts 15-character interface names)")
+    return config

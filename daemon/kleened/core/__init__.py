@@ -1,0 +1,1 @@
+"""Backend-neutral services: they decide, the platform drivers act. Never imports `api`."""

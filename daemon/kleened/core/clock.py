@@ -1,0 +1,7 @@
+"""Timestamps in upstream's format: ISO 8601, UTC, microseconds, `Z` suffix."""
+
+from datetime import UTC, datetime
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")

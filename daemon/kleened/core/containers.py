@@ -1,0 +1,381 @@
+"""Containers: create, list, inspect, update, stop, remove, prune, and starting one.
+
+As upstream, a container *runs while its main process runs*: starting it is an exec with
+`start_container`, and when that process exits the container is stopped and cleaned up (its
+filesystem unmounted, its runtime state deleted). Names are unique (upstream allows
+duplicates); an ambiguous ident is an error that names the candidates.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Protocol
+
+from kleene_protocol.ids import new_id
+from kleene_protocol.models import (
+    ContainerConfig,
+    ContainerInspect,
+    ContainerSummary,
+    ContainerUpdate,
+    MountPoint,
+    PublishedPort,
+)
+from kleene_protocol.refs import InvalidReference
+
+from ..platform.base import BindMount, ContainerSpec, LayerStorage, NetworkMode, ProcessSpec, Runtime, VolumeStorage
+from ..platform.rootpath import PathEscape, ensure_target, read_text_in_root, resolve_in_root
+from .clock import now_iso
+from .environment import login_env, merge_env, validate_env
+from .errors import Conflict, InvalidArgument, NotFound
+from .fanout import Fanout
+from .records import CONTAINER, ContainerRecord, ImageRecord
+from .resolve import resolve
+from .store import Store
+from .supervisor import Run, Supervisor
+from .users import resolve_user
+from .volumes import MOUNT, Volumes, mount_key
+
+log = logging.getLogger(__name__)
+
+NAME_RULE = "/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$"
+_NAME = re.compile("^" + NAME_RULE)
+
+
+class ImageResolver(Protocol):
+    def resolve_ref(self, ref: str) -> tuple[ImageRecord, str]: ...
+    def get(self, image_id: str) -> ImageRecord | None: ...
+
+
+class Storage(LayerStorage, VolumeStorage, Protocol):
+    async def populate_volume(self, name: str, source: Path) -> None: ...
+
+
+class Containers:
+    def __init__(
+        self,
+        store: Store,
+        images: ImageResolver,
+        volumes: Volumes,
+        storage: Storage,
+        runtime: Runtime,
+        supervisor: Supervisor,
+        *,
+        dataset_root: str,
+    ) -> None:
+        self._store = store
+        self._images = images
+        self._volumes = volumes
+        self._storage = storage
+        self._runtime = runtime
+        self._supervisor = supervisor
+        self._dataset_root = dataset_root
+
+    # --- lookups ----------------------------------------------------------------------------
+
+    def get(self, ident: str, message: str = "container not found") -> ContainerRecord:
+        container_id = resolve(self._store, CONTAINER, ident.lstrip("/") if ident.startswith("/") else ident)
+        record = self._store.get(CONTAINER, container_id, ContainerRecord) if container_id else None
+        if record is None:
+            raise NotFound(message)
+        return record
+
+    def is_running(self, container_id: str) -> bool:
+        return self._supervisor.is_running(container_id)
+
+    def save(self, record: ContainerRecord) -> None:
+        self._store.put(CONTAINER, record.id, record, name=record.name, created=record.created)
+
+    # --- create -----------------------------------------------------------------------------
+
+    async def create(self, config: ContainerConfig) -> ContainerRecord:
+        name = config.name.lstrip("/") if config.name else None
+        if config.name is not None and not _NAME.match(config.name):
+            raise InvalidArgument(f"{config.name} does not match {NAME_RULE}")
+        if name and (holders := self._store.ids_by_name(CONTAINER, name)):
+            raise Conflict(f"container name '{name}' is already in use by {holders[0]}")
+        if config.image is None:
+            raise InvalidArgument("no image given")
+        try:
+            image, snapshot = self._images.resolve_ref(config.image)
+        except InvalidReference as exc:
+            raise InvalidArgument(str(exc)) from None
+        except NotFound:
+            raise NotFound(f"no such image '{config.image}'") from None
+        if config.public_ports and config.network_driver in ("host", "disabled"):
+            raise InvalidArgument(
+                f"cannot publish ports of a container using the '{config.network_driver}' network driver"
+            )
+        if error := validate_env(config.env or []):
+            raise InvalidArgument(error)
+        try:
+            self._runtime.check_params(config.jail_param or [])
+        except ValueError as exc:
+            raise InvalidArgument(str(exc)) from None
+        container_id = new_id()
+        record = ContainerRecord(
+            id=container_id,
+            name=name,
+            image_id=image.id,
+            cmd=config.cmd if config.cmd else image.cmd,
+            user=config.user or image.user,
+            env=merge_env(image.env, config.env),
+            jail_param=list(config.jail_param or []),
+            network_driver=config.network_driver,
+            public_ports=[
+                PublishedPort(interfaces=p.interfaces, host_port=p.host_port, container_port=p.container_port,
+                              protocol=p.protocol)
+                for p in config.public_ports or []
+            ],
+            restart_policy=config.restart_policy,
+            persist=bool(config.persist),
+            created=now_iso(),
+            dataset=f"{self._dataset_root}/containers/{container_id}",
+            layers=image.layers_at(snapshot),
+            workdir=image.workdir,
+        )
+        await self._storage.create_container_fs(container_id)
+        try:
+            record.mounts = await self._create_mounts(record, config)
+            with self._store.transaction():
+                self.save(record)
+                for m in record.mounts:
+                    self._store.put(MOUNT, mount_key(container_id, m.destination), m, name=m.source,
+                                    created=record.created)
+        except BaseException:
+            await self._storage.remove_container_fs(container_id)
+            raise
+        log.info("container created", extra={"container": container_id, "image": image.id})
+        return record
+
+    async def _create_mounts(self, record: ContainerRecord, config: ContainerConfig) -> list[MountPoint]:
+        mounts: list[MountPoint] = []
+        prefill: list[tuple[str, str]] = []
+        for m in config.mounts or []:
+            if not m.destination.startswith("/"):
+                raise InvalidArgument(f"mount destination '{m.destination}' must be an absolute path")
+            if m.type == "volume":
+                existed = self._store.exists("volume", m.source)
+                await self._volumes.create(m.source)
+                if not existed or not any(self._storage.volume_path(m.source).iterdir()):
+                    prefill.append((m.source, m.destination))
+            elif not Path(m.source).is_absolute() or not Path(m.source).exists():
+                raise InvalidArgument(f"could not mount '{m.source}': no such file or directory on the host")
+            mounts.append(MountPoint(type=m.type, container_id=record.id, destination=m.destination,
+                                     source=m.source, read_only=m.read_only))
+        if prefill:
+            await self._prefill_volumes(record, prefill)
+        return mounts
+
+    async def _prefill_volumes(self, record: ContainerRecord, prefill: list[tuple[str, str]]) -> None:
+        """A new (or empty) volume takes the content of the image directory it is mounted on."""
+        rootfs = await self._storage.mount_container_fs(record.id, record.layers)
+        try:
+            for volume, destination in prefill:
+                source = resolve_in_root(rootfs, destination)
+                if source.is_dir() and any(source.iterdir()):
+                    await self._storage.populate_volume(volume, source)
+        finally:
+            await self._storage.unmount_container_fs(record.id)
+
+    # --- queries ----------------------------------------------------------------------------
+
+    def list(self, *, all_: bool) -> list[ContainerSummary]:
+        result = []
+        for record in self._store.all(CONTAINER, ContainerRecord):
+            running = self.is_running(record.id)
+            if not all_ and not running:
+                continue
+            image = self._images.get(record.image_id)
+            api = record.to_api(running=running)
+            result.append(ContainerSummary(
+                **{f: getattr(api, f) for f in api.__struct_fields__},
+                image_name=image.name if image else "", image_tag=image.tag if image else "",
+                jid=self._init_pid(record.id),
+            ))
+        return result
+
+    def _init_pid(self, container_id: str) -> int | None:
+        runs = [r for r in self._supervisor.runs_in(container_id) if r.is_init]
+        return runs[0].process.pid if runs else None
+
+    def inspect(self, ident: str) -> ContainerInspect:
+        record = self.get(ident)
+        return ContainerInspect(
+            container=record.to_api(running=self.is_running(record.id)),
+            container_endpoints=[],
+            container_mountpoints=record.mounts,
+        )
+
+    # --- changes ----------------------------------------------------------------------------
+
+    async def update(self, ident: str, update: ContainerUpdate) -> ContainerRecord:
+        record = self.get(ident, f"no such container '{ident}'")
+        if update.name is not None and update.name.lstrip("/") != record.name:
+            new_name = update.name.lstrip("/")
+            if not _NAME.match(update.name):
+                raise Conflict(
+                    f"an error ocurred while updating the container: {update.name} does not match {NAME_RULE}"
+                )
+            if self._store.ids_by_name(CONTAINER, new_name):
+                raise Conflict(f"an error ocurred while updating the container: name '{new_name}' is already in use")
+            record.name = new_name
+        if update.jail_param is not None:
+            try:
+                self._runtime.check_params(update.jail_param)
+            except ValueError as exc:
+                raise Conflict(f"an error ocurred while updating the container: {exc}") from None
+            record.jail_param = update.jail_param
+        if update.env is not None:
+            if error := validate_env(update.env):
+                raise Conflict(f"an error ocurred while updating the container: {error}")
+            record.env = update.env
+        for field in ("user", "cmd", "persist", "restart_policy"):
+            value = getattr(update, field)
+            if value is not None:
+                setattr(record, field, value)
+        self.save(record)
+        return record
+
+    async def stop(self, ident: str) -> str:
+        record = self.get(ident)
+        if not self.is_running(record.id):
+            raise NotFound("container not running")
+        await self._supervisor.stop_container(record.id)
+        return record.id
+
+    async def remove(self, ident: str) -> str:
+        record = self.get(ident, "no such container")
+        if self.is_running(record.id):
+            raise Conflict("you cannot remove a running container")
+        await self._destroy(record)
+        return record.id
+
+    async def _destroy(self, record: ContainerRecord) -> None:
+        with self._store.transaction():
+            for m in record.mounts:
+                self._store.delete(MOUNT, mount_key(record.id, m.destination))
+            self._store.delete(CONTAINER, record.id)
+        await self._runtime.delete(record.id)
+        await self._storage.remove_container_fs(record.id)
+        log.info("container removed", extra={"container": record.id})
+
+    async def prune(self) -> list[str]:
+        removed = []
+        for record in self._store.all(CONTAINER, ContainerRecord):
+            if not record.persist and not self.is_running(record.id):
+                await self._destroy(record)
+                removed.append(record.id)
+        return removed
+
+    def images_in_use(self) -> dict[str, list[str]]:
+        """image id -> ids of the containers created from it."""
+        used: dict[str, list[str]] = {}
+        for record in self._store.all(CONTAINER, ContainerRecord):
+            used.setdefault(record.image_id, []).append(record.id)
+        return used
+
+    # --- running ----------------------------------------------------------------------------
+
+    async def start(
+        self, record: ContainerRecord, *, exec_id: str, cmd: list[str], user: str, env: list[str], tty: bool,
+        fanout: Fanout,
+    ) -> Run:
+        """Start the container with `cmd` as its main process (the init runs it)."""
+        argv = cmd or record.cmd or []
+        if not argv:
+            raise InvalidArgument("no command given and the container has none")
+        rootfs = await self._storage.mount_container_fs(record.id, record.layers)
+        try:
+            process = self._process_spec(rootfs, record, argv, user or record.user, env, tty)
+            spec = ContainerSpec(
+                id=record.id,
+                rootfs=rootfs,
+                hostname=record.name or record.id,
+                process=process,
+                mounts=self._bind_mounts(rootfs, record),
+                network=self._network_mode(record),
+                params=self._runtime.check_params(record.jail_param),
+            )
+            run = await self._supervisor.start_container(spec, exec_id, self._after_exit, fanout=fanout)
+        except BaseException:
+            await self._runtime.delete(record.id)
+            await self._storage.unmount_container_fs(record.id)
+            raise
+        record.started_at, record.finished_at, record.exit_code = now_iso(), None, None
+        self.save(record)
+        log.info("container started", extra={"container": record.id, "exec": exec_id})
+        return run
+
+    def process_spec_in(self, record: ContainerRecord, cmd: list[str], user: str, env: list[str],
+                        tty: bool) -> ProcessSpec:
+        """The spec of an exec in the running container `record`."""
+        rootfs = self._storage.rootfs_path(record.id)
+        return self._process_spec(rootfs, record, cmd or record.cmd or [], user or record.user, env, tty)
+
+    def _process_spec(self, rootfs: Path, record: ContainerRecord, argv: list[str], user_spec: str,
+                      env: list[str], tty: bool) -> ProcessSpec:
+        try:
+            user = resolve_user(user_spec, read_text_in_root(rootfs, "/etc/passwd"),
+                                read_text_in_root(rootfs, "/etc/group"))
+        except PathEscape as exc:
+            raise InvalidArgument(str(exc)) from None
+        cwd = record.workdir if record.workdir not in ("", "/") else user.home
+        try:
+            if not resolve_in_root(rootfs, cwd).is_dir():
+                cwd = "/"
+        except PathEscape:
+            cwd = "/"
+        base = login_env(user=user.name, home=user.home, cwd=cwd, tty=tty)
+        return ProcessSpec(args=list(argv), env=merge_env(base, record.env, env), cwd=cwd, uid=user.uid,
+                           gid=user.gid, additional_gids=list(user.groups), tty=tty)
+
+    def _bind_mounts(self, rootfs: Path, record: ContainerRecord) -> list[BindMount]:
+        binds = []
+        for m in record.mounts:
+            source = self._storage.volume_path(m.source) if m.type == "volume" else Path(m.source)
+            if not source.exists():
+                raise InvalidArgument(f"could not mount '{m.source}': it no longer exists")
+            try:
+                ensure_target(rootfs, m.destination, directory=source.is_dir())
+            except PathEscape as exc:
+                raise InvalidArgument(f"could not mount '{m.source}' on '{m.destination}': {exc}") from None
+            binds.append(BindMount(source=source, destination=m.destination, read_only=m.read_only))
+        return binds
+
+    def _network_mode(self, record: ContainerRecord) -> NetworkMode:
+        if record.network_driver == "host":
+            return NetworkMode.HOST
+        return NetworkMode.NONE
+
+    async def _after_exit(self, run: Run) -> None:
+        if not run.is_init:
+            return
+        try:
+            await self._runtime.delete(run.container_id)
+        finally:
+            await self._storage.unmount_container_fs(run.container_id)
+        record = self._store.get(CONTAINER, run.container_id, ContainerRecord)
+        if record is not None:
+            record.exit_code, record.finished_at = run.exit_code, now_iso()
+            self.save(record)
+
+    # --- start-up -----------------------------------------------------------------------------
+
+    async def reconcile(self) -> None:
+        """After a crash: forget runtime containers and mounts no live process backs."""
+        stale = await self._runtime.list_containers()
+        for container_id in stale:
+            log.warning("removing a container left by a previous daemon", extra={"container": container_id})
+            await self._runtime.kill(container_id, 9, all_processes=True)
+            await self._runtime.delete(container_id)
+        for container_id in self._storage.mounted_container_fs():
+            await self._storage.unmount_container_fs(container_id)
+        for record in self._store.all(CONTAINER, ContainerRecord):
+            if record.started_at and not record.finished_at:
+                record.finished_at = now_iso()
+                self.save(record)
+
+    def on_startup(self) -> list[ContainerRecord]:
+        return [r for r in self._store.all(CONTAINER, ContainerRecord) if r.restart_policy == "on-startup"]

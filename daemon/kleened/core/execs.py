@@ -1,0 +1,133 @@
+"""Execution instances: a process to run in a container, created first and started once.
+
+Starting an instance either execs it in the running container or, with `start_container`,
+starts the container with it as the main process (as upstream). The instance is forgotten when
+its process has exited or it has been stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass, field
+
+import trio
+from kleene_protocol.ids import new_id
+from kleene_protocol.models import ExecConfig
+
+from .containers import Containers
+from .environment import validate_env
+from .errors import Conflict, InvalidArgument, NotFound
+from .fanout import Chunk, Fanout
+from .supervisor import Run, Supervisor
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class ExecInstance:
+    id: str
+    container_id: str
+    cmd: list[str]
+    user: str
+    env: list[str]
+    tty: bool
+    run: Run | None = None
+
+
+@dataclass(eq=False)
+class Session:
+    """A started instance, as its starter sees it."""
+
+    instance: ExecInstance
+    run: Run
+    output: trio.MemoryReceiveChannel[Chunk] | None = field(default=None)
+
+    async def write_stdin(self, data: bytes) -> None:
+        stdin = self.run.process.stdin
+        if stdin is None:
+            return
+        # The process may have closed its stdin or exited: input then has nowhere to go.
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await stdin.send_all(data)
+
+    def resize(self, rows: int, cols: int) -> None:
+        self.run.process.resize(rows, cols)
+
+    def closing_message(self) -> str:
+        code = self.run.exit_code if self.run.exit_code is not None else -1
+        if self.run.container_exited:
+            return f"executable {self.instance.id} and its container exited with exit-code {code}"
+        return f"{self.instance.id} has exited with exit-code {code}"
+
+
+class Execs:
+    def __init__(self, containers: Containers, supervisor: Supervisor) -> None:
+        self._containers = containers
+        self._supervisor = supervisor
+        self._instances: dict[str, ExecInstance] = {}
+
+    def create(self, config: ExecConfig) -> ExecInstance:
+        record = self._containers.get(config.container_id)
+        if error := validate_env(config.env):
+            raise InvalidArgument(error)
+        instance = ExecInstance(id=new_id(), container_id=record.id, cmd=list(config.cmd), user=config.user,
+                                env=list(config.env), tty=config.tty)
+        self._instances[instance.id] = instance
+        return instance
+
+    def _get(self, exec_id: str) -> ExecInstance:
+        instance = self._instances.get(exec_id)
+        if instance is not None and instance.run is not None and instance.run.done.is_set():
+            del self._instances[exec_id]  # its process has exited: the instance is gone
+            instance = None
+        if instance is None:
+            raise NotFound(f"could not find execution instance matching '{exec_id}'")
+        return instance
+
+    async def start(self, exec_id: str, *, attach: bool, start_container: bool) -> Session:
+        """Start the instance; with `attach` the session's `output` gets every chunk."""
+        instance = self._get(exec_id)
+        if instance.run is not None:
+            raise Conflict("executable already started")
+        record = self._containers.get(instance.container_id)
+        fanout = Fanout()
+        output = fanout.subscribe(lossless=True) if attach else None
+        try:
+            if self._containers.is_running(record.id):
+                spec = self._containers.process_spec_in(record, instance.cmd, instance.user, instance.env,
+                                                        instance.tty)
+                run = await self._supervisor.exec(record.id, spec, exec_id, self._forget, fanout=fanout)
+            elif start_container:
+                run = await self._containers.start(record, exec_id=exec_id, cmd=instance.cmd, user=instance.user,
+                                                   env=instance.env, tty=instance.tty, fanout=fanout)
+            else:
+                raise Conflict("cannot start container when 'start_container' is false.")
+        except BaseException:
+            if output is not None:
+                output.close()
+            raise
+        instance.run = run
+        return Session(instance=instance, run=run, output=output)
+
+    async def _forget(self, run: Run) -> None:
+        self._instances.pop(run.exec_id, None)
+
+    async def stop(self, exec_id: str, *, force: bool, stop_container: bool) -> None:
+        instance = self._get(exec_id)
+        if instance.run is None:
+            raise NotFound("execution instance have not been started")
+        if stop_container:
+            with trio.move_on_after(5) as scope:
+                await self._supervisor.stop_container(instance.container_id)
+            if scope.cancelled_caught:
+                raise NotFound("timed out while waiting for jail to stop")
+        else:
+            await self._supervisor.stop_exec(exec_id, force=force)
+        self._instances.pop(exec_id, None)
+
+    async def interrupt(self, session: Session) -> None:
+        """The attached client went away: stop its process (not its container, unless that
+        process is the container's main process)."""
+        if not session.run.done.is_set():
+            await self._supervisor.stop_exec(session.run.exec_id, force=False)

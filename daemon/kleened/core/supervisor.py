@@ -1,0 +1,185 @@
+"""The supervisor owns every process the daemon starts: container inits and execs.
+
+Each process gets one task in the supervisor's nursery. The task pumps the process's output
+into its `Fanout`, waits for the exit (the daemon is a child subreaper and reaps exactly the
+pids it started), records the exit code and runs the owner's cleanup, shielded.
+
+Stopping a container is TERM to its init (tini forwards it), a grace period, then KILL to every
+process in it. At daemon shutdown `stop_all` stops every container before the nursery closes;
+a task cancelled anyway (a crash path) still KILLs its container before it returns, so a
+cancelled daemon never leaves a container running.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import trio
+
+from ..platform.base import ContainerSpec, Process, ProcessSpec, Runtime
+from .fanout import Fanout, Stream
+
+log = logging.getLogger(__name__)
+
+DRAIN_AFTER_EXIT = 1.0  # seconds: output a lingering grandchild still holds is cut after this
+KILL_WAIT = 5.0  # seconds to wait for a KILLed container to be reaped
+
+
+@dataclass(eq=False)
+class Run:
+    """One supervised process: a container's init (`is_init`) or an exec in it."""
+
+    exec_id: str
+    container_id: str
+    process: Process
+    is_init: bool
+    fanout: Fanout = field(default_factory=Fanout)
+    done: trio.Event = field(default_factory=trio.Event)
+    exit_code: int | None = None
+    container_exited: bool = False  # the container was gone when this process ended
+
+
+OnExit = Callable[[Run], Awaitable[None]]
+
+
+class Supervisor:
+    def __init__(self, runtime: Runtime, *, grace: float) -> None:
+        self._runtime = runtime
+        self._grace = grace
+        self._nursery: trio.Nursery | None = None
+        self._inits: dict[str, Run] = {}
+        self._runs: dict[str, Run] = {}
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+
+    # --- queries ---------------------------------------------------------------------------
+
+    def is_running(self, container_id: str) -> bool:
+        return container_id in self._inits
+
+    def running_containers(self) -> list[str]:
+        return list(self._inits)
+
+    def get(self, exec_id: str) -> Run | None:
+        return self._runs.get(exec_id)
+
+    def runs_in(self, container_id: str) -> list[Run]:
+        return [r for r in self._runs.values() if r.container_id == container_id]
+
+    # --- starting ----------------------------------------------------------------------------
+
+    async def start_container(self, spec: ContainerSpec, exec_id: str, on_exit: OnExit, *, fanout: Fanout) -> Run:
+        """Start a container whose init runs `spec.process`; `fanout` gets its output."""
+        process = await self._runtime.start(spec)
+        run = Run(exec_id=exec_id, container_id=spec.id, process=process, is_init=True, fanout=fanout)
+        self._inits[spec.id] = run
+        self._launch(run, on_exit)
+        return run
+
+    async def exec(
+        self, container_id: str, spec: ProcessSpec, exec_id: str, on_exit: OnExit, *, fanout: Fanout
+    ) -> Run:
+        process = await self._runtime.exec(container_id, spec)
+        run = Run(exec_id=exec_id, container_id=container_id, process=process, is_init=False, fanout=fanout)
+        self._launch(run, on_exit)
+        return run
+
+    def _launch(self, run: Run, on_exit: OnExit) -> None:
+        assert self._nursery is not None, "supervisor not running"
+        self._runs[run.exec_id] = run
+        self._nursery.start_soon(self._supervise, run, on_exit)
+
+    async def _supervise(self, run: Run, on_exit: OnExit) -> None:
+        try:
+            async with trio.open_nursery() as pumps:
+                pumps.start_soon(self._pump, run, run.process.stdout, Stream.STDOUT)
+                if run.process.stderr is not None:
+                    pumps.start_soon(self._pump, run, run.process.stderr, Stream.STDERR)
+                try:
+                    run.exit_code = await run.process.wait()
+                except trio.Cancelled:
+                    with trio.CancelScope(shield=True):
+                        await self._kill_now(run)
+                    raise
+                pumps.cancel_scope.deadline = trio.current_time() + DRAIN_AFTER_EXIT
+        finally:
+            with trio.CancelScope(shield=True):
+                run.fanout.close()
+                await run.process.aclose()
+                if run.is_init:
+                    self._inits.pop(run.container_id, None)
+                run.container_exited = run.is_init or not self.is_running(run.container_id)
+                try:
+                    await on_exit(run)
+                except Exception:
+                    log.exception("cleanup after exit failed", extra={"container": run.container_id})
+                self._runs.pop(run.exec_id, None)
+                run.done.set()
+        log.info("process exited", extra={"container": run.container_id, "exec": run.exec_id,
+                                          "code": run.exit_code})
+
+    @staticmethod
+    async def _pump(run: Run, stream: trio.abc.ReceiveStream, which: Stream) -> None:
+        try:
+            while chunk := await stream.receive_some(65536):
+                await run.fanout.publish(which, chunk)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # a pty master reports EIO once the last slave fd closes: that is EOF
+
+    async def _kill_now(self, run: Run) -> None:
+        try:
+            if run.is_init:
+                await self._runtime.kill(run.container_id, signal.SIGKILL, all_processes=True)
+            else:
+                run.process.signal(signal.SIGKILL)
+            with trio.move_on_after(KILL_WAIT):
+                run.exit_code = await run.process.wait()
+        except Exception:
+            log.exception("could not kill a cancelled process", extra={"container": run.container_id})
+
+    # --- stopping ----------------------------------------------------------------------------
+
+    async def stop_container(self, container_id: str, *, grace: float | None = None) -> int | None:
+        """TERM, wait up to the grace period, then KILL; return the init's exit code.
+
+        Returns once the container's cleanup has run. None when it was not running.
+        """
+        run = self._inits.get(container_id)
+        if run is None:
+            return None
+        grace = self._grace if grace is None else grace
+        await self._runtime.kill(container_id, signal.SIGTERM)
+        with trio.move_on_after(grace):
+            await run.done.wait()
+        if not run.done.is_set():
+            log.info("container ignored TERM, killing", extra={"container": container_id})
+            await self._runtime.kill(container_id, signal.SIGKILL, all_processes=True)
+            with trio.move_on_after(KILL_WAIT):
+                await run.done.wait()
+        return run.exit_code
+
+    async def stop_exec(self, exec_id: str, *, force: bool) -> None:
+        run = self._runs.get(exec_id)
+        if run is None:
+            return
+        run.process.signal(signal.SIGKILL if force else signal.SIGTERM)
+        with trio.move_on_after(5):
+            await run.done.wait()
+
+    async def stop_all(self) -> None:
+        async with trio.open_nursery() as nursery:
+            for container_id in list(self._inits):
+                nursery.start_soon(self._stop_quietly, container_id)
+
+    async def _stop_quietly(self, container_id: str) -> None:
+        try:
+            await self.stop_container(container_id)
+        except Exception:
+            log.exception("could not stop container at shutdown", extra={"container": container_id})

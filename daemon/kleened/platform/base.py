@@ -1,0 +1,158 @@
+"""The interfaces between core and the host drivers.
+
+Vocabulary:
+- a *layer* is a read-only filesystem delta, named by a 12-hex id; an image is an ordered
+  stack of layers (bottom first) and each build snapshot names a prefix of that stack;
+- a *container filesystem* is the stack of its image's layers up to the chosen snapshot plus
+  the container's own writable layer; it is mounted while the container runs;
+- a *volume* is a directory the daemon owns, bind-mounted into containers.
+
+Drivers raise `HostCommandError` when a host command fails; core translates it.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import trio
+
+
+class HostCommandError(Exception):
+    def __init__(self, argv: Sequence[str], returncode: int, stderr: str) -> None:
+        self.argv = list(argv)
+        self.returncode = returncode
+        self.stderr = stderr.strip()
+        super().__init__(f"{self.argv[0]} exited with {returncode}: {self.stderr}")
+
+
+# --- storage ----------------------------------------------------------------------------------
+
+
+class VolumeStorage(Protocol):
+    def volume_path(self, name: str) -> Path: ...
+    def dataset(self, name: str) -> str:
+        """What `Volume.dataset` shows (a ZFS dataset upstream, a directory on overlay)."""
+        ...
+    async def create_volume(self, name: str) -> Path: ...
+    async def remove_volume(self, name: str) -> None: ...
+    def list_volumes(self) -> list[str]: ...
+    async def populate_volume(self, name: str, source: Path) -> None:
+        """Copy `source` (a directory in a container's mounted filesystem) into the volume."""
+        ...
+
+
+class LayerStorage(Protocol):
+    driver: str  # "overlay", "zfs"
+
+    def layer_path(self, layer_id: str) -> Path: ...
+    async def create_layer(self) -> tuple[str, Path]:
+        """A new empty layer to fill (extract a base image into it). Not yet usable by others."""
+        ...
+    async def remove_layer(self, layer_id: str) -> None: ...
+    def list_layers(self) -> list[str]: ...
+
+    async def create_container_fs(self, container_id: str) -> None:
+        """The container's own writable layer, empty."""
+        ...
+    async def mount_container_fs(self, container_id: str, layers: Sequence[str]) -> Path:
+        """Mount `layers` (bottom first) under the container's layer; return the rootfs path."""
+        ...
+    async def unmount_container_fs(self, container_id: str) -> None: ...
+    async def remove_container_fs(self, container_id: str) -> None: ...
+    async def commit_container_fs(self, container_id: str) -> str:
+        """Turn the (unmounted) container layer into a new read-only layer; return its id.
+
+        The container gets a fresh empty writable layer on top of the new one.
+        """
+        ...
+    def rootfs_path(self, container_id: str) -> Path:
+        """Where the container's filesystem is (or will be) mounted."""
+        ...
+    def list_container_fs(self) -> list[str]: ...
+    def mounted_container_fs(self) -> list[str]: ...
+
+
+# --- processes --------------------------------------------------------------------------------
+
+
+class NetworkMode(enum.Enum):
+    HOST = "host"  # share the host's network stack
+    NONE = "none"  # a private stack with loopback only
+    NAMESPACE = "namespace"  # join an existing named namespace (vnet/ipnet containers)
+
+
+@dataclass(frozen=True)
+class BindMount:
+    source: Path  # host path, already resolved and checked by core
+    destination: str  # absolute path inside the container (resolved inside the root)
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    args: list[str]
+    env: list[str]
+    cwd: str = "/"
+    uid: int = 0
+    gid: int = 0
+    additional_gids: list[int] = field(default_factory=list)
+    tty: bool = False
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    id: str
+    rootfs: Path
+    hostname: str
+    process: ProcessSpec
+    mounts: list[BindMount] = field(default_factory=list)
+    network: NetworkMode = NetworkMode.HOST
+    netns_path: str | None = None
+    # Platform parameters already validated by `Runtime.check_params` (jail_param upstream).
+    params: dict[str, str] = field(default_factory=dict)
+
+
+class Process(Protocol):
+    """A process the runtime started: a container's init or an exec.
+
+    Output: with a TTY, `stdout` carries the terminal and `stderr` is None.
+    `wait()` returns the exit code (128+N for a signal, as a shell shows it); whoever started
+    the process must wait for it, which also releases its fds.
+    """
+
+    pid: int
+    stdin: trio.abc.SendStream | None
+    stdout: trio.abc.ReceiveStream
+    stderr: trio.abc.ReceiveStream | None
+
+    async def wait(self) -> int: ...
+    def resize(self, rows: int, cols: int) -> None: ...
+    def signal(self, signum: int) -> None: ...
+    async def aclose(self) -> None:
+        """Close our ends of its stdio (not the process)."""
+        ...
+
+
+class Runtime(Protocol):
+    name: str  # "runc", "jail"
+
+    def version(self) -> str: ...
+    def check_params(self, params: Sequence[str]) -> dict[str, str]:
+        """Validate jail_param-style `key[=value]` strings; raise ValueError with a message."""
+        ...
+    async def start(self, spec: ContainerSpec) -> Process:
+        """Create and start the container; its init runs `spec.process`."""
+        ...
+    async def exec(self, container_id: str, process: ProcessSpec) -> Process: ...
+    async def kill(self, container_id: str, signum: int, *, all_processes: bool = False) -> None: ...
+    async def delete(self, container_id: str) -> None:
+        """Forget a stopped container (idempotent); release its cgroups and bundle."""
+        ...
+    async def list_containers(self) -> dict[str, str]:
+        """Containers this runtime knows of (ours only): id -> status."""
+        ...
+    def process_count(self, container_id: str) -> int: ...

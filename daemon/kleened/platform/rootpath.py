@@ -1,0 +1,97 @@
+"""Resolving a path inside a container root without ever leaving it.
+
+`resolve_in_root(root, path)` follows symlinks the way the container would see them: an
+absolute link target restarts at `root`, `..` never climbs above `root`. The result is a host
+path that is inside `root` at the moment of the call. Used for mount destinations, COPY
+destinations, working directories and reading the image's /etc/passwd.
+
+A container that is running could swap a component for a symlink after we resolved it; callers
+that then *write* (mount targets, copies) do so before the container's processes run.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+MAX_LINKS = 40  # as the kernel's ELOOP limit
+
+
+class PathEscape(ValueError):
+    pass
+
+
+def resolve_in_root(root: Path, path: str) -> Path:
+    root = Path(os.path.realpath(root))
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    resolved: list[str] = []
+    links = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        candidate = root.joinpath(*resolved, part)
+        try:
+            st = os.lstat(candidate)
+        except FileNotFoundError:
+            resolved.append(part)
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            links += 1
+            if links > MAX_LINKS:
+                raise PathEscape(f"too many levels of symbolic links in '{path}'")
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                resolved = []
+            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
+            continue
+        resolved.append(part)
+    result = root.joinpath(*resolved)
+    if not str(result).startswith(str(root)):
+        raise PathEscape(f"'{path}' resolves outside the container root")
+    return result
+
+
+def read_text_in_root(root: Path, path: str, limit: int = 1 << 20) -> str | None:
+    """The text of a regular file inside the root, or None when absent or not a file."""
+    target = resolve_in_root(root, path)
+    try:
+        fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except (FileNotFoundError, NotADirectoryError, OSError):
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return os.read(fd, limit).decode(errors="replace")
+    finally:
+        os.close(fd)
+
+
+def ensure_target(root: Path, path: str, *, directory: bool) -> Path:
+    """Create a mount target (a directory, or an empty file for a file bind mount) inside root."""
+    target = resolve_in_root(root, path)
+    if directory:
+        _makedirs_in_root(root, target)
+    else:
+        _makedirs_in_root(root, target.parent)
+        if not target.exists():
+            fd = os.open(target, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW, 0o644)
+            os.close(fd)
+    return target
+
+
+def _makedirs_in_root(root: Path, target: Path) -> None:
+    root = Path(os.path.realpath(root))
+    relative = target.relative_to(root)
+    current = root
+    for part in relative.parts:
+        current = current / part
+        try:
+            os.mkdir(current, 0o755)
+        except FileExistsError:
+            if os.path.islink(current) or not os.path.isdir(current):
+                # resolve_in_root already followed links; a link here appeared meanwhile
+                raise PathEscape(f"'{current}' changed while creating a mount target") from None

@@ -1,0 +1,276 @@
+"""msgspec Structs for every object of the Kleene API.
+
+Vocabulary: an *ident* is what a user types (id, id prefix or name); an *id* is the 12-hex
+identifier the daemon assigns; a *name* is the user-chosen label.
+
+Request Structs are decoded leniently (see `codec.decode`): unknown fields are ignored, the
+strings "true"/"false" are booleans, and missing keys take the defaults below, as upstream's
+OpenApiSpex layer does. Response Structs always encode every field (`null` where unset), because
+upstream serialises Elixir structs and the upstream client expects every key.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+NetworkDriver = Literal["ipnet", "host", "vnet", "disabled"]
+RestartPolicy = Literal["no", "on-startup"]
+MountType = Literal["volume", "nullfs"]
+Protocol = Literal["tcp", "udp"]
+NetworkType = Literal["bridge", "loopback", "custom"]
+ImageCreateMethod = Literal["fetch", "fetch-auto", "zfs-copy", "zfs-clone", "dir"]
+
+InterfaceName = Annotated[str, msgspec.Meta(max_length=15)]
+
+
+class _Request(msgspec.Struct, kw_only=True):
+    """Base of request bodies."""
+
+
+class _Response(msgspec.Struct, kw_only=True):
+    """Base of response bodies: every field is encoded."""
+
+
+# --- requests ---------------------------------------------------------------------------------
+
+
+class MountPointConfig(_Request):
+    type: MountType = "volume"
+    destination: str = ""
+    source: str = ""
+    read_only: bool = False
+
+
+class PublishedPortConfig(_Request):
+    interfaces: list[str] = msgspec.field(default_factory=list)
+    host_port: str = ""
+    container_port: str = ""
+    protocol: Protocol = "tcp"
+
+
+class ContainerConfig(_Request):
+    name: str | None = None
+    image: str | None = None
+    cmd: list[str] | None = msgspec.field(default_factory=list)
+    user: str | None = ""
+    env: list[str] | None = msgspec.field(default_factory=list)
+    mounts: list[MountPointConfig] | None = msgspec.field(default_factory=list)
+    jail_param: list[str] | None = msgspec.field(default_factory=list)
+    network_driver: NetworkDriver = "ipnet"
+    public_ports: list[PublishedPortConfig] | None = msgspec.field(default_factory=list)
+    restart_policy: RestartPolicy | None = "no"
+    persist: bool | None = False
+
+
+class ContainerUpdate(_Request):
+    """Body of `POST /containers/{id}/update`.
+
+    Unlike upstream (which fills defaults and so lets `klee container rename` wipe cmd and
+    env), a key that is absent or null leaves the stored value unchanged; list fields that are
+    present replace the stored list.
+    """
+
+    name: str | None = None
+    user: str | None = None
+    env: list[str] | None = None
+    cmd: list[str] | None = None
+    persist: bool | None = None
+    restart_policy: RestartPolicy | None = None
+    jail_param: list[str] | None = None
+
+
+class ExecConfig(_Request):
+    container_id: str = ""
+    cmd: list[str] = msgspec.field(default_factory=list)
+    user: str = ""
+    env: list[str] = msgspec.field(default_factory=list)
+    tty: bool = False
+
+
+class ExecStartConfig(_Request):
+    exec_id: str
+    attach: bool
+    start_container: bool
+
+
+class EndPointConfig(_Request):
+    container: str
+    network: str
+    ip_address: str = ""
+    ip_address6: str = ""
+
+
+class ImageBuildConfig(_Request):
+    context: str
+    container_config: ContainerConfig
+    dockerfile: str = "Dockerfile"
+    quiet: bool = False
+    cleanup: bool = True
+    tag: str = ""
+    buildargs: dict[str, str] = msgspec.field(default_factory=dict)
+    networks: list[EndPointConfig] = msgspec.field(default_factory=list)
+
+
+class ImageCreateConfig(_Request):
+    method: ImageCreateMethod
+    tag: str = ""
+    dns: bool = True
+    localtime: bool = True
+    update: bool = False
+    zfs_dataset: str = ""
+    url: str = ""
+    autotag: bool = False
+    # Extension (method "dir"): a directory on the daemon host copied into the new image.
+    path: str = ""
+
+
+class NetworkConfig(_Request):
+    name: str
+    type: NetworkType
+    interface: InterfaceName = ""
+    subnet: str = ""
+    subnet6: str = ""
+    gateway: str = ""
+    gateway6: str = ""
+    nat: str = "<host-gateway>"
+    icc: bool = True
+    internal: bool = False
+
+
+class VolumeConfig(_Request):
+    name: str
+
+
+# --- responses --------------------------------------------------------------------------------
+
+
+class IdResponse(_Response):
+    id: str
+
+
+class ErrorResponse(_Response):
+    message: str
+
+
+class PublishedPort(_Response):
+    interfaces: list[str]
+    host_port: str
+    container_port: str
+    protocol: Protocol
+    ip_address: str = ""
+    ip_address6: str = ""
+
+
+class Container(_Response):
+    id: str
+    name: str | None
+    image_id: str
+    cmd: list[str] | None
+    user: str
+    env: list[str]
+    jail_param: list[str]
+    network_driver: NetworkDriver
+    public_ports: list[PublishedPort]
+    restart_policy: RestartPolicy | None
+    persist: bool
+    created: str
+    dataset: str
+    running: bool = False
+    # Extensions: what upstream cannot tell (last exit code, start and finish times).
+    exit_code: int | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+
+
+class ContainerSummary(Container):
+    image_name: str = ""
+    image_tag: str = ""
+    jid: int | None = None
+
+
+class EndPoint(_Response):
+    id: str
+    network_id: str
+    container_id: str
+    epair: str | None = None
+    ip_address: str = ""
+    ip_address6: str = ""
+
+
+class MountPoint(_Response):
+    type: MountType
+    container_id: str
+    destination: str
+    source: str
+    read_only: bool = False
+
+
+class ContainerInspect(_Response):
+    container: Container
+    container_endpoints: list[EndPoint]
+    container_mountpoints: list[MountPoint]
+
+
+class Image(_Response):
+    id: str
+    name: str
+    tag: str
+    cmd: list[str] | None
+    env: list[str]
+    user: str
+    instructions: list[list[str]]
+    created: str
+    dataset: str
+    # Extensions (set by builds that use ENTRYPOINT, EXPOSE, LABEL, WORKDIR).
+    workdir: str = "/"
+    entrypoint: list[str] | None = None
+    exposed_ports: list[str] = msgspec.field(default_factory=list)
+    labels: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class Network(_Response):
+    id: str
+    name: str
+    type: NetworkType
+    interface: str
+    subnet: str
+    subnet6: str
+    gateway: str
+    gateway6: str
+    nat: str
+    icc: bool
+    internal: bool
+
+
+class NetworkInspect(_Response):
+    network: Network
+    network_endpoints: list[EndPoint]
+
+
+class Volume(_Response):
+    name: str
+    dataset: str
+    mountpoint: str
+    created: str
+
+
+class VolumeInspect(_Response):
+    volume: Volume
+    mountpoints: list[MountPoint]
+
+
+class RuntimeVersion(_Response):
+    name: str
+    version: str
+
+
+class Version(_Response):
+    """Extension: `GET /version`."""
+
+    version: str
+    api_version: str
+    platform: str
+    python: str
+    runtimes: list[RuntimeVersion]

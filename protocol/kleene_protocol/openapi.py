@@ -1,0 +1,126 @@
+"""The OpenAPI 3.1 document of the Kleene API, generated from the Structs in `models`.
+
+`ROUTES` is the single list of operations; schemas come from msgspec, so the document cannot
+drift from what the daemon decodes and encodes. WebSocket endpoints are listed as GET with an
+`x-websocket` description of their frames.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import msgspec
+
+from . import API_VERSION, models
+from .websocket import WebSocketMessage, WindowSize
+
+
+class Route(NamedTuple):
+    method: str
+    path: str
+    summary: str
+    body: type | None = None
+    responses: tuple[tuple[int, Any], ...] = ()
+    query: tuple[tuple[str, str, bool], ...] = ()  # name, type, required
+    websocket: str = ""
+
+
+E = models.ErrorResponse
+I = models.IdResponse  # noqa: E741
+IDS = list[str]
+
+ROUTES: list[Route] = [
+    Route("get", "/containers/list", "List containers", None, ((200, list[models.ContainerSummary]),),
+          (("all", "boolean", False),)),
+    Route("post", "/containers/create", "Create a container", models.ContainerConfig, ((201, I), (404, E))),
+    Route("delete", "/containers/{container_id}", "Remove a container", None, ((200, I), (404, E), (409, E))),
+    Route("post", "/containers/prune", "Remove stopped, non-persistent containers", None, ((200, IDS),)),
+    Route("post", "/containers/{container_id}/update", "Update a container (absent or null: unchanged)",
+          models.ContainerUpdate, ((201, I), (404, E), (409, E))),
+    Route("post", "/containers/{container_id}/stop", "Stop a container", None, ((200, I), (404, E))),
+    Route("get", "/containers/{container_id}/inspect", "Inspect a container", None,
+          ((200, models.ContainerInspect), (404, E))),
+    Route("post", "/exec/create", "Create an execution instance", models.ExecConfig, ((201, I), (404, E))),
+    Route("get", "/exec/start", "Start an execution instance (WebSocket)", models.ExecStartConfig, (),
+          websocket="First client frame: ExecStartConfig. Server: starting message, output frames, close frame "
+          "with a JSON WebSocketMessage reason (1000 exited, 1001 detached, 1002 bad config, 1011 error). "
+          "Client frames after start are stdin; a TEXT frame that is exactly a WindowSize object resizes the TTY."),
+    Route("post", "/exec/{exec_id}/stop", "Stop an execution instance", None, ((200, I), (404, E)),
+          (("force_stop", "boolean", True), ("stop_container", "boolean", True))),
+    Route("get", "/images/build", "Build an image (WebSocket)", models.ImageBuildConfig, (),
+          websocket="First client frame: ImageBuildConfig. Server: starting message (data: image id), "
+          "TEXT status and output frames, close 1000 'image created' or 1011 'image build failed'."),
+    Route("get", "/images/create", "Create a base image (WebSocket)", models.ImageCreateConfig, (),
+          websocket="First client frame: ImageCreateConfig. Server: starting message, TEXT progress frames, "
+          "close 1000 'image created' (data: image id) or 1011 'image creation failed: ...'."),
+    Route("get", "/images/list", "List images", None, ((200, list[models.Image]),)),
+    Route("delete", "/images/{image_id}", "Remove an image", None, ((200, I), (404, E))),
+    Route("post", "/images/prune", "Remove unused images", None, ((200, IDS),), (("all", "boolean", True),)),
+    Route("post", "/images/{image_id}/tag", "Tag an image", None, ((200, I), (404, E)),
+          (("nametag", "string", True),)),
+    Route("get", "/images/{image_id}/inspect", "Inspect an image", None, ((200, models.Image), (404, E))),
+    Route("get", "/networks/list", "List networks", None, ((200, list[models.Network]),)),
+    Route("post", "/networks/create", "Create a network", models.NetworkConfig, ((201, I), (409, E))),
+    Route("delete", "/networks/{network_id}", "Remove a network", None, ((200, I), (404, E))),
+    Route("post", "/networks/prune", "Remove unused networks", None, ((200, IDS),)),
+    Route("get", "/networks/{network_id}/inspect", "Inspect a network", None,
+          ((200, models.NetworkInspect), (404, E))),
+    Route("post", "/networks/connect", "Connect a container to a network", models.EndPointConfig,
+          ((204, None), (404, E), (409, E))),
+    Route("post", "/networks/{network_id}/disconnect/{container_id}", "Disconnect a container", None,
+          ((204, None), (404, E), (409, E))),
+    Route("get", "/volumes/list", "List volumes", None, ((200, list[models.Volume]),)),
+    Route("post", "/volumes/create", "Create a volume (idempotent)", models.VolumeConfig, ((201, I), (400, E))),
+    Route("delete", "/volumes/{volume_name}", "Remove a volume", None, ((200, I), (404, E), (409, E))),
+    Route("post", "/volumes/prune", "Remove unused volumes", None, ((200, IDS),)),
+    Route("get", "/volumes/{volume_name}/inspect", "Inspect a volume", None, ((200, models.VolumeInspect), (404, E))),
+    Route("get", "/version", "Daemon and API version (extension)", None, ((200, models.Version),)),
+    Route("get", "/openapi.json", "This document (extension)", None, ((200, dict),)),
+]
+
+
+def _ref_name(t: type) -> str:
+    return t.__name__
+
+
+@functools.cache
+def openapi_document() -> dict[str, Any]:
+    types = {r.body for r in ROUTES if r.body} | {t for r in ROUTES for _, t in r.responses if t not in (None, dict)}
+    types |= {WebSocketMessage, WindowSize}
+    ordered = sorted(types, key=repr)
+    schemas, components = msgspec.json.schema_components(ordered, ref_template="#/components/schemas/{name}")
+    by_type = dict(zip(ordered, schemas, strict=True))
+    paths: dict[str, Any] = {}
+    for route in ROUTES:
+        op: dict[str, Any] = {"summary": route.summary, "responses": {}}
+        params = [{"name": n, "in": "query", "required": req, "schema": {"type": t}} for n, t, req in route.query]
+        params += [
+            {"name": seg[1:-1], "in": "path", "required": True, "schema": {"type": "string"}}
+            for seg in route.path.split("/")
+            if seg.startswith("{")
+        ]
+        if params:
+            op["parameters"] = params
+        if route.websocket:
+            op["x-websocket"] = {"description": route.websocket, "first-frame": by_type[route.body]}
+            op["responses"]["101"] = {"description": "Switching to the WebSocket protocol"}
+        elif route.body is not None:
+            op["requestBody"] = {"required": True, "content": {"application/json": {"schema": by_type[route.body]}}}
+        for status, type_ in route.responses:
+            entry: dict[str, Any] = {"description": "" if type_ is None else _describe(type_)}
+            if type_ is not None:
+                schema = {"type": "object"} if type_ is dict else by_type[type_]
+                entry["content"] = {"application/json": {"schema": schema}}
+            op["responses"][str(status)] = entry
+        paths.setdefault(route.path, {})[route.method] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Kleene daemon API", "version": API_VERSION},
+        "paths": paths,
+        "components": {"schemas": components},
+    }
+
+
+def _describe(type_: Any) -> str:
+    return getattr(type_, "__name__", None) or str(type_)
