@@ -1,0 +1,1 @@
+"""FreeBSD drivers (jail, ZFS, epair, pf): planned, behind the same interfaces as linux/."""

@@ -1,0 +1,1 @@
+"""Linux drivers: runc, overlayfs, network namespaces and nftables."""

@@ -1,0 +1,71 @@
+"""Read `/proc/self/mountinfo`: the daemon's view of what is mounted where.
+
+Drivers check it before deleting anything (a recursive delete through a live mount would
+destroy the mounted data, see containerd `core/mount/temp.go`) and after a crash to find what
+is still mounted. Only the daemon's own mount namespace is visible here; mounts that runc makes
+inside a container's namespace never show up, which is what we want.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+_ESCAPE = re.compile(r"\\([0-7]{3})")
+
+
+@dataclass(frozen=True)
+class Mount:
+    mountpoint: Path
+    root: str  # the path inside the filesystem that is mounted (not "/" for bind and cgroup-ns mounts)
+    fstype: str
+    source: str
+    super_options: str  # filesystem-specific options, e.g. overlay's lowerdir=...
+
+    def option(self, key: str) -> str | None:
+        for item in self.super_options.split(","):
+            name, _, value = item.partition("=")
+            if name == key:
+                return value
+        return None
+
+
+def _unescape(field: str) -> str:
+    # The kernel writes space, tab, newline and backslash in paths as octal escapes.
+    return _ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), field)
+
+
+def parse(text: str) -> list[Mount]:
+    mounts = []
+    for line in text.splitlines():
+        fields = line.split(" ")
+        try:
+            sep = fields.index("-", 6)
+        except ValueError:
+            continue
+        mounts.append(
+            Mount(
+                mountpoint=Path(_unescape(fields[4])),
+                root=_unescape(fields[3]),
+                fstype=fields[sep + 1],
+                source=_unescape(fields[sep + 2]),
+                super_options=fields[sep + 3] if len(fields) > sep + 3 else "",
+            )
+        )
+    return mounts
+
+
+def mounts(path: str = "/proc/self/mountinfo") -> list[Mount]:
+    with open(path) as f:
+        return parse(f.read())
+
+
+def mounts_under(path: Path) -> list[Mount]:
+    """Mounts at `path` or below it, deepest first (the order to unmount them in)."""
+    found = [m for m in mounts() if m.mountpoint == path or m.mountpoint.is_relative_to(path)]
+    return sorted(found, key=lambda m: len(m.mountpoint.parts), reverse=True)
+
+
+def is_mountpoint(path: Path) -> bool:
+    return any(m.mountpoint == path for m in mounts())

@@ -1,0 +1,279 @@
+"""Layers, container filesystems and volumes as plain directories plus overlayfs mounts.
+
+Layout under the state root (vocabulary of `platform.base`):
+
+    layers/<layer-id>/                  a layer's content; read-only once an image uses it
+    containers/<id>/upper|work|rootfs   the container's writable layer, overlay's work dir, the mount
+    volumes/<name>/                     a volume
+    init/                               the "init layer": the top lower of every container (below)
+
+Why overlay: creating and committing are O(1) (a commit renames the container's upper dir into
+`layers/`), it works on the ext4 host, and it needs no extra packages. Deletions of layers,
+container dirs and volumes look like whiteouts (char device 0/0) in the upper dir; they keep
+that meaning when the upper becomes a layer, so an image is just its ordered list of layer dirs.
+
+The init layer holds empty placeholders for what the runtime bind-mounts over (`/.init`, the
+tini binary). Without it runc would create them in the container's upper dir, and every commit
+(every build step) would carry them into the image; Docker keeps a per-container init layer for
+the same reason. It also gives an empty layer stack the one lower dir overlay requires.
+
+Rules this module keeps:
+- mount data is limited to one page, so lower dirs are given relative to `layers/` (`mount` runs
+  with that cwd): about 300 twelve-character ids fit, beyond the kernel's stack limit of 500;
+- nothing is deleted through a live mount: `remove_*` consults /proc/self/mountinfo, unmounts
+  first, and renames the victim to a `.trash-*` name before deleting it, so a crash mid-delete
+  leaves no half-present object;
+- new objects are built under a `.tmp-*` name and renamed into place; dot names never count
+  as objects, and the daemon's reconcile can delete them.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import secrets
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import trio
+from kleene_protocol.ids import new_id
+from kleened.platform.linux import hostcmd, mountinfo
+from kleened.platform.linux.bundle import INIT_DESTINATION
+
+# Mountpoints the runtime binds over, relative to "/" (see the module docstring).
+INIT_LAYER_FILES = (INIT_DESTINATION.lstrip("/"),)
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")  # no ',', ':', '=' or '/' (mount data)
+
+
+def _check_name(kind: str, name: str) -> str:
+    if not _NAME.match(name):
+        raise ValueError(f"invalid {kind} '{name}'")
+    return name
+
+
+def check_volume_name(name: str) -> str:
+    """Volume names become one path component; refuse anything that could escape or hide."""
+    if not name:
+        raise ValueError("volume name must not be empty")
+    if "/" in name or "\0" in name:
+        raise ValueError(f"volume name '{name}' must not contain '/' or NUL")
+    if name.startswith("."):
+        raise ValueError(f"volume name '{name}' must not start with '.'")
+    if len(name.encode()) > 255:
+        raise ValueError("volume name is longer than 255 bytes")
+    return name
+
+
+def _busy(what: str) -> OSError:
+    return OSError(errno.EBUSY, what)
+
+
+class OverlayStorage:
+    """`LayerStorage` and `VolumeStorage` on overlayfs; see the module docstring for the layout."""
+
+    driver = "overlay"
+
+    def __init__(self, root: Path) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        self.root = root.resolve()  # mountinfo shows real paths
+        self.layers = self.root / "layers"
+        self.containers = self.root / "containers"
+        self.volumes = self.root / "volumes"
+        self.init_layer = self.root / "init"
+        for d in (self.layers, self.containers, self.volumes):
+            d.mkdir(mode=0o700, exist_ok=True)
+        self._make_init_layer()
+
+    def _make_init_layer(self) -> None:
+        self.init_layer.mkdir(mode=0o755, exist_ok=True)
+        for name in INIT_LAYER_FILES:
+            placeholder = self.init_layer / name
+            if not placeholder.is_file():
+                placeholder.touch(mode=0o755)
+
+    # --- layers -----------------------------------------------------------------------------
+
+    def layer_path(self, layer_id: str) -> Path:
+        return self.layers / _check_name("layer id", layer_id)
+
+    async def create_layer(self) -> tuple[str, Path]:
+        layer_id = new_id()
+        path = self.layer_path(layer_id)
+        tmp = self.layers / f".tmp-{layer_id}"
+        tmp.mkdir(mode=0o755)
+        os.chmod(tmp, 0o755)  # the root dir's mode becomes the container's "/" mode
+        tmp.rename(path)
+        return layer_id, path
+
+    async def remove_layer(self, layer_id: str) -> None:
+        """Idempotent. Refuses (EBUSY) while a mounted container filesystem stacks the layer."""
+        path = self.layer_path(layer_id)
+        if not path.exists():
+            return
+        users = [cid for cid, lowers in self._mounted_stacks().items() if layer_id in lowers]
+        if users:
+            raise _busy(f"layer {layer_id} is in use by mounted container {', '.join(sorted(users))}")
+        await self._delete_tree(path)
+
+    def list_layers(self) -> list[str]:
+        return self._names(self.layers)
+
+    # --- container filesystems --------------------------------------------------------------
+
+    def _container_dir(self, container_id: str) -> Path:
+        return self.containers / _check_name("container id", container_id)
+
+    def rootfs_path(self, container_id: str) -> Path:
+        return self._container_dir(container_id) / "rootfs"
+
+    async def create_container_fs(self, container_id: str) -> None:
+        target = self._container_dir(container_id)
+        if target.exists():
+            raise FileExistsError(errno.EEXIST, f"container filesystem {container_id} already exists")
+        tmp = self.containers / f".tmp-{container_id}-{secrets.token_hex(4)}"
+        try:
+            tmp.mkdir(mode=0o700)
+            for sub in ("upper", "work", "rootfs"):
+                (tmp / sub).mkdir(mode=0o755)
+            tmp.rename(target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # only fresh empty dirs: never a mountpoint
+            raise
+
+    async def mount_container_fs(self, container_id: str, layers: Sequence[str]) -> Path:
+        """Mount `layers` (bottom first) under the container's upper dir. Already mounted: no-op."""
+        cdir = self._container_dir(container_id)
+        rootfs = cdir / "rootfs"
+        for layer_id in layers:
+            if not self.layer_path(layer_id).is_dir():
+                raise FileNotFoundError(errno.ENOENT, f"layer {layer_id} does not exist")
+        if not cdir.is_dir():
+            raise FileNotFoundError(errno.ENOENT, f"container filesystem {container_id} does not exist")
+        if mountinfo.is_mountpoint(rootfs):
+            return rootfs
+        await hostcmd.run(["mount", "-t", "overlay", "overlay", "-o", self._mount_data(container_id, layers), rootfs],
+                          cwd=self.layers)  # fmt: skip
+        return rootfs
+
+    def _mount_data(self, container_id: str, layers: Sequence[str]) -> str:
+        """overlay's options, relative to `layers/`; the top layer comes first in lowerdir."""
+        lower = ":".join(["../init", *reversed(layers)])
+        rel = f"../containers/{container_id}"
+        return f"lowerdir={lower},upperdir={rel}/upper,workdir={rel}/work"
+
+    async def unmount_container_fs(self, container_id: str) -> None:
+        rootfs = self.rootfs_path(container_id)
+        if mountinfo.is_mountpoint(rootfs):
+            await hostcmd.run(["umount", rootfs])
+
+    async def remove_container_fs(self, container_id: str) -> None:
+        """Idempotent: unmount everything under the container dir, then delete it."""
+        cdir = self._container_dir(container_id)
+        if not cdir.exists():
+            return
+        await self._delete_tree(cdir)
+
+    async def commit_container_fs(self, container_id: str) -> str:
+        cdir = self._container_dir(container_id)
+        if mountinfo.is_mountpoint(cdir / "rootfs"):
+            raise _busy(f"container filesystem {container_id} is mounted; unmount it before committing")
+        layer_id = new_id()
+        fresh = cdir / f".tmp-upper-{layer_id}"
+        fresh.mkdir(mode=0o755)
+        os.chmod(fresh, (cdir / "upper").stat().st_mode & 0o7777)  # keep "/" as it was
+        # Order matters for a crash: the layer appears first, then the fresh upper; a leftover
+        # .tmp-upper-* is garbage, never data.
+        (cdir / "upper").rename(self.layer_path(layer_id))
+        fresh.rename(cdir / "upper")
+        return layer_id
+
+    def list_container_fs(self) -> list[str]:
+        return self._names(self.containers)
+
+    def mounted_container_fs(self) -> list[str]:
+        return sorted(self._mounted_stacks())
+
+    def _mounted_stacks(self) -> dict[str, list[str]]:
+        """container id -> its lower layer ids, for every overlay mounted at containers/<id>/rootfs."""
+        stacks = {}
+        for m in mountinfo.mounts():
+            if m.mountpoint.name == "rootfs" and m.mountpoint.parent.parent == self.containers:
+                lower = m.option("lowerdir") or ""
+                stacks[m.mountpoint.parent.name] = [Path(p).name for p in lower.split(":") if p]
+        return stacks
+
+    # --- volumes ----------------------------------------------------------------------------
+
+    def volume_path(self, name: str) -> Path:
+        return self.volumes / check_volume_name(name)
+
+    def dataset(self, name: str) -> str:
+        return str(self.volume_path(name))
+
+    async def create_volume(self, name: str) -> Path:
+        """Idempotent: an existing volume is returned as it is."""
+        path = self.volume_path(name)
+        if path.is_dir():
+            return path
+        tmp = self.volumes / f".tmp-{secrets.token_hex(6)}"
+        tmp.mkdir(mode=0o755)
+        os.chmod(tmp, 0o755)
+        try:
+            tmp.rename(path)
+        except OSError:
+            tmp.rmdir()
+            if not path.is_dir():  # lost a race with a concurrent create: theirs is fine
+                raise
+        return path
+
+    async def populate_volume(self, name: str, source: Path) -> None:
+        """Copy the contents of `source` into the volume, keeping owners, modes and links.
+
+        `source` must already be resolved inside the container root (core does that); it is
+        refused if it is itself a symlink. `cp -a` never follows symlinks inside the tree.
+        """
+        path = self.volume_path(name)
+        if source.is_symlink() or not source.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, f"cannot populate volume {name} from {source}: not a directory")
+        await hostcmd.run(["cp", "-a", "--", f"{source}/.", f"{path}/"], timeout=600)
+
+    async def remove_volume(self, name: str) -> None:
+        path = self.volume_path(name)
+        if path.exists():
+            await self._delete_tree(path)
+
+    def list_volumes(self) -> list[str]:
+        return self._names(self.volumes)
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _names(directory: Path) -> list[str]:
+        return sorted(p.name for p in directory.iterdir() if not p.name.startswith(".") and p.is_dir())
+
+    async def _delete_tree(self, path: Path) -> None:
+        """Unmount whatever is mounted at or under `path`, move it aside, then delete it."""
+        for m in mountinfo.mounts_under(path):
+            await hostcmd.run(["umount", m.mountpoint])
+        if mountinfo.mounts_under(path):  # something was mounted again meanwhile: never delete through it
+            raise _busy(f"{path} still has mounts below it")
+        trash = path.parent / f".trash-{path.name}-{secrets.token_hex(4)}"
+        path.rename(trash)
+        await trio.to_thread.run_sync(shutil.rmtree, trash)
+
+    async def remove_garbage(self) -> list[Path]:
+        """Delete `.tmp-*`/`.trash-*` leftovers of a crash (never through a mount); return them."""
+        removed = []
+        for parent in (self.layers, self.containers, self.volumes):
+            for p in parent.iterdir():
+                if p.name.startswith((".tmp-", ".trash-")):
+                    await self._delete_tree(p)
+                    removed.append(p)
+        for cdir in self.containers.iterdir():
+            if not cdir.name.startswith(".") and cdir.is_dir():
+                for p in cdir.glob(".tmp-upper-*"):
+                    await self._delete_tree(p)
+                    removed.append(p)
+        return removed
