@@ -45,6 +45,7 @@ async def run_daemon(config: Config, listeners: list[Listener]) -> None:
             )
         )
         log.info("kleened %s ready", __version__)
+        await services.start_on_startup()
         await shutdown.wait()
     log.info("kleened stopped")
 

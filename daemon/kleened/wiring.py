@@ -6,19 +6,29 @@ This is the only module that names concrete drivers; core receives them as inter
 from __future__ import annotations
 
 import contextlib
+import logging
 import platform
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+
+import trio
 
 from kleene_protocol import API_VERSION
 from kleene_protocol.models import RuntimeVersion, Version
 
 from . import __version__
 from .config import Config
+from .core.containers import Containers
+from .core.execs import Execs
+from .core.images import Images
 from .core.services import Services
 from .core.store import Store
+from .core.supervisor import Supervisor
 from .core.volumes import Volumes
+
+log = logging.getLogger(__name__)
+SHUTDOWN_STOP_DEADLINE = 20.0  # seconds to stop every container at shutdown
 
 
 def _version(runtimes: list[RuntimeVersion]) -> Version:
@@ -33,17 +43,39 @@ def _version(runtimes: list[RuntimeVersion]) -> Version:
 
 @contextlib.asynccontextmanager
 async def open_services(config: Config) -> AsyncIterator[Services]:
+    """Services ready to serve; on exit every container is stopped and the store closed."""
     if not sys.platform.startswith("linux"):
         raise SystemExit("kleened: this build has drivers for Linux only (FreeBSD drivers are planned)")
     from .platform.linux.overlay import OverlayStorage
+    from .platform.linux.reaper import become_subreaper
+    from .platform.linux.rootfs import HostRootfs
+    from .platform.linux.runc import RuncRuntime
 
+    become_subreaper()
     root = Path(config.state_root)
     root.mkdir(parents=True, exist_ok=True)
     root.chmod(0o700)
     store = Store(root / "metadata.sqlite")
     storage = OverlayStorage(root)
+    runtime = RuncRuntime(root, config.host_prefix)
+    supervisor = Supervisor(runtime, grace=config.stop_timeout)
     try:
-        volumes = Volumes(store, storage, is_running=lambda _cid: False)
-        yield Services(store=store, volumes=volumes, version=_version([]))
+        async with trio.open_nursery() as nursery:
+            await nursery.start(supervisor.run)
+            images = Images(store, storage, HostRootfs(root / "tmp"))
+            volumes = Volumes(store, storage, is_running=supervisor.is_running)
+            containers = Containers(store, images, volumes, storage, runtime, supervisor, dataset_root=str(root))
+            await containers.reconcile()
+            services = Services(
+                store=store, volumes=volumes, images=images, containers=containers,
+                execs=Execs(containers, supervisor), supervisor=supervisor,
+                version=_version([RuntimeVersion(name=runtime.name, version=runtime.version())]),
+            )
+            try:
+                yield services
+            finally:
+                with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_STOP_DEADLINE):
+                    await supervisor.stop_all()
+                nursery.cancel_scope.cancel()
     finally:
         store.close()

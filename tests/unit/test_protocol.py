@@ -4,6 +4,7 @@ import json
 
 import msgspec
 import pytest
+
 from kleene_protocol import models
 from kleene_protocol.codec import BodyError, decode, encode
 from kleene_protocol.ids import is_id, new_id

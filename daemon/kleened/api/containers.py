@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from kleene_protocol.models import ContainerConfig, ContainerUpdate, IdResponse
 from quart import Blueprint
+
+from kleene_protocol.models import ContainerConfig, ContainerUpdate, IdResponse
 
 from ..core.errors import Ambiguous, Conflict, InvalidArgument
 from .http import body, query_bool, reply, services, statuses

@@ -14,6 +14,8 @@ import logging
 
 import msgspec
 import trio
+from quart import Blueprint, websocket
+
 from kleene_protocol.models import ExecConfig, ExecStartConfig, IdResponse
 from kleene_protocol.websocket import (
     CLOSE_GOING_AWAY,
@@ -22,7 +24,6 @@ from kleene_protocol.websocket import (
     WindowSize,
     starting,
 )
-from quart import Blueprint, websocket
 
 from ..core.errors import KleeneError
 from ..core.execs import Session

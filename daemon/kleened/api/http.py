@@ -6,9 +6,10 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from quart import Response, current_app, request
+
 from kleene_protocol.codec import BodyError, decode, encode
 from kleene_protocol.models import ErrorResponse
-from quart import Response, current_app, request
 
 from ..core.errors import KleeneError
 from ..core.services import Services

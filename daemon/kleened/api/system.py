@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from kleene_protocol.openapi import openapi_document
 from quart import Blueprint
+
+from kleene_protocol.openapi import openapi_document
 
 from .http import reply, services
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from kleene_protocol.models import IdResponse, VolumeConfig
 from quart import Blueprint
+
+from kleene_protocol.models import IdResponse, VolumeConfig
 
 from .http import body, reply, services
 

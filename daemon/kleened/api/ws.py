@@ -13,6 +13,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import trio
+from quart import websocket
+
 from kleene_protocol.codec import BodyError, decode
 from kleene_protocol.websocket import (
     CLOSE_INTERNAL_ERROR,
@@ -20,7 +23,6 @@ from kleene_protocol.websocket import (
     MsgType,
     close_reason,
 )
-from quart import websocket
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -30,9 +32,27 @@ class ConfigRejected(Exception):
     """The first frame did not decode; the connection has been closed with 1002."""
 
 
+CLOSE_LINGER = 5.0  # seconds to wait for the client's close frame (websockets' close_timeout is 10)
+
+
 async def close(code: int, msg_type: MsgType, message: str, data: str = "") -> None:
+    """Close with a JSON reason, then stay until the client answers (at most `CLOSE_LINGER`).
+
+    Returning at once lets hypercorn drop the connection right after our close frame; a client
+    whose close reply then fails with EPIPE may lose frames it had already read (websockets'
+    sync client discards a whole read's events when its reply cannot be sent). quart-trio
+    cancels the handler when the client's close frame arrives.
+    """
     await websocket.accept()  # a no-op once accepted; closing unaccepted would answer HTTP 403
     await websocket.close(code, close_reason(msg_type, message, data))
+    with trio.move_on_after(CLOSE_LINGER):
+        await discard_input()
+
+
+async def discard_input() -> None:
+    """Read and drop client frames: a client that keeps sending must not stall disconnect detection."""
+    while True:
+        await websocket.receive()
 
 
 async def receive_config(type_: type[T]) -> T:

@@ -22,7 +22,6 @@ from kleene_protocol.models import (
     MountPoint,
     PublishedPort,
 )
-from kleene_protocol.refs import InvalidReference
 
 from ..platform.base import BindMount, ContainerSpec, LayerStorage, NetworkMode, ProcessSpec, Runtime, VolumeStorage
 from ..platform.rootpath import PathEscape, ensure_target, read_text_in_root, resolve_in_root
@@ -97,12 +96,7 @@ class Containers:
             raise Conflict(f"container name '{name}' is already in use by {holders[0]}")
         if config.image is None:
             raise InvalidArgument("no image given")
-        try:
-            image, snapshot = self._images.resolve_ref(config.image)
-        except InvalidReference as exc:
-            raise InvalidArgument(str(exc)) from None
-        except NotFound:
-            raise NotFound(f"no such image '{config.image}'") from None
+        image, snapshot = self._images.resolve_ref(config.image)
         if config.public_ports and config.network_driver in ("host", "disabled"):
             raise InvalidArgument(
                 f"cannot publish ports of a container using the '{config.network_driver}' network driver"

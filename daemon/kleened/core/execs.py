@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass, field
 
 import trio
+
 from kleene_protocol.ids import new_id
 from kleene_protocol.models import ExecConfig
 

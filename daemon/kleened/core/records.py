@@ -4,6 +4,7 @@ needs (layer stacks, snapshots, run state). `to_api()` gives the wire object."""
 from __future__ import annotations
 
 import msgspec
+
 from kleene_protocol.models import Container, Image, MountPoint, PublishedPort
 
 IMAGE = "image"

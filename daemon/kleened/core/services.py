@@ -2,17 +2,40 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import logging
+from dataclasses import dataclass
 
-from kleene_protocol.models import Version
+from kleene_protocol.models import ExecConfig, Version
 
+from .containers import Containers
+from .errors import KleeneError
+from .execs import Execs
+from .images import Images
 from .store import Store
+from .supervisor import Supervisor
 from .volumes import Volumes
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class Services:
     store: Store
     volumes: Volumes
+    images: Images
+    containers: Containers
+    execs: Execs
+    supervisor: Supervisor
     version: Version
-    extras: dict[str, object] = field(default_factory=dict)
+
+    async def start_on_startup(self) -> None:
+        """Start every container whose restart policy is `on-startup`, detached."""
+        for record in self.containers.on_startup():
+            if self.containers.is_running(record.id):
+                continue
+            try:
+                instance = self.execs.create(ExecConfig(container_id=record.id))
+                await self.execs.start(instance.id, attach=False, start_container=True)
+                log.info("started on start-up", extra={"container": record.id})
+            except KleeneError as exc:
+                log.error("could not start container on start-up: %s", exc.message, extra={"container": record.id})

@@ -21,12 +21,12 @@ from typing import Any, TypeVar
 
 import pytest
 import trio
+
 from kleened.platform.base import BindMount, ContainerSpec, NetworkMode, ProcessSpec
 from kleened.platform.linux import mountinfo, reaper
 from kleened.platform.linux.overlay import OverlayStorage
 from kleened.platform.linux.process import RuncProcess
 from kleened.platform.linux.runc import RuncRuntime
-
 from tests import rootfs
 from tests.conftest import require_root_runtime
 

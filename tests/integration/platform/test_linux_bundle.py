@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from kleened.platform.base import BindMount, ContainerSpec, NetworkMode, ProcessSpec
 from kleened.platform.linux import bundle, mountinfo
 

@@ -7,8 +7,8 @@ import os
 import stat
 
 import pytest
-from kleened.platform.linux import mountinfo
 
+from kleened.platform.linux import mountinfo
 from tests.integration.platform.conftest import Host, run
 
 

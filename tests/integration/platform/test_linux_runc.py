@@ -8,9 +8,9 @@ import time
 
 import pytest
 import trio
+
 from kleened.platform.base import BindMount, HostCommandError, NetworkMode, ProcessSpec
 from kleened.platform.linux import cgroups
-
 from tests.integration.platform.conftest import ENV, Host, collect, run
 
 

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import trio
+
 from kleened.platform.base import HostCommandError
 
 log = logging.getLogger(__name__)

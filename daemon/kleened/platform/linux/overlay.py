@@ -38,6 +38,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import trio
+
 from kleene_protocol.ids import new_id
 from kleened.platform.linux import hostcmd, mountinfo
 from kleened.platform.linux.bundle import INIT_DESTINATION

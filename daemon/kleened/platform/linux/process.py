@@ -15,6 +15,7 @@ import struct
 import termios
 
 import trio
+
 from kleened.platform.linux import reaper
 
 

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
+
 from kleened.platform.base import ContainerSpec, HostCommandError, ProcessSpec
 from kleened.platform.linux import bundle, cgroups, hostcmd, mountinfo, reaper
 from kleened.platform.linux.process import PtyStream, RuncProcess, receive_fd
