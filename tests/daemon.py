@@ -17,6 +17,8 @@ from typing import Any
 import httpx
 import yaml
 
+from tests.leaks import host_leaks
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -115,3 +117,5 @@ def running_daemon(workdir: Path, **kwargs: Any) -> Iterator[Daemon]:
         yield daemon
     finally:
         daemon.stop()
+    leaks = host_leaks(daemon.state_root, daemon.prefix)
+    assert not leaks, f"kleened left these behind: {leaks}"

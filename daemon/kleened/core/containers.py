@@ -13,6 +13,8 @@ import re
 from pathlib import Path
 from typing import Protocol
 
+import trio
+
 from kleene_protocol.ids import new_id
 from kleene_protocol.models import (
     ContainerConfig,
@@ -70,6 +72,7 @@ class Containers:
         self._runtime = runtime
         self._supervisor = supervisor
         self._dataset_root = dataset_root
+        self._start_locks: dict[str, trio.Lock] = {}
 
     # --- lookups ----------------------------------------------------------------------------
 
@@ -280,9 +283,18 @@ class Containers:
         argv = cmd or record.cmd or []
         if not argv:
             raise InvalidArgument("no command given and the container has none")
+        lock = self._start_locks.setdefault(record.id, trio.Lock())
+        async with lock:  # two starts of one stopped container must not mount it twice
+            if self.is_running(record.id):
+                raise Conflict("container is already running")
+            return await self._start_locked(record, exec_id, argv, user, env, tty, fanout)
+
+    async def _start_locked(self, record: ContainerRecord, exec_id: str, argv: list[str], user: str,
+                            env: list[str], tty: bool, fanout: Fanout) -> Run:
+        await self._ensure_volumes(record)
         rootfs = await self._storage.mount_container_fs(record.id, record.layers)
         try:
-            process = self._process_spec(rootfs, record, argv, user or record.user, env, tty)
+            process = self._process_spec(rootfs, record, argv, user or self._default_user(record), env, tty)
             spec = ContainerSpec(
                 id=record.id,
                 rootfs=rootfs,
@@ -306,7 +318,12 @@ class Containers:
                         tty: bool) -> ProcessSpec:
         """The spec of an exec in the running container `record`."""
         rootfs = self._storage.rootfs_path(record.id)
-        return self._process_spec(rootfs, record, cmd or record.cmd or [], user or record.user, env, tty)
+        return self._process_spec(rootfs, record, cmd or record.cmd or [], user or self._default_user(record), env,
+                                  tty)
+
+    def _default_user(self, record: ContainerRecord) -> str:
+        """The container's user; the jail parameter `exec.jail_user` wins, as upstream."""
+        return self._runtime.check_params(record.jail_param).get("exec.jail_user") or record.user
 
     def _process_spec(self, rootfs: Path, record: ContainerRecord, argv: list[str], user_spec: str,
                       env: list[str], tty: bool) -> ProcessSpec:
@@ -324,6 +341,13 @@ class Containers:
         base = login_env(user=user.name, home=user.home, cwd=cwd, tty=tty)
         return ProcessSpec(args=list(argv), env=merge_env(base, record.env, env), cwd=cwd, uid=user.uid,
                            gid=user.gid, additional_gids=list(user.groups), tty=tty)
+
+    async def _ensure_volumes(self, record: ContainerRecord) -> None:
+        """A volume removed since the container was created is created again, as on first use."""
+        for m in record.mounts:
+            if m.type == "volume" and not self._store.exists("volume", m.source):
+                await self._volumes.create(m.source)
+                self._store.put(MOUNT, mount_key(record.id, m.destination), m, name=m.source, created=now_iso())
 
     def _bind_mounts(self, rootfs: Path, record: ContainerRecord) -> list[BindMount]:
         binds = []

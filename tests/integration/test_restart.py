@@ -1,0 +1,78 @@
+"""Daemon restarts: on-startup containers, clean shutdown, and recovery after SIGKILL."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import require_root_runtime
+from tests.daemon import running_daemon
+from tests.integration.test_containers import create, exec_create, start_detached
+from tests.leaks import host_leaks, mounts_under, runc_containers
+from tests.wsapi import create_image, exec_stream
+
+
+@pytest.fixture
+def fresh(tmp_path_factory):
+    require_root_runtime()
+    with tempfile.TemporaryDirectory(prefix="kleened-restart-") as tmp, running_daemon(Path(tmp)) as d:
+        yield d
+
+
+def running(api, cid: str) -> bool:
+    return api.get(f"/containers/{cid}/inspect").json()["container"]["running"]
+
+
+def wait_running(api, cid: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not running(api, cid):
+        assert time.monotonic() < deadline, f"{cid} did not start"
+        time.sleep(0.05)
+
+
+def test_on_startup_containers_start_with_the_daemon(fresh):
+    image = create_image(fresh)
+    with fresh.client() as api:
+        auto = create(api, image, ["/bin/sleep", "1000"], restart_policy="on-startup")
+        manual = create(api, image, ["/bin/sleep", "1000"])
+        assert not running(api, auto)
+    fresh.stop()
+    fresh.start()
+    with fresh.client() as api:
+        wait_running(api, auto)
+        assert not running(api, manual)
+    fresh.stop()  # a clean shutdown stops every container and leaves nothing behind
+    assert host_leaks(fresh.state_root, fresh.prefix) == []
+    fresh.start()
+    with fresh.client() as api:
+        wait_running(api, auto)
+        api.post(f"/containers/{auto}/stop")
+        api.post(f"/containers/{auto}/update", json={"restart_policy": "no"})
+
+
+def test_recovery_after_sigkill(fresh):
+    image = create_image(fresh)
+    with fresh.client() as api:
+        plain = create(api, image, ["/bin/sleep", "1000"])
+        auto = create(api, image, ["/bin/sleep", "1000"], restart_policy="on-startup")
+        start_detached(api, fresh, plain)
+        start_detached(api, fresh, auto)
+    fresh.kill()
+    # The containers outlive a killed daemon (runc runs them detached) ...
+    assert set(runc_containers(fresh.state_root)) == {plain, auto}
+    assert mounts_under(fresh.state_root)
+    fresh.start()
+    # ... and the next daemon cleans them up, then starts what its policy says.
+    with fresh.client() as api:
+        wait_running(api, auto)
+        assert not running(api, plain)
+        assert runc_containers(fresh.state_root) == [auto]
+        c = api.get(f"/containers/{plain}/inspect").json()["container"]
+        assert c["finished_at"] is not None
+        stream = exec_stream(fresh, exec_create(api, plain, ["/bin/echo", "again"]))
+        assert stream.text == "again\n"
+        api.post(f"/containers/{auto}/stop")
+        api.post(f"/containers/{auto}/update", json={"restart_policy": "no"})
