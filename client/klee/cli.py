@@ -1,0 +1,154 @@
+"""The `klee` command: root options, command groups, shortcuts and `main()`.
+
+Command modules are imported only when their command runs, and the root help is written from
+the table below, so `klee --help` loads click and nothing else.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+import click
+
+from klee import __version__
+from klee.config import DEFAULT_HOST, THEMES
+from klee.errors import EXIT_FAILURE, KleeError
+from klee.session import Session
+
+# name -> (module, attribute, one-line help)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "container": ("klee.commands.container", "container", "Manage containers"),
+    "image": ("klee.commands.image", "image", "Manage images"),
+    "volume": ("klee.commands.volume", "volume", "Manage volumes"),
+    "version": ("klee.commands.version", "version", "Show the version of klee and kleened"),
+}
+
+# shortcut -> (group, command)
+SHORTCUTS: dict[str, tuple[str, str]] = {
+    "create": ("container", "create"),
+    "exec": ("container", "exec"),
+    "restart": ("container", "restart"),
+    "run": ("container", "run"),
+    "start": ("container", "start"),
+    "stop": ("container", "stop"),
+    "isc": ("container", "inspect"),
+    "isi": ("image", "inspect"),
+    "isv": ("volume", "inspect"),
+    "lsc": ("container", "ls"),
+    "lsi": ("image", "ls"),
+    "lsv": ("volume", "ls"),
+    "rmc": ("container", "rm"),
+    "rmi": ("image", "rm"),
+    "rmv": ("volume", "rm"),
+}
+
+KINDS = "[c]ontainer, [i]mage, or [v]olume"
+SHORTCUT_FAMILIES = (
+    ("isX", f"Inspect an object, where X is {KINDS}."),
+    ("lsX", f"List objects, where X is {KINDS}."),
+    ("rmX", f"Remove one or more objects, where X is {KINDS}."),
+)
+
+
+class KleeGroup(click.Group):
+    """The root group: loads command modules on demand and lists the shortcuts in its help."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS) + sorted(SHORTCUTS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in COMMANDS:
+            module, attribute, _help = COMMANDS[cmd_name]
+            command = getattr(importlib.import_module(module), attribute)
+            assert isinstance(command, click.Command)
+            return command
+        if cmd_name in SHORTCUTS:
+            group_name, name = SHORTCUTS[cmd_name]
+            group = self.get_command(ctx, group_name)
+            assert isinstance(group, click.Group)
+            return group.get_command(ctx, name)
+        return None
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, COMMANDS[name][2]) for name in sorted(COMMANDS)])
+        singles = [
+            (name, f"Shortcut for 'klee {' '.join(target)}'.")
+            for name, target in SHORTCUTS.items()
+            if not name.startswith(("is", "ls", "rm"))
+        ]
+        with formatter.section("Shortcuts"):
+            formatter.write_dl(sorted(singles) + list(SHORTCUT_FAMILIES))
+
+
+@click.group(cls=KleeGroup, name="klee")
+@click.version_option(__version__, "--version", prog_name="klee")
+@click.option("--config", default=None, help="Location of Klee config file.")
+@click.option(
+    "--theme",
+    default=None,
+    type=click.Choice(THEMES),
+    help="Theme used for Klee's output: 'fancy' (default; colours on terminals) or 'simple'.",
+)
+@click.option("--host", default=None, help=f"Host address and protocol to use. Default is `{DEFAULT_HOST}`.")
+@click.option(
+    "--tlsverify/--no-tlsverify",
+    default=None,
+    help="Verify the server cert. Uses the CA bundle provided by Certifi, unless `tlscacert` is set.",
+)
+@click.option("--tlscert", default=None, help="Path to TLS certificate file used for client authentication (PEM)")
+@click.option("--tlskey", default=None, help="Path to TLS key file used for the `tlscert` certificate (PEM)")
+@click.option("--tlscacert", default=None, help="Trust certs signed only by this CA (PEM). Implies `tlsverify`.")
+@click.pass_context
+def cli(ctx: click.Context, **flags: Any) -> None:
+    """CLI to interact with Kleened."""
+    session = ctx.ensure_object(Session)
+    session.flags.update({key: value for key, value in flags.items() if value is not None})
+    ctx.call_on_close(session.close)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run klee; return its exit code (the process's own for `run` and `exec`, 125 for klee's errors)."""
+    _skip_optional_imports()
+    try:
+        result = cli.main(args=argv, prog_name="klee", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        exc.show()
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return EXIT_FAILURE
+    except click.Abort:
+        click.echo("Aborted!", err=True)
+        return 1
+    except KleeError as exc:
+        click.echo(exc.message, err=True)
+        return exc.exit_code
+    except BrokenPipeError:
+        _silence_stdout()
+        return 141
+    return result if isinstance(result, int) else 0
+
+
+def _skip_optional_imports() -> None:
+    """Keep httpx from loading what klee never uses: about 150 ms at every start.
+
+    httpx imports its own command line (rich, pygments) at import time; httpcore imports trio,
+    anyio and h2 whenever they are installed (they are, in a venv shared with kleened), for
+    async and HTTP/2 support klee does not use. A None entry in `sys.modules` makes these
+    optional imports fail at once, as if the packages were absent. This runs only in the
+    klee process (here, in `main`), never on import of a klee module, so a test session that
+    also imports kleened is unaffected.
+    """
+    for name in ("httpx._main", "trio", "anyio", "h2"):
+        if name not in sys.modules:
+            sys.modules[name] = None  # type: ignore[assignment]
+
+
+def _silence_stdout() -> None:
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())

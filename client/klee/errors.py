@@ -1,0 +1,35 @@
+"""The errors klee reports: each one becomes one line on stderr and an exit code.
+
+`main()` catches `KleeError` and prints its message. Exit code 125 follows docker: the command
+could not run because of klee itself, its configuration or the daemon, as opposed to the exit
+code of a process that ran in a container.
+"""
+
+from __future__ import annotations
+
+EXIT_FAILURE = 125
+
+
+class KleeError(Exception):
+    """Base of every error klee reports to the user."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_FAILURE) -> None:
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
+
+
+class UsageError(KleeError):
+    """A flag, argument or configuration value klee cannot use."""
+
+
+class ConnectionFailed(KleeError):
+    """Kleened could not be reached (socket missing, refused, TLS handshake failed...)."""
+
+
+class ApiError(KleeError):
+    """Kleened answered with an error status; `message` is its explanation."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
