@@ -11,6 +11,7 @@ import trio
 
 from . import __version__, logs
 from .config import Config, ConfigError, Listener, load, parse_listener
+from .core.services import Services
 
 log = logging.getLogger("kleened")
 
@@ -22,9 +23,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-async def watch_signals(shutdown: trio.Event) -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+async def watch_signals(shutdown: trio.Event, services: Services) -> None:
+    """SIGTERM/SIGINT: shut down. SIGHUP: re-apply the network rules (after a host firewall reload)."""
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async for signum in signals:
+            if signum == signal.SIGHUP:
+                log.info("received SIGHUP, re-applying the network rules")
+                try:
+                    await services.networks.reapply()
+                except Exception:
+                    log.exception("could not re-apply the network rules")
+                continue
             log.info("received %s, shutting down", signal.Signals(signum).name)
             shutdown.set()
             return
@@ -37,7 +46,7 @@ async def run_daemon(config: Config, listeners: list[Listener]) -> None:
 
     shutdown = trio.Event()
     async with open_services(config) as services, trio.open_nursery() as nursery:
-        nursery.start_soon(watch_signals, shutdown)
+        nursery.start_soon(watch_signals, shutdown, services)
         app = create_app(services, max_request_body=config.max_request_body)
         await nursery.start(
             lambda task_status: serve_all(

@@ -22,6 +22,7 @@ from .config import Config
 from .core.containers import Containers
 from .core.execs import Execs
 from .core.images import Images
+from .core.networks import Networks
 from .core.services import Services
 from .core.store import Store
 from .core.supervisor import Supervisor
@@ -29,6 +30,7 @@ from .core.volumes import Volumes
 
 log = logging.getLogger(__name__)
 SHUTDOWN_STOP_DEADLINE = 20.0  # seconds to stop every container at shutdown
+NETWORK_CLOSE_DEADLINE = 5.0  # seconds to remove the networks' host state at shutdown
 
 
 def _version(runtimes: list[RuntimeVersion]) -> Version:
@@ -46,6 +48,7 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
     """Services ready to serve; on exit every container is stopped and the store closed."""
     if not sys.platform.startswith("linux"):
         raise SystemExit("kleened: this build has drivers for Linux only (FreeBSD drivers are planned)")
+    from .platform.linux.netdev import LinuxNetworkHost
     from .platform.linux.overlay import OverlayStorage
     from .platform.linux.reaper import become_subreaper
     from .platform.linux.rootfs import HostRootfs
@@ -64,10 +67,14 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
             await nursery.start(supervisor.run)
             images = Images(store, storage, HostRootfs(root / "tmp"))
             volumes = Volumes(store, storage, is_running=supervisor.is_running)
-            containers = Containers(store, images, volumes, storage, runtime, supervisor, dataset_root=str(root))
+            networks = Networks(store, LinuxNetworkHost(config.host_prefix), hosts_dir=root / "hosts",
+                                is_running=supervisor.is_running)
+            containers = Containers(store, images, volumes, storage, runtime, supervisor, networks,
+                                    dataset_root=str(root))
             await containers.reconcile()
+            await networks.reconcile()
             services = Services(
-                store=store, volumes=volumes, images=images, containers=containers,
+                store=store, volumes=volumes, networks=networks, images=images, containers=containers,
                 execs=Execs(containers, supervisor), supervisor=supervisor,
                 version=_version([RuntimeVersion(name=runtime.name, version=runtime.version())]),
             )
@@ -76,6 +83,8 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
             finally:
                 with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_STOP_DEADLINE):
                     await supervisor.stop_all()
+                with trio.CancelScope(shield=True), trio.move_on_after(NETWORK_CLOSE_DEADLINE):
+                    await networks.close()  # bridges, namespaces and the nft table: reconcile remakes them
                 nursery.cancel_scope.cancel()
     finally:
         store.close()

@@ -25,12 +25,13 @@ from kleene_protocol.models import (
     PublishedPort,
 )
 
-from ..platform.base import BindMount, ContainerSpec, LayerStorage, NetworkMode, ProcessSpec, Runtime, VolumeStorage
+from ..platform.base import BindMount, ContainerSpec, LayerStorage, ProcessSpec, Runtime, VolumeStorage
 from ..platform.rootpath import PathEscape, ensure_target, read_text_in_root, resolve_in_root
 from .clock import now_iso
 from .environment import login_env, merge_env, validate_env
 from .errors import Conflict, InvalidArgument, NotFound
 from .fanout import Fanout
+from .networks import Networks
 from .records import CONTAINER, ContainerRecord, ImageRecord
 from .resolve import resolve
 from .store import Store
@@ -62,6 +63,7 @@ class Containers:
         storage: Storage,
         runtime: Runtime,
         supervisor: Supervisor,
+        networks: Networks,
         *,
         dataset_root: str,
     ) -> None:
@@ -71,6 +73,7 @@ class Containers:
         self._storage = storage
         self._runtime = runtime
         self._supervisor = supervisor
+        self._networks = networks
         self._dataset_root = dataset_root
         self._start_locks: dict[str, trio.Lock] = {}
 
@@ -100,10 +103,6 @@ class Containers:
         if config.image is None:
             raise InvalidArgument("no image given")
         image, snapshot = self._images.resolve_ref(config.image)
-        if config.public_ports and config.network_driver in ("host", "disabled"):
-            raise InvalidArgument(
-                f"cannot publish ports of a container using the '{config.network_driver}' network driver"
-            )
         if error := validate_env(config.env or []):
             raise InvalidArgument(error)
         try:
@@ -120,11 +119,11 @@ class Containers:
             env=merge_env(image.env, config.env),
             jail_param=list(config.jail_param or []),
             network_driver=config.network_driver,
-            public_ports=[
+            public_ports=self._networks.check_public_ports(config.network_driver, [
                 PublishedPort(interfaces=p.interfaces, host_port=p.host_port, container_port=p.container_port,
                               protocol=p.protocol)
                 for p in config.public_ports or []
-            ],
+            ]),
             restart_policy=config.restart_policy,
             persist=bool(config.persist),
             created=now_iso(),
@@ -199,9 +198,11 @@ class Containers:
 
     def inspect(self, ident: str) -> ContainerInspect:
         record = self.get(ident)
+        api = record.to_api(running=self.is_running(record.id))
+        api.public_ports = self._networks.public_ports_of(record)
         return ContainerInspect(
-            container=record.to_api(running=self.is_running(record.id)),
-            container_endpoints=[],
+            container=api,
+            container_endpoints=self._networks.endpoints_of(record.id),
             container_mountpoints=record.mounts,
         )
 
@@ -218,6 +219,8 @@ class Containers:
             if self._store.ids_by_name(CONTAINER, new_name):
                 raise Conflict(f"an error ocurred while updating the container: name '{new_name}' is already in use")
             record.name = new_name
+            self.save(record)
+            self._networks.container_renamed(record.id)
         if update.jail_param is not None:
             try:
                 self._runtime.check_params(update.jail_param)
@@ -254,6 +257,7 @@ class Containers:
             for m in record.mounts:
                 self._store.delete(MOUNT, mount_key(record.id, m.destination))
             self._store.delete(CONTAINER, record.id)
+        await self._networks.remove_container(record.id)
         await self._runtime.delete(record.id)
         await self._storage.remove_container_fs(record.id)
         log.info("container removed", extra={"container": record.id})
@@ -295,18 +299,26 @@ class Containers:
         rootfs = await self._storage.mount_container_fs(record.id, record.layers)
         try:
             process = self._process_spec(rootfs, record, argv, user or self._default_user(record), env, tty)
+            mounts = self._bind_mounts(rootfs, record)
+            hosts = self._networks.hosts_file(record.id)
+            if hosts is not None:
+                ensure_target(rootfs, "/etc/hosts", directory=False)
+                mounts.append(BindMount(source=hosts, destination="/etc/hosts", read_only=True))
+            mode, netns_path = await self._networks.prepare(record)
             spec = ContainerSpec(
                 id=record.id,
                 rootfs=rootfs,
                 hostname=record.name or record.id,
                 process=process,
-                mounts=self._bind_mounts(rootfs, record),
-                network=self._network_mode(record),
+                mounts=mounts,
+                network=mode,
+                netns_path=netns_path,
                 params=self._runtime.check_params(record.jail_param),
             )
             run = await self._supervisor.start_container(spec, exec_id, self._after_exit, fanout=fanout)
         except BaseException:
             await self._runtime.delete(record.id)
+            await self._networks.release(record.id)
             await self._storage.unmount_container_fs(record.id)
             raise
         record.started_at, record.finished_at, record.exit_code = now_iso(), None, None
@@ -362,18 +374,16 @@ class Containers:
             binds.append(BindMount(source=source, destination=m.destination, read_only=m.read_only))
         return binds
 
-    def _network_mode(self, record: ContainerRecord) -> NetworkMode:
-        if record.network_driver == "host":
-            return NetworkMode.HOST
-        return NetworkMode.NONE
-
     async def _after_exit(self, run: Run) -> None:
         if not run.is_init:
             return
         try:
             await self._runtime.delete(run.container_id)
         finally:
-            await self._storage.unmount_container_fs(run.container_id)
+            try:
+                await self._networks.release(run.container_id)
+            finally:
+                await self._storage.unmount_container_fs(run.container_id)
         record = self._store.get(CONTAINER, run.container_id, ContainerRecord)
         if record is not None:
             record.exit_code, record.finished_at = run.exit_code, now_iso()

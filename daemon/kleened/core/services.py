@@ -11,6 +11,7 @@ from .containers import Containers
 from .errors import KleeneError
 from .execs import Execs
 from .images import Images
+from .networks import Networks
 from .store import Store
 from .supervisor import Supervisor
 from .volumes import Volumes
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 class Services:
     store: Store
     volumes: Volumes
+    networks: Networks
     images: Images
     containers: Containers
     execs: Execs

@@ -1,0 +1,436 @@
+"""Networks: the REST operations, the container drivers' network side, and the host state.
+
+A *network* (type loopback, bridge or custom) is an interface containers are plugged into; an
+*endpoint* is one container's membership, with the addresses it keeps while stopped. Driver
+`host` shares the host stack and `disabled` gets a private stack with `lo` only; `vnet` and
+`ipnet` get a named netns with one *plug* (veth pair) per endpoint while they run. On Linux,
+ipnet cannot share the host stack restricted to some addresses, so it gets a namespace like vnet
+and keeps upstream's rules (network types, hot connect) and addresses; see docs/networking.md.
+
+Host state (bridges, namespaces, plugs, the nft table) is derived from the store: `reconcile()`
+rebuilds it at start and removes what no stored object owns; `reapply()` reloads the table (after
+a host firewall reload). One lock serialises every change, so allocation and the table never see
+a half-made change. Messages are upstream's where upstream has one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import trio
+
+from kleene_protocol.ids import new_id
+from kleene_protocol.models import EndPoint, EndPointConfig, Network, NetworkConfig, NetworkInspect, PublishedPort
+
+from ..platform.base import HostCommandError, NetworkMode
+from . import ipam
+from .clock import now_iso
+from .errors import Conflict, Internal, NotFound
+from .ipam import AUTO, ENDPOINT, HOST_GATEWAY, NETWORK, EndpointRecord, Live, NetworkHost, NetworkRecord, Plug
+from .records import CONTAINER, ContainerRecord
+from .resolve import resolve
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+
+class Networks:
+    def __init__(self, store: Store, host: NetworkHost, *, hosts_dir: Path,
+                 is_running: Callable[[str], bool] = lambda _id: False) -> None:
+        self._store = store
+        self._host = host
+        self._hosts_dir = hosts_dir
+        self._is_running = is_running
+        self._lock = trio.Lock()
+        self._live: dict[str, Live] = {}
+        self._host_gateway = ""
+
+    # --- queries ----------------------------------------------------------------------------
+
+    def get(self, ident: str, message: str = "network not found") -> NetworkRecord:
+        network_id = resolve(self._store, NETWORK, ident)
+        record = self._store.get(NETWORK, network_id, NetworkRecord) if network_id else None
+        if record is None:
+            raise NotFound(message)
+        return record
+
+    def _records(self) -> list[NetworkRecord]:
+        return self._store.all(NETWORK, NetworkRecord, order="name ASC")
+
+    def list(self) -> list[Network]:
+        return [r.to_api() for r in self._records()]
+
+    def inspect(self, ident: str) -> NetworkInspect:
+        record = self.get(ident)
+        return NetworkInspect(network=record.to_api(),
+                              network_endpoints=[self._api(e) for e in self._endpoints(network_id=record.id)])
+
+    def endpoints_of(self, container_id: str) -> list[EndPoint]:
+        """For container inspect; `epair` is the host end of the plug while the container runs."""
+        return [self._api(e) for e in self._endpoints(container_id=container_id)]
+
+    def _api(self, endpoint: EndpointRecord) -> EndPoint:
+        plug = self._live.get(endpoint.container_id, Live("")).plugs.get(endpoint.id)
+        return endpoint.to_api(plug.host_if if plug else None)
+
+    def _endpoints(self, *, container_id: str | None = None, network_id: str | None = None) -> list[EndpointRecord]:
+        found = self._store.all(ENDPOINT, EndpointRecord, order="created ASC")
+        return [e for e in found if container_id in (None, e.container_id) and network_id in (None, e.network_id)]
+
+    def _running(self, container_id: str) -> bool:
+        return container_id in self._live or self._is_running(container_id)
+
+    # --- create, remove, prune ----------------------------------------------------------------
+
+    async def create(self, config: NetworkConfig) -> NetworkRecord:
+        """Validate, make the interface (loopback, bridge), store, reload the table.
+
+        Unlike upstream, an existing interface is never destroyed unless the daemon made it.
+        """
+        ipam.validate_config(config)
+        async with self._lock:
+            if self._store.ids_by_name(NETWORK, config.name):
+                raise Conflict("network name is already taken")
+            for subnet in (config.subnet, config.subnet6):
+                if (other := ipam.overlapping(subnet, self._records())) is not None:
+                    raise Conflict(f"subnet {subnet} overlaps the subnet of network '{other.name}'")
+            interface, owned = await self._choose_interface(config)
+            nat = config.nat
+            if nat == HOST_GATEWAY:
+                nat = self._host_gateway = await self._host.host_gateway()
+            record = NetworkRecord(
+                id=new_id(), name=config.name, type=config.type, interface=interface, subnet=config.subnet,
+                subnet6=config.subnet6, gateway=config.gateway, gateway6=config.gateway6, nat=nat,
+                icc=config.icc, internal=config.internal, created=now_iso(), owned=owned,
+            )
+            if config.type == "bridge":  # upstream: an <auto> gateway is the first address, on the bridge
+                for attr, subnet in (("gateway", config.subnet), ("gateway6", config.subnet6)):
+                    if getattr(record, attr) == AUTO:
+                        gateway = ipam.first_host(subnet) if subnet else ""
+                        setattr(record, attr, gateway)
+                        if gateway:
+                            record.addresses.append(ipam.cidr(gateway, subnet))
+            try:
+                if owned:
+                    await self._host.create_bridge(interface)
+                    await self._configure(record)
+                self._store.put(NETWORK, record.id, record, name=record.name, created=record.created)
+                await self._apply_firewall()
+            except BaseException as exc:
+                with trio.CancelScope(shield=True):
+                    self._store.delete(NETWORK, record.id)
+                    if owned:
+                        await self._host.destroy_interface(interface)
+                if isinstance(exc, HostCommandError):
+                    raise Internal(f"could not create network: {exc}") from None
+                raise
+        log.info("network created", extra={"network": record.id, "interface": interface})
+        return record
+
+    async def _choose_interface(self, config: NetworkConfig) -> tuple[str, bool]:
+        """(interface, owned): `<prefix><N>` when none is given; custom ones must exist."""
+        holders = {r.interface: r.name for r in self._records()}
+        name = config.interface
+        if config.type == "custom":
+            if await self._host.interface_kind(name) is None:
+                raise Conflict(f"interface '{name}' does not exist")
+            if name in holders and await self._host.is_owned(name):
+                raise Conflict(f"interface '{name}' belongs to network '{holders[name]}'")
+            return name, False
+        if not name:
+            taken = set(holders)
+            while await self._host.interface_kind(name := ipam.interface_name(self._host.prefix, taken)) is not None:
+                taken.add(name)  # exists on the host but is no network's: leave it alone
+            return name, True
+        if name in holders:
+            raise Conflict(f"interface '{name}' is already used by network '{holders[name]}'")
+        if await self._host.interface_kind(name) is not None:
+            if not await self._host.is_owned(name):
+                raise Conflict(f"interface '{name}' already exists and was not created by kleened")
+            await self._host.destroy_interface(name)  # ours, left by a crash: no network owns it
+        return name, True
+
+    async def _configure(self, record: NetworkRecord) -> None:
+        await self._host.configure_bridge(record.interface, record.addresses, ipam.bridge_routes(record),
+                                          ipv6=bool(record.subnet6))
+
+    async def remove(self, ident: str) -> str:
+        """Disconnect every container (unplugging running ones), forget, destroy our interface."""
+        record = self.get(ident, "network not found.")
+        async with self._lock:
+            for endpoint in self._endpoints(network_id=record.id):
+                await self._unplug(endpoint)
+                self._store.delete(ENDPOINT, endpoint.id)
+            self._store.delete(NETWORK, record.id)
+            try:
+                await self._apply_firewall()
+                if record.owned:
+                    await self._host.destroy_interface(record.interface)
+            except HostCommandError as exc:
+                raise Internal(f"network removed, but cleaning the host failed: {exc}") from None
+        self._refresh_hosts()
+        log.info("network removed", extra={"network": record.id})
+        return record.id
+
+    async def prune(self) -> list[str]:
+        """Remove every network without endpoints (in name order)."""
+        used = {e.network_id for e in self._endpoints()}
+        return [await self.remove(r.id) for r in self._records() if r.id not in used]
+
+    # --- connect, disconnect -------------------------------------------------------------------
+
+    def _container(self, ident: str) -> ContainerRecord:
+        container_id = resolve(self._store, CONTAINER, ident.lstrip("/"))
+        record = self._store.get(CONTAINER, container_id, ContainerRecord) if container_id else None
+        if record is None:
+            raise NotFound("container not found")
+        return record
+
+    async def connect(self, config: EndPointConfig) -> EndPoint:
+        """Upstream's checks in upstream's order; a running ipnet container is plugged at once."""
+        container = self._container(config.container)
+        network = self.get(config.network)
+        async with self._lock:
+            if self._endpoints(container_id=container.id, network_id=network.id):
+                raise Conflict("container already connected to the network")
+            driver = container.network_driver
+            if driver in ("host", "disabled"):
+                raise Conflict(f"containers with the '{driver}' network-driver cannot connect to networks.")
+            if driver == "vnet" and network.type != "bridge":
+                raise Conflict(f"containers using the 'vnet' network-driver can't connect to {network.type} networks")
+            if driver == "vnet" and self._running(container.id):
+                raise Conflict("cannot connect a running vnet container to a network")
+            used = [*await self._interface_addresses(network), network.gateway, network.gateway6]
+            for e in self._endpoints(network_id=network.id):
+                used += [e.ip_address, e.ip_address6]
+            endpoint = EndpointRecord(
+                id=new_id(), network_id=network.id, container_id=container.id, created=now_iso(),
+                ip_address=ipam.choose_address(config.ip_address, network.subnet, used, version=4),
+                ip_address6=ipam.choose_address(config.ip_address6, network.subnet6, used, version=6),
+            )
+            self._store.put(ENDPOINT, endpoint.id, endpoint, name=container.id, created=endpoint.created)
+            try:
+                if container.id in self._live:
+                    await self._plug(container, endpoint, network)
+                await self._apply_firewall()
+            except BaseException as exc:
+                with trio.CancelScope(shield=True):
+                    await self._unplug(endpoint)
+                    self._store.delete(ENDPOINT, endpoint.id)
+                if isinstance(exc, HostCommandError):
+                    raise Internal(f"could not connect the container: {exc}") from None
+                raise
+        self._refresh_hosts()
+        return self._api(endpoint)
+
+    async def disconnect(self, network_ident: str, container_ident: str) -> None:
+        """Upstream checks the container first. Running containers lose the plug at once."""
+        container = self._container(container_ident)
+        network = self.get(network_ident)
+        async with self._lock:
+            endpoints = self._endpoints(container_id=container.id, network_id=network.id)
+            if not endpoints:
+                raise NotFound("endpoint configuration not found")
+            await self._unplug(endpoints[0])
+            self._store.delete(ENDPOINT, endpoints[0].id)
+            await self._apply_firewall()
+        self._refresh_hosts()
+
+    # --- plugs ---------------------------------------------------------------------------------
+
+    async def _interface_addresses(self, network: NetworkRecord) -> list[str]:
+        if network.owned:
+            return list(network.addresses)
+        return await self._host.interface_addresses(network.interface)
+
+    async def _plug(self, container: ContainerRecord, endpoint: EndpointRecord, network: NetworkRecord) -> None:
+        live = self._live[container.id]
+        index = min(set(range(len(live.plugs) + 1)) - {p.index for p in live.plugs.values()})
+        bridged = network.owned or await self._host.interface_kind(network.interface) == "bridge"
+        cidrs = [ipam.cidr(a, s) for a, s in ((endpoint.ip_address, network.subnet),
+                                               (endpoint.ip_address6, network.subnet6)) if a]
+        gateway4, gateway6 = ipam.default_routes(container.network_driver, network, endpoint,
+                                                 await self._interface_addresses(network), bridged=bridged)
+        plug = Plug(host_if=self._host.veth_name(endpoint.id), index=index, cidrs=cidrs,
+                    proxy_on=None if bridged else network.interface)
+        await self._host.attach(container.id, host_if=plug.host_if, container_if=f"eth{index}",
+                                bridge=network.interface if bridged else None, proxy_on=plug.proxy_on,
+                                cidrs=cidrs, gateway4=gateway4, gateway6=gateway6, metric=100 + index)
+        live.plugs[endpoint.id] = plug
+
+    async def _unplug(self, endpoint: EndpointRecord) -> None:
+        live = self._live.get(endpoint.container_id)
+        plug = live.plugs.pop(endpoint.id, None) if live else None
+        if plug is not None:
+            await self._host.detach(plug.host_if, proxy_on=plug.proxy_on, cidrs=plug.cidrs)
+
+    # --- the container side (called by the container lifecycle) ---------------------------------
+
+    async def prepare(self, container: ContainerRecord) -> tuple[NetworkMode, str | None]:
+        """Before start: the network mode and, for vnet/ipnet, the netns path runc joins.
+
+        The namespace is plugged into every network the container is connected to. If the start
+        fails afterwards, the caller must `release()`.
+        """
+        if container.network_driver == "host":
+            return NetworkMode.HOST, None
+        if container.network_driver == "disabled":
+            return NetworkMode.NONE, None
+        if container.id in self._live:
+            await self.release(container.id)
+        async with self._lock:
+            try:
+                live = self._live[container.id] = Live(await self._host.create_netns(container.id))
+                for endpoint in self._endpoints(container_id=container.id):
+                    await self._plug(container, endpoint, self.get(endpoint.network_id))
+            except BaseException as exc:
+                with trio.CancelScope(shield=True):
+                    await self._release(container.id)
+                if isinstance(exc, HostCommandError):
+                    raise Internal(f"could not set up the container's network: {exc}") from None
+                raise
+        return NetworkMode.NAMESPACE, live.netns_path
+
+    async def release(self, container_id: str) -> None:
+        """After the container stopped (or failed to start): remove its plugs and namespace."""
+        async with self._lock:
+            await self._release(container_id)
+
+    async def _release(self, container_id: str) -> None:
+        live = self._live.pop(container_id, None)
+        if live is None:
+            return
+        for plug in live.plugs.values():
+            try:
+                await self._host.detach(plug.host_if, proxy_on=plug.proxy_on, cidrs=plug.cidrs)
+            except HostCommandError as exc:
+                log.warning("could not remove plug %s: %s", plug.host_if, exc, extra={"container": container_id})
+        await self._host.destroy_netns(container_id)
+
+    async def remove_container(self, container_id: str) -> None:
+        """On container removal: forget its endpoints (freeing their addresses) and hosts file."""
+        async with self._lock:
+            await self._release(container_id)
+            for endpoint in self._endpoints(container_id=container_id):
+                self._store.delete(ENDPOINT, endpoint.id)
+            await self._apply_firewall()
+        with contextlib.suppress(FileNotFoundError):
+            (self._hosts_dir / container_id).unlink()
+        self._refresh_hosts()
+
+    def check_public_ports(self, driver: str, ports: Sequence[PublishedPort]) -> list[PublishedPort]:
+        """At container create: upstream's checks and messages; `interfaces: []` becomes the host
+        gateway interface (when one was detected)."""
+        return ipam.check_ports(driver, ports, self._host_gateway)
+
+    def public_ports_of(self, container: ContainerRecord) -> list[PublishedPort]:
+        """The container's published ports with the addresses they lead to (for inspect)."""
+        return ipam.with_addresses(container.public_ports,
+                                   *ipam.first_addresses(self._endpoints(container_id=container.id)))
+
+    # --- /etc/hosts ----------------------------------------------------------------------------
+
+    def hosts_file(self, container_id: str) -> Path | None:
+        """The file to bind-mount at /etc/hosts (None for the host driver), kept current."""
+        record = self._store.get(CONTAINER, container_id, ContainerRecord)
+        if record is None or record.network_driver == "host":
+            return None
+        self._hosts_dir.mkdir(parents=True, exist_ok=True)
+        path = self._hosts_dir / container_id
+        self._write_hosts(path, record)
+        return path
+
+    def container_renamed(self, container_id: str) -> None:
+        self._refresh_hosts()
+
+    def _refresh_hosts(self) -> None:
+        if self._hosts_dir.is_dir():
+            for name in os.listdir(self._hosts_dir):
+                if (record := self._store.get(CONTAINER, name, ContainerRecord)) is not None:
+                    self._write_hosts(self._hosts_dir / name, record)
+
+    def _write_hosts(self, path: Path, container: ContainerRecord) -> None:
+        endpoints = self._endpoints()
+        names = {c.id: (c.name, c.id) if c.name else (c.id,)
+                 for c in self._store.all(CONTAINER, ContainerRecord)
+                 if c.id == container.id or any(e.container_id == c.id for e in endpoints)}
+        # Rewritten in place, not renamed over: a bind mount keeps the inode it was made with.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        with os.fdopen(fd, "w") as f:
+            f.write(ipam.hosts_for(container.id, names, endpoints))
+
+    # --- host state ----------------------------------------------------------------------------
+
+    async def _apply_firewall(self) -> None:
+        records = self._records()
+        await self._host.enable_forwarding(ipv6=any(r.subnet6 for r in records))
+        endpoints = self._endpoints()
+        ports: list[PublishedPort] = []
+        for container in self._store.all(CONTAINER, ContainerRecord, order="created ASC"):
+            if container.public_ports:
+                mine = [e for e in endpoints if e.container_id == container.id]
+                ports += ipam.with_addresses(container.public_ports, *ipam.first_addresses(mine))
+        await self._host.apply_firewall([r.to_api() for r in records], ports)
+
+    async def reapply(self) -> None:
+        """Reload the nft table (e.g. on SIGHUP after the host's firewall was reloaded)."""
+        async with self._lock:
+            await self._apply_firewall()
+
+    async def reconcile(self) -> None:
+        """At start: recreate the interfaces and table the store needs; remove namespaces and
+        links of ours that nothing owns; forget hosts files of removed containers.
+
+        A failure is logged and the rest goes on: the daemon still serves what does work.
+        """
+        async with self._lock:
+            try:
+                self._host_gateway = await self._host.host_gateway()
+                for container_id in set(await self._host.netns_containers()) - set(self._live):
+                    await self._host.destroy_netns(container_id)
+                wanted = {p.host_if for live in self._live.values() for p in live.plugs.values()}
+                for record in self._records():
+                    wanted.add(await self._restore(record))
+                for name in set(await self._host.owned_interfaces()) - wanted:
+                    log.info("removing interface %s: no network owns it", name)
+                    await self._host.destroy_interface(name)
+                await self._apply_firewall()
+            except HostCommandError as exc:
+                log.error("could not restore the networks on the host: %s", exc)
+        if self._hosts_dir.is_dir():
+            for name in os.listdir(self._hosts_dir):
+                if not self._store.exists(CONTAINER, name):
+                    (self._hosts_dir / name).unlink()
+        self._refresh_hosts()
+
+    async def _restore(self, record: NetworkRecord) -> str:
+        """Make `record`'s interface as create left it; return its name."""
+        kind = await self._host.interface_kind(record.interface)
+        if record.type == "custom":
+            if kind is None:
+                log.warning("the interface of custom network %s is missing: %s", record.name, record.interface)
+        elif kind is not None and not await self._host.is_owned(record.interface):
+            log.error("interface %s of network %s exists but was not created by kleened; not using it",
+                      record.interface, record.name)
+        else:
+            try:
+                if kind is None:
+                    await self._host.create_bridge(record.interface)
+                await self._configure(record)
+            except HostCommandError as exc:
+                log.error("could not restore interface %s of network %s: %s", record.interface, record.name, exc)
+        return record.interface
+
+    async def close(self) -> None:
+        """At shutdown, after every container stopped: leave nothing of ours on the host
+        (reconcile recreates it at the next start)."""
+        async with self._lock:
+            for container_id in list(self._live):
+                await self._release(container_id)
+            await self._host.remove_firewall()
+            for name in await self._host.owned_interfaces():
+                await self._host.destroy_interface(name)
