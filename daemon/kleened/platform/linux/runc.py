@@ -275,6 +275,8 @@ class RuncRuntime:
         (runc waits up to 10 s for the init to die, and an exec's unreaped zombie keeps it alive).
         """
         bdir = self._bundle(container_id)
+        if not bdir.exists() and not (self.runc_root / container_id).exists():
+            return  # already deleted: skip the runc call (about 5 ms) on the common removal path
         try:
             await _run(self._argv("delete", "-f", container_id), timeout=DELETE_TIMEOUT)
         except HostCommandError as e:
