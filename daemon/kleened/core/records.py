@@ -5,26 +5,15 @@ from __future__ import annotations
 
 import msgspec
 
-from kleene_protocol.models import Container, Image, MountPoint, PublishedPort
+from kleene_protocol.models import Container, Image, MountPoint
 
 IMAGE = "image"
 CONTAINER = "container"
 
 
-class ImageRecord(msgspec.Struct, kw_only=True):
-    id: str
-    name: str
-    tag: str
-    cmd: list[str] | None
-    env: list[str]
-    user: str
-    instructions: list[list[str]]
-    created: str
-    dataset: str
-    workdir: str = "/"
-    entrypoint: list[str] | None = None
-    exposed_ports: list[str] = msgspec.field(default_factory=list)
-    labels: dict[str, str] = msgspec.field(default_factory=dict)
+class ImageRecord(Image, kw_only=True):
+    """An `Image` plus its layer stack."""
+
     # Layer ids, bottom first. A snapshot "@<12hex>" names the first N layers of the stack.
     layers: list[str] = msgspec.field(default_factory=list)
     snapshots: dict[str, int] = msgspec.field(default_factory=dict)
@@ -41,40 +30,16 @@ class ImageRecord(msgspec.Struct, kw_only=True):
         return list(self.layers[: self.snapshots[snapshot]])
 
     def to_api(self) -> Image:
-        return Image(
-            id=self.id, name=self.name, tag=self.tag, cmd=self.cmd, env=self.env, user=self.user,
-            instructions=self.instructions, created=self.created, dataset=self.dataset, workdir=self.workdir,
-            entrypoint=self.entrypoint, exposed_ports=self.exposed_ports, labels=self.labels,
-        )
+        return Image(**{name: getattr(self, name) for name in Image.__struct_fields__})
 
 
-class ContainerRecord(msgspec.Struct, kw_only=True):
-    id: str
-    name: str | None
-    image_id: str
-    cmd: list[str] | None
-    user: str
-    env: list[str]
-    jail_param: list[str]
-    network_driver: str
-    public_ports: list[PublishedPort]
-    restart_policy: str | None
-    persist: bool
-    created: str
-    dataset: str
-    # Daemon-only state.
+class ContainerRecord(Container, kw_only=True):
+    """A `Container` plus daemon-only state. `running` is never stored: the supervisor knows it."""
+
     layers: list[str] = msgspec.field(default_factory=list)
     workdir: str = "/"
     mounts: list[MountPoint] = msgspec.field(default_factory=list)
-    exit_code: int | None = None
-    started_at: str | None = None
-    finished_at: str | None = None
 
     def to_api(self, *, running: bool) -> Container:
-        return Container(
-            id=self.id, name=self.name, image_id=self.image_id, cmd=self.cmd, user=self.user, env=self.env,
-            jail_param=self.jail_param, network_driver=self.network_driver,  # type: ignore[arg-type]
-            public_ports=self.public_ports, restart_policy=self.restart_policy,  # type: ignore[arg-type]
-            persist=self.persist, created=self.created, dataset=self.dataset, running=running,
-            exit_code=self.exit_code, started_at=self.started_at, finished_at=self.finished_at,
-        )
+        fields = {name: getattr(self, name) for name in Container.__struct_fields__}
+        return Container(**{**fields, "running": running})

@@ -43,9 +43,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from kleened.platform import rootpath
+
 GiB = 1024**3
 PROGRESS_EVERY = 100  # entries between progress reports (upstream reports every >= 100 files)
-MAX_SYMLINKS = 40  # as the kernel's ELOOP limit
 CHUNK = 1 << 20
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -91,41 +92,11 @@ def member_parts(name: str) -> list[str]:
 
 
 def resolve_in_root(root: str, path: str) -> str:
-    """The host path of `path` as seen from inside `root`, following symlinks within the root.
-
-    `root` acts as `/`: absolute symlink targets restart at the root and `..` stops there, so
-    the result never leaves `root`. Components that do not exist are kept as they are (the
-    caller creates them). The last component is followed too; callers that must not follow it
-    resolve only the parent.
-    """
-    pending = path.split("/")
-    resolved: list[str] = []
-    followed = 0
-    while pending:
-        part = pending.pop(0)
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = os.path.join(root, *resolved, part)
-        try:
-            mode = os.lstat(candidate).st_mode
-        except (FileNotFoundError, NotADirectoryError):
-            resolved.append(part)
-            continue
-        if stat.S_ISLNK(mode):
-            followed += 1
-            if followed > MAX_SYMLINKS:
-                raise UnsafeArchive(f"too many levels of symbolic links in '{path}'")
-            target = os.readlink(candidate)
-            if target.startswith("/"):
-                resolved = []
-            pending = target.split("/") + pending
-            continue
-        resolved.append(part)
-    return os.path.join(root, *resolved)
+    """The host path of `path` as seen from inside `root` (see `rootpath.resolve_in_root`)."""
+    try:
+        return str(rootpath.resolve_in_root(Path(root), path))
+    except rootpath.PathEscape as exc:
+        raise UnsafeArchive(str(exc)) from None
 
 
 def _make_dirs(root: str, path: str) -> None:

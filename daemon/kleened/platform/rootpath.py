@@ -36,7 +36,7 @@ def resolve_in_root(root: Path, path: str) -> Path:
         candidate = root.joinpath(*resolved, part)
         try:
             st = os.lstat(candidate)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             resolved.append(part)
             continue
         if stat.S_ISLNK(st.st_mode):
