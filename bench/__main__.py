@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from bench import containers
+from bench import build, containers, streams
 
 if __name__ == "__main__":
-    print(json.dumps({"containers": containers.run()}, indent=2))
+    print(json.dumps({"containers": containers.run(), "build": build.run(), "streams": streams.run()}, indent=2))

@@ -51,6 +51,16 @@ class Config(msgspec.Struct, kw_only=True):
     max_request_body: int = 4 * 1024 * 1024  # bytes
     max_ws_message: int = 1024 * 1024  # bytes, one client frame
     stop_timeout: float = 3.0  # seconds between TERM and KILL; under klee's 5 s REST deadline
+    # Container logs, attach and events (docs/streams.md). A container's log takes at most
+    # about log_max_size * log_max_files bytes of disk.
+    log_max_size: int = 10 * 1024 * 1024  # bytes per log file; then it rotates
+    log_max_files: int = 5  # files kept per container, the one being written included
+    log_buffer: int = 4 * 1024 * 1024  # bytes of output waiting for the disk before the container waits
+    log_recent: int = 64 * 1024  # bytes of the latest output kept in memory for attach's recent lines
+    attach_buffer: int = 4 * 1024 * 1024  # bytes an attached client may fall behind before it is dropped
+    detach_keys: str = "ctrl-p,ctrl-q"  # docker's syntax
+    events_history: int = 1000  # events kept for `since`
+    events_buffer: int = 1024  # events a subscriber may fall behind before it is dropped
     # Accepted for compatibility with upstream config files; meaningless here.
     kleene_root: str | None = None
     pf_config_template_path: str | None = None
@@ -141,6 +151,21 @@ def load(path: str | None) -> Config:
         raise ConfigError(f"invalid config file '{chosen}': {exc}") from None
     if not config.api_listening_sockets:
         raise ConfigError("'api_listening_sockets' must name at least one listener")
+    _check_stream_limits(config)
     if len(config.host_prefix) > 8 or not config.host_prefix.isalnum():
         raise ConfigError("'host_prefix' must be 1 to 8 letters or digits (it starts 15-character interface names)")
     return config
+
+
+def _check_stream_limits(config: Config) -> None:
+    from .core.attach import parse_detach_keys
+    from .core.errors import InvalidArgument
+
+    if min(config.log_max_size - 4096, config.log_max_files - 1, config.log_buffer - 65536,
+           config.attach_buffer - 65536, config.events_history, config.events_buffer - 1) < 0:
+        raise ConfigError("log_max_size must be >= 4096, log_buffer and attach_buffer >= 65536, log_max_files and "
+                          "events_buffer >= 1, events_history >= 0")
+    try:
+        parse_detach_keys(config.detach_keys)
+    except InvalidArgument as exc:
+        raise ConfigError(exc.message) from None

@@ -19,9 +19,12 @@ from kleene_protocol.models import RuntimeVersion, Version
 
 from . import __version__
 from .config import Config
+from .core.builder.build import Builder
 from .core.containers import Containers
+from .core.events import Events
 from .core.execs import Execs
 from .core.images import Images
+from .core.logs import Logs
 from .core.networks import Networks
 from .core.services import Services
 from .core.store import Store
@@ -48,6 +51,7 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
     """Services ready to serve; on exit every container is stopped and the store closed."""
     if not sys.platform.startswith("linux"):
         raise SystemExit("kleened: this build has drivers for Linux only (FreeBSD drivers are planned)")
+    from .platform.linux.copying import HostFiles
     from .platform.linux.netdev import LinuxNetworkHost
     from .platform.linux.overlay import OverlayStorage
     from .platform.linux.reaper import become_subreaper
@@ -65,18 +69,24 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(supervisor.run)
-            images = Images(store, storage, HostRootfs(root / "tmp"))
-            volumes = Volumes(store, storage, is_running=supervisor.is_running)
+            events = Events(history=config.events_history, buffer=config.events_buffer)
+            logs = Logs(root / "logs", max_size=config.log_max_size, max_files=config.log_max_files,
+                        buffer=config.log_buffer, recent=config.log_recent)
+            images = Images(store, storage, HostRootfs(root / "tmp"), events=events)
+            volumes = Volumes(store, storage, is_running=supervisor.is_running, events=events)
             networks = Networks(store, LinuxNetworkHost(config.host_prefix), hosts_dir=root / "hosts",
-                                is_running=supervisor.is_running)
+                                is_running=supervisor.is_running, events=events)
             containers = Containers(store, images, volumes, storage, runtime, supervisor, networks,
-                                    dataset_root=str(root))
+                                    dataset_root=str(root), logs=logs, events=events)
             await containers.reconcile()
             await networks.reconcile()
             services = Services(
                 store=store, volumes=volumes, networks=networks, images=images, containers=containers,
-                execs=Execs(containers, supervisor), supervisor=supervisor,
+                execs=Execs(containers, supervisor, events=events, detach_keys=config.detach_keys,
+                            attach_buffer=config.attach_buffer), supervisor=supervisor, events=events,
                 version=_version([RuntimeVersion(name=runtime.name, version=runtime.version())]),
+                builds=Builder(store=store, images=images, containers=containers, networks=networks,
+                               supervisor=supervisor, storage=storage, files=HostFiles(), tmp_dir=root / "tmp"),
             )
             try:
                 yield services

@@ -111,6 +111,12 @@ class ImageBuildConfig(_Request):
     tag: str = ""
     buildargs: dict[str, str] = msgspec.field(default_factory=dict)
     networks: list[EndPointConfig] = msgspec.field(default_factory=list)
+    # Extensions (absent from upstream klee's frames, so upstream behaviour by default):
+    # reuse the layers of unchanged steps (a "--> Using cache" line announces each hit);
+    cache: bool = False
+    # the context arrives over the WebSocket as a tar stream after this frame (see docs/build.md),
+    # instead of being read from the daemon host's `context` path.
+    context_upload: bool = False
 
 
 class ImageCreateConfig(_Request):
@@ -274,3 +280,70 @@ class Version(_Response):
     platform: str
     python: str
     runtimes: list[RuntimeVersion]
+
+
+# --- streams: attach, logs, events (extensions) ----------------------------------------------
+
+EventType = Literal["container", "exec", "image", "network", "volume"]
+TimeSpec = float | str  # unix seconds (1700000000.5), or RFC 3339 ("2024-05-01T12:00:00Z"); "" is unset
+
+
+class AttachConfig(_Request):
+    """First client frame of the `/containers/{id}/attach` WebSocket.
+
+    `logs`: how many of the latest output lines of the current run come before live output.
+    `detach_keys`: docker's syntax (`ctrl-p,ctrl-q`, `ctrl-x`, `a,b`); "" takes the daemon's
+    default. `multiplex`: each output frame starts with one byte naming its stream (1 stdout,
+    2 stderr); without it frames carry the bare bytes, as `/exec/start` does.
+    """
+
+    logs: int = 0
+    stdin: bool = True
+    detach_keys: str = ""
+    multiplex: bool = False
+
+
+class LogsConfig(_Request):
+    """First client frame of the `/containers/{id}/logs` WebSocket.
+
+    `tail`: the number of lines to start from the end (null: the whole log). `since` and
+    `until` bound the entries by time. Output frames always start with the stream byte.
+    """
+
+    follow: bool = False
+    tail: int | None = None
+    since: TimeSpec = ""
+    until: TimeSpec = ""
+    timestamps: bool = False
+    stdout: bool = True
+    stderr: bool = True
+
+
+class EventsConfig(_Request):
+    """First client frame of the `/events` WebSocket.
+
+    `filters`: key -> accepted values; keys are `type`, `event` (the action) and `object` (an
+    id or name, which also matches the `container` attribute). Values of one key are
+    alternatives; different keys must all match. `since` replays the retained history.
+    """
+
+    since: TimeSpec = ""
+    until: TimeSpec = ""
+    filters: dict[str, list[str]] = msgspec.field(default_factory=dict)
+
+
+class Event(msgspec.Struct, kw_only=True, frozen=True):
+    """One state change, as `/events` sends it (a TEXT frame each).
+
+    `seq` counts events since the daemon started; `time` is RFC 3339 with nanoseconds, UTC.
+    `id` is the object's id (a volume's name). `attributes` carry what the action needs
+    (`name`, `exit_code`, `container`, ...).
+    """
+
+    seq: int
+    time: str
+    time_nano: int
+    type: EventType
+    action: str
+    id: str
+    attributes: dict[str, str] = msgspec.field(default_factory=dict)

@@ -49,8 +49,18 @@ ROUTES: list[Route] = [
     Route("post", "/exec/{exec_id}/stop", "Stop an execution instance", None, ((200, I), (404, E)),
           (("force_stop", "boolean", True), ("stop_container", "boolean", True))),
     Route("get", "/images/build", "Build an image (WebSocket)", models.ImageBuildConfig, (),
-          websocket="First client frame: ImageBuildConfig. Server: starting message (data: image id), "
-          "TEXT status and output frames, close 1000 'image created' or 1011 'image build failed'."),
+          websocket="First client frame: ImageBuildConfig. With `context_upload` (extension) the client then sends "
+          "the build context as a tar stream (plain, gzip, xz, bzip2 or zstd) in BINARY frames of at most 1 MiB, "
+          "ended by an empty BINARY frame or the TEXT frame {\"type\":\"context-end\"}; `context` is then ignored "
+          "and .dockerignore is applied by the daemon too. Server: starting message (data: image id), TEXT frames "
+          "only: 'Step n/N : <line>' and process output (both omitted when quiet), '--> Using cache' (cache hits, "
+          "extension), '--> Snapshot created: @<12hex>' after every RUN and COPY (always), error lines; close 1000 "
+          "'image created' (data: id) or 1011 'image build failed' (data: the last snapshot, 'no snapshots "
+          "available', or '' when nothing was kept). A Dockerfile that cannot be processed: starting message with "
+          "data '', the error text, close 1011 'failed to process Dockerfile'. An upload that cannot be received or "
+          "unpacked: starting message with data '', 'error: <reason>', close 1011 'failed to receive the build "
+          "context'. Invalid config: close 1002. A client that disconnects cancels the build; everything it made is "
+          "removed."),
     Route("get", "/images/create", "Create a base image (WebSocket)", models.ImageCreateConfig, (),
           websocket="First client frame: ImageCreateConfig. Server: starting message, TEXT progress frames, "
           "close 1000 'image created' (data: image id) or 1011 'image creation failed: ...'."),
@@ -75,6 +85,24 @@ ROUTES: list[Route] = [
     Route("delete", "/volumes/{volume_name}", "Remove a volume", None, ((200, I), (404, E), (409, E))),
     Route("post", "/volumes/prune", "Remove unused volumes", None, ((200, IDS),)),
     Route("get", "/volumes/{volume_name}/inspect", "Inspect a volume", None, ((200, models.VolumeInspect), (404, E))),
+    Route("get", "/containers/{container_id}/attach", "Attach to a running container's main process "
+          "(WebSocket, extension)", models.AttachConfig, (),
+          websocket="First client frame: AttachConfig. Server: starting message (data 'tty' when the process has "
+          "a terminal), the recent lines asked for, then live output as BINARY frames (with multiplex: a leading "
+          "stream byte, 1 stdout, 2 stderr). Client frames are stdin (minus the detach keys); an exact WindowSize "
+          "TEXT frame resizes the terminal. Close 1000 'container <id> exited with exit-code N' or 'detached from "
+          "container <id>'; 1011 'reader too slow: dropped' (fell attach_buffer bytes behind) or 'error attaching "
+          "to container' (data: why); 1002 bad config."),
+    Route("get", "/containers/{container_id}/logs", "Read or follow a container's log, running or stopped "
+          "(WebSocket, extension)", models.LogsConfig, (),
+          websocket="First client frame: LogsConfig. Server: starting message, then BINARY frames, each one stream "
+          "byte (1 stdout, 2 stderr) and output (with timestamps, each line starts with its RFC 3339 stamp and a "
+          "space). Close 1000 'end of log' (a follower: once the container's run ended and every line was sent); "
+          "1011 'reader too slow: log rotated away'; 1002 'invalid parameters: ...' (unknown container too)."),
+    Route("get", "/events", "Stream state changes (WebSocket, extension)", models.EventsConfig, (),
+          websocket="First client frame: EventsConfig. Server: starting message, then one TEXT frame per Event "
+          "(JSON), the retained history since `since` first. Close 1000 'end of events' once `until` passed; "
+          "1011 'reader too slow: dropped' (fell events_buffer events behind); 1002 bad filters or times."),
     Route("get", "/version", "Daemon and API version (extension)", None, ((200, models.Version),)),
     Route("get", "/openapi.json", "This document (extension)", None, ((200, dict),)),
 ]
@@ -87,7 +115,7 @@ def _ref_name(t: type) -> str:
 @functools.cache
 def openapi_document() -> dict[str, Any]:
     types = {r.body for r in ROUTES if r.body} | {t for r in ROUTES for _, t in r.responses if t not in (None, dict)}
-    types |= {WebSocketMessage, WindowSize}
+    types |= {WebSocketMessage, WindowSize, models.Event}
     ordered = sorted(types, key=repr)
     schemas, components = msgspec.json.schema_components(ordered, ref_template="#/components/schemas/{name}")
     by_type = dict(zip(ordered, schemas, strict=True))

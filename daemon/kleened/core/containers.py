@@ -30,7 +30,9 @@ from ..platform.rootpath import PathEscape, ensure_target, read_text_in_root, re
 from .clock import now_iso
 from .environment import login_env, merge_env, validate_env
 from .errors import Conflict, InvalidArgument, NotFound
+from .events import Events
 from .fanout import Fanout
+from .logs import Logs
 from .networks import Networks
 from .records import CONTAINER, ContainerRecord, ImageRecord
 from .resolve import resolve
@@ -66,6 +68,8 @@ class Containers:
         networks: Networks,
         *,
         dataset_root: str,
+        logs: Logs | None = None,
+        events: Events | None = None,
     ) -> None:
         self._store = store
         self._images = images
@@ -76,6 +80,8 @@ class Containers:
         self._networks = networks
         self._dataset_root = dataset_root
         self._start_locks: dict[str, trio.Lock] = {}
+        self.logs = logs if logs is not None else Logs(Path(dataset_root) / "logs")
+        self._events = events if events is not None else Events()
 
     # --- lookups ----------------------------------------------------------------------------
 
@@ -143,6 +149,7 @@ class Containers:
             await self._storage.remove_container_fs(container_id)
             raise
         log.info("container created", extra={"container": container_id, "image": image.id})
+        self._events.publish("container", "create", container_id, name=name, image=image.id)
         return record
 
     async def _create_mounts(self, record: ContainerRecord, config: ContainerConfig) -> list[MountPoint]:
@@ -218,9 +225,10 @@ class Containers:
                 )
             if self._store.ids_by_name(CONTAINER, new_name):
                 raise Conflict(f"an error ocurred while updating the container: name '{new_name}' is already in use")
-            record.name = new_name
+            old_name, record.name = record.name, new_name
             self.save(record)
             self._networks.container_renamed(record.id)
+            self._events.publish("container", "rename", record.id, name=new_name, old_name=old_name)
         if update.jail_param is not None:
             try:
                 self._runtime.check_params(update.jail_param)
@@ -243,6 +251,7 @@ class Containers:
         if not self.is_running(record.id):
             raise NotFound("container not running")
         await self._supervisor.stop_container(record.id)
+        self._events.publish("container", "stop", record.id, name=record.name)
         return record.id
 
     async def remove(self, ident: str) -> str:
@@ -260,7 +269,9 @@ class Containers:
         await self._networks.remove_container(record.id)
         await self._runtime.delete(record.id)
         await self._storage.remove_container_fs(record.id)
+        self.logs.remove(record.id)
         log.info("container removed", extra={"container": record.id})
+        self._events.publish("container", "remove", record.id, name=record.name)
 
     async def prune(self) -> list[str]:
         removed = []
@@ -297,6 +308,7 @@ class Containers:
                             env: list[str], tty: bool, fanout: Fanout) -> Run:
         await self._ensure_volumes(record)
         rootfs = await self._storage.mount_container_fs(record.id, record.layers)
+        container_log = None
         try:
             process = self._process_spec(rootfs, record, argv, user or self._default_user(record), env, tty)
             mounts = self._bind_mounts(rootfs, record)
@@ -315,8 +327,12 @@ class Containers:
                 netns_path=netns_path,
                 params=self._runtime.check_params(record.jail_param),
             )
-            run = await self._supervisor.start_container(spec, exec_id, self._after_exit, fanout=fanout)
+            container_log = self.logs.open(record.id)
+            run = await self._supervisor.start_container(spec, exec_id, self._after_exit, fanout=fanout,
+                                                         log=container_log)
         except BaseException:
+            if container_log is not None:
+                container_log.abandon()
             await self._runtime.delete(record.id)
             await self._networks.release(record.id)
             await self._storage.unmount_container_fs(record.id)
@@ -324,6 +340,7 @@ class Containers:
         record.started_at, record.finished_at, record.exit_code = now_iso(), None, None
         self.save(record)
         log.info("container started", extra={"container": record.id, "exec": exec_id})
+        self._events.publish("container", "start", record.id, name=record.name)
         return run
 
     def process_spec_in(self, record: ContainerRecord, cmd: list[str], user: str, env: list[str],
@@ -388,6 +405,8 @@ class Containers:
         if record is not None:
             record.exit_code, record.finished_at = run.exit_code, now_iso()
             self.save(record)
+        self._events.publish("container", "die", run.container_id, name=record.name if record else None,
+                             exit_code=run.exit_code)
 
     # --- start-up -----------------------------------------------------------------------------
 
@@ -404,6 +423,7 @@ class Containers:
             if record.started_at and not record.finished_at:
                 record.finished_at = now_iso()
                 self.save(record)
+        self.logs.reconcile({record.id for record in self._store.all(CONTAINER, ContainerRecord)})
 
     def on_startup(self) -> list[ContainerRecord]:
         return [r for r in self._store.all(CONTAINER, ContainerRecord) if r.restart_policy == "on-startup"]

@@ -1,8 +1,10 @@
-"""Execution instances: a process to run in a container, created first and started once.
+"""Execution instances: a process to run in a container, created first and started once; and
+attachments to a running container's main process.
 
 Starting an instance either execs it in the running container or, with `start_container`,
 starts the container with it as the main process (as upstream). The instance is forgotten when
-its process has exited or it has been stopped.
+its process has exited or it has been stopped. Events: `exec start`/`exec die` for processes
+started in a running container (a container's main process is `container start`/`die`).
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ import trio
 from kleene_protocol.ids import new_id
 from kleene_protocol.models import ExecConfig
 
+from .attach import DEFAULT_DETACH_KEYS, Attachment, DetachFilter, parse_detach_keys
 from .containers import Containers
 from .environment import validate_env
 from .errors import Conflict, InvalidArgument, NotFound
+from .events import Events
 from .fanout import Chunk, Fanout
 from .supervisor import Run, Supervisor
 
@@ -50,7 +54,8 @@ class Session:
             return
         # The process may have closed its stdin or exited: input then has nowhere to go.
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            await stdin.send_all(data)
+            async with self.run.stdin_lock:
+                await stdin.send_all(data)
 
     def resize(self, rows: int, cols: int) -> None:
         self.run.process.resize(rows, cols)
@@ -63,10 +68,14 @@ class Session:
 
 
 class Execs:
-    def __init__(self, containers: Containers, supervisor: Supervisor) -> None:
+    def __init__(self, containers: Containers, supervisor: Supervisor, *, events: Events | None = None,
+                 detach_keys: str = DEFAULT_DETACH_KEYS, attach_buffer: int = 4 * 2**20) -> None:
         self._containers = containers
         self._supervisor = supervisor
         self._instances: dict[str, ExecInstance] = {}
+        self._events = events if events is not None else Events()
+        self._detach_keys = parse_detach_keys(detach_keys)
+        self._attach_buffer = attach_buffer  # bytes an attached client may fall behind before it is dropped
 
     def create(self, config: ExecConfig) -> ExecInstance:
         record = self._containers.get(config.container_id)
@@ -109,10 +118,13 @@ class Execs:
                 output.close()
             raise
         instance.run = run
+        if not run.is_init:
+            self._events.publish("exec", "start", exec_id, container=record.id)
         return Session(instance=instance, run=run, output=output)
 
     async def _forget(self, run: Run) -> None:
         self._instances.pop(run.exec_id, None)
+        self._events.publish("exec", "die", run.exec_id, container=run.container_id, exit_code=run.exit_code)
 
     async def stop(self, exec_id: str, *, force: bool, stop_container: bool) -> None:
         instance = self._get(exec_id)
@@ -126,6 +138,28 @@ class Execs:
         else:
             await self._supervisor.stop_exec(exec_id, force=force)
         self._instances.pop(exec_id, None)
+
+    def attach(self, ident: str, *, recent_lines: int, stdin: bool, detach_keys: str) -> Attachment:
+        """Attach to the running main process of container `ident`.
+
+        The recent lines and the live subscription are taken together, with no await in
+        between, so the client sees each chunk once and misses none.
+        """
+        record = self._containers.get(ident)
+        run = self._supervisor.init_run(record.id)
+        if run is None or run.done.is_set():
+            raise Conflict(f"container {record.id} is not running")
+        keys = parse_detach_keys(detach_keys) if detach_keys else self._detach_keys
+        recent = run.log.recent_lines(recent_lines) if run.log is not None else []
+        output = run.fanout.subscribe_lossy(self._attach_buffer)
+        self._events.publish("container", "attach", record.id, name=record.name)
+        return Attachment(container_id=record.id, run=run, recent=recent, output=output, stdin=stdin,
+                          detach=DetachFilter(keys))
+
+    def detach(self, attachment: Attachment, reason: str) -> None:
+        """The attachment ended (`reason`: exited, detached, dropped, disconnected)."""
+        attachment.run.fanout.unsubscribe(attachment.output)
+        self._events.publish("container", "detach", attachment.container_id, reason=reason)
 
     async def interrupt(self, session: Session) -> None:
         """The attached client went away: stop its process (not its container, unless that

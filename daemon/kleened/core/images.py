@@ -27,6 +27,7 @@ from kleene_protocol.refs import InvalidReference, split_nametag, split_snapshot
 
 from ..platform.base import HostCommandError, LayerStorage
 from .errors import Ambiguous, Internal, InvalidArgument, NotFound
+from .events import Events
 from .image_create import CreationFailed, Emit, RootfsSource, create_image
 from .records import CONTAINER, IMAGE, ContainerRecord, ImageRecord
 from .store import Store
@@ -58,10 +59,12 @@ class Images:
     with a message saying so.
     """
 
-    def __init__(self, store: Store, storage: LayerStorage, creator: RootfsSource | None = None) -> None:
+    def __init__(self, store: Store, storage: LayerStorage, creator: RootfsSource | None = None,
+                 events: Events | None = None) -> None:
         self._store = store
         self._storage = storage
         self._creator = creator
+        self.events = events if events is not None else Events()  # public: builds publish `image build`
 
     # --- lookups ----------------------------------------------------------------------------
 
@@ -167,6 +170,7 @@ class Images:
         name, tag = parse_nametag(nametag)
         updated = msgspec.structs.replace(record, name=name, tag=tag)
         self.add(updated)
+        self.events.publish("image", "tag", updated.id, name=updated.nametag)
         return updated
 
     async def remove(self, ident: str) -> str:
@@ -216,6 +220,7 @@ class Images:
                 log.warning("could not remove layer %s of image %s: it leaked", layer, record.id, exc_info=True)
                 leaked.append(f"{layer}: {exc}")
         log.info("image removed", extra={"image": record.id})
+        self.events.publish("image", "remove", record.id, name=record.nametag if record.name else None)
         return leaked
 
     async def prune(self, all_images: bool) -> list[str]:
@@ -244,4 +249,6 @@ class Images:
         """Create a base image (see `core.image_create`); raises `CreationFailed`."""
         if self._creator is None:
             raise CreationFailed("this daemon was started without image creation support")
-        return await create_image(config, storage=self._storage, source=self._creator, add=self.add, emit=emit)
+        record = await create_image(config, storage=self._storage, source=self._creator, add=self.add, emit=emit)
+        self.events.publish("image", "create", record.id, name=record.nametag if record.name else None)
+        return record

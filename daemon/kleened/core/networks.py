@@ -30,6 +30,7 @@ from ..platform.base import HostCommandError, NetworkMode
 from . import ipam
 from .clock import now_iso
 from .errors import Conflict, Internal, NotFound
+from .events import Events
 from .ipam import AUTO, ENDPOINT, HOST_GATEWAY, NETWORK, EndpointRecord, Live, NetworkHost, NetworkRecord, Plug
 from .records import CONTAINER, ContainerRecord
 from .resolve import resolve
@@ -40,7 +41,8 @@ log = logging.getLogger(__name__)
 
 class Networks:
     def __init__(self, store: Store, host: NetworkHost, *, hosts_dir: Path,
-                 is_running: Callable[[str], bool] = lambda _id: False) -> None:
+                 is_running: Callable[[str], bool] = lambda _id: False, events: Events | None = None) -> None:
+        self._events = events if events is not None else Events()
         self._store = store
         self._host = host
         self._hosts_dir = hosts_dir
@@ -129,6 +131,7 @@ class Networks:
                     raise Internal(f"could not create network: {exc}") from None
                 raise
         log.info("network created", extra={"network": record.id, "interface": interface})
+        self._events.publish("network", "create", record.id, name=record.name, type=record.type)
         return record
 
     async def _choose_interface(self, config: NetworkConfig) -> tuple[str, bool]:
@@ -174,6 +177,7 @@ class Networks:
                 raise Internal(f"network removed, but cleaning the host failed: {exc}") from None
         self._refresh_hosts()
         log.info("network removed", extra={"network": record.id})
+        self._events.publish("network", "remove", record.id, name=record.name)
         return record.id
 
     async def prune(self) -> list[str]:
@@ -225,6 +229,7 @@ class Networks:
                     raise Internal(f"could not connect the container: {exc}") from None
                 raise
         self._refresh_hosts()
+        self._events.publish("network", "connect", network.id, name=network.name, container=container.id)
         return self._api(endpoint)
 
     async def disconnect(self, network_ident: str, container_ident: str) -> None:
@@ -239,6 +244,7 @@ class Networks:
             self._store.delete(ENDPOINT, endpoints[0].id)
             await self._apply_firewall()
         self._refresh_hosts()
+        self._events.publish("network", "disconnect", network.id, name=network.name, container=container.id)
 
     # --- plugs ---------------------------------------------------------------------------------
 
@@ -315,9 +321,11 @@ class Networks:
         """On container removal: forget its endpoints (freeing their addresses) and hosts file."""
         async with self._lock:
             await self._release(container_id)
-            for endpoint in self._endpoints(container_id=container_id):
+            endpoints = self._endpoints(container_id=container_id)
+            for endpoint in endpoints:
                 self._store.delete(ENDPOINT, endpoint.id)
-            await self._apply_firewall()
+            if endpoints:  # without an address the container never had rules in the table
+                await self._apply_firewall()
         with contextlib.suppress(FileNotFoundError):
             (self._hosts_dir / container_id).unlink()
         self._refresh_hosts()

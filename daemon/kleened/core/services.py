@@ -7,8 +7,10 @@ from dataclasses import dataclass
 
 from kleene_protocol.models import ExecConfig, Version
 
+from .builder.build import Builder
 from .containers import Containers
 from .errors import KleeneError
+from .events import Events
 from .execs import Execs
 from .images import Images
 from .networks import Networks
@@ -29,6 +31,8 @@ class Services:
     execs: Execs
     supervisor: Supervisor
     version: Version
+    builds: Builder
+    events: Events  # publish after a change commits; logs: `containers.logs`
 
     async def start_on_startup(self) -> None:
         """Start every container whose restart policy is `on-startup`, detached."""

@@ -1,8 +1,11 @@
 """The supervisor owns every process the daemon starts: container inits and execs.
 
 Each process gets one task in the supervisor's nursery. The task pumps the process's output
-into its `Fanout`, waits for the exit (the daemon is a child subreaper and reaps exactly the
-pids it started), records the exit code and runs the owner's cleanup, shielded.
+into its `Fanout` (and a container's main process's output into the container log too, whose
+writer runs as a child of the same task), waits for the exit (the daemon is a child subreaper
+and reaps exactly the pids it started), records the exit code and runs the owner's cleanup,
+shielded. The container log is written to the end before that cleanup, so the log holds the
+last line when the container's `die` event goes out.
 
 Stopping a container is TERM to its init (tini forwards it), a grace period, then KILL to every
 process in it. At daemon shutdown `stop_all` stops every container before the nursery closes;
@@ -21,11 +24,13 @@ import trio
 
 from ..platform.base import ContainerSpec, Process, ProcessSpec, Runtime
 from .fanout import Fanout, Stream
+from .logs import ContainerLog
 
 log = logging.getLogger(__name__)
 
 DRAIN_AFTER_EXIT = 1.0  # seconds: output a lingering grandchild still holds is cut after this
 KILL_WAIT = 5.0  # seconds to wait for a KILLed container to be reaped
+LOG_DRAIN = 10.0  # seconds the log writer gets to write what is pending once the output ended
 
 
 @dataclass(eq=False)
@@ -37,6 +42,10 @@ class Run:
     process: Process
     is_init: bool
     fanout: Fanout = field(default_factory=Fanout)
+    log: ContainerLog | None = None  # the container log (main processes only)
+    # Writers of its stdin (its exec session, attached clients) take turns: a trio stream
+    # allows one sender at a time, and a whole frame of input must not be interleaved.
+    stdin_lock: trio.Lock = field(default_factory=trio.Lock)
     done: trio.Event = field(default_factory=trio.Event)
     exit_code: int | None = None
     container_exited: bool = False  # the container was gone when this process ended
@@ -73,12 +82,17 @@ class Supervisor:
     def runs_in(self, container_id: str) -> list[Run]:
         return [r for r in self._runs.values() if r.container_id == container_id]
 
+    def init_run(self, container_id: str) -> Run | None:
+        """The running main process of `container_id`, if any."""
+        return self._inits.get(container_id)
+
     # --- starting ----------------------------------------------------------------------------
 
-    async def start_container(self, spec: ContainerSpec, exec_id: str, on_exit: OnExit, *, fanout: Fanout) -> Run:
-        """Start a container whose init runs `spec.process`; `fanout` gets its output."""
+    async def start_container(self, spec: ContainerSpec, exec_id: str, on_exit: OnExit, *, fanout: Fanout,
+                              log: ContainerLog | None = None) -> Run:
+        """Start a container whose init runs `spec.process`; `fanout` and `log` get its output."""
         process = await self._runtime.start(spec)
-        run = Run(exec_id=exec_id, container_id=spec.id, process=process, is_init=True, fanout=fanout)
+        run = Run(exec_id=exec_id, container_id=spec.id, process=process, is_init=True, fanout=fanout, log=log)
         self._inits[spec.id] = run
         self._launch(run, on_exit)
         return run
@@ -98,17 +112,15 @@ class Supervisor:
 
     async def _supervise(self, run: Run, on_exit: OnExit) -> None:
         try:
-            async with trio.open_nursery() as pumps:
-                pumps.start_soon(self._pump, run, run.process.stdout, Stream.STDOUT)
-                if run.process.stderr is not None:
-                    pumps.start_soon(self._pump, run, run.process.stderr, Stream.STDERR)
+            async with trio.open_nursery() as writer:
+                if run.log is not None:
+                    writer.start_soon(run.log.write_until_closed)
                 try:
-                    run.exit_code = await run.process.wait()
-                except trio.Cancelled:
-                    with trio.CancelScope(shield=True):
-                        await self._kill_now(run)
-                    raise
-                pumps.cancel_scope.deadline = trio.current_time() + DRAIN_AFTER_EXIT
+                    await self._pump_until_exit(run)
+                finally:
+                    if run.log is not None:
+                        run.log.close()
+                        writer.cancel_scope.deadline = trio.current_time() + LOG_DRAIN
         finally:
             with trio.CancelScope(shield=True):
                 run.fanout.close()
@@ -125,10 +137,29 @@ class Supervisor:
         log.info("process exited", extra={"container": run.container_id, "exec": run.exec_id,
                                           "code": run.exit_code})
 
+    async def _pump_until_exit(self, run: Run) -> None:
+        async with trio.open_nursery() as pumps:
+            pumps.start_soon(self._pump, run, run.process.stdout, Stream.STDOUT)
+            if run.process.stderr is not None:
+                pumps.start_soon(self._pump, run, run.process.stderr, Stream.STDERR)
+            try:
+                run.exit_code = await run.process.wait()
+            except trio.Cancelled:
+                with trio.CancelScope(shield=True):
+                    await self._kill_now(run)
+                raise
+            pumps.cancel_scope.deadline = trio.current_time() + DRAIN_AFTER_EXIT
+
     @staticmethod
     async def _pump(run: Run, stream: trio.abc.ReceiveStream, which: Stream) -> None:
+        """Output to the log, then to the readers. `record` and the start of `publish` run with
+        no await in between: an attach sees each chunk either in its recent lines or live."""
+        container_log = run.log
         try:
             while chunk := await stream.receive_some(65536):
+                if container_log is not None:
+                    await container_log.wait_writable()  # waits only while the disk is `buffer` bytes behind
+                    container_log.record(which, chunk)
                 await run.fanout.publish(which, chunk)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # a pty master reports EIO once the last slave fd closes: that is EOF

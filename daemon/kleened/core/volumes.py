@@ -16,6 +16,7 @@ from kleene_protocol.models import MountPoint, Volume, VolumeInspect
 from ..platform.base import VolumeStorage
 from .clock import now_iso
 from .errors import Conflict, InvalidArgument, NotFound
+from .events import Events
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -31,10 +32,12 @@ def mount_key(container_id: str, destination: str) -> str:
 
 
 class Volumes:
-    def __init__(self, store: Store, storage: VolumeStorage, is_running: Callable[[str], bool]) -> None:
+    def __init__(self, store: Store, storage: VolumeStorage, is_running: Callable[[str], bool],
+                 events: Events | None = None) -> None:
         self._store = store
         self._storage = storage
         self._is_running = is_running
+        self._events = events if events is not None else Events()
 
     def get(self, name: str) -> Volume:
         volume = self._store.get(VOLUME, name, Volume)
@@ -59,6 +62,7 @@ class Volumes:
         volume = Volume(name=name, dataset=self._storage.dataset(name), mountpoint=str(path), created=now_iso())
         self._store.put(VOLUME, name, volume, name=name, created=volume.created)
         log.info("volume created", extra={"volume": name})
+        self._events.publish("volume", "create", name, name=name)
         return volume
 
     def list(self) -> list[Volume]:
@@ -88,6 +92,7 @@ class Volumes:
             self._store.delete(VOLUME, name)
         await self._storage.remove_volume(name)
         log.info("volume removed", extra={"volume": name})
+        self._events.publish("volume", "remove", name, name=name)
 
     async def prune(self) -> list[str]:
         """Remove every volume no container's mount record refers to."""
