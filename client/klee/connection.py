@@ -1,9 +1,10 @@
-"""Talking to kleened: host addresses, REST calls (httpx) and streams (websockets).
+"""Talking to kleened: host addresses, REST calls and WebSocket streams.
 
 A *host* is `http[s]:///path/to/socket` (unix socket) or `http[s]://ip[:port]` / `[ipv6][:port]`
 (TCP). Over a unix socket the HTTP `Host` is `localhost`, and so is the TLS server name, as in
-upstream klee. httpx and websockets are imported inside the functions that use them: they
-cost 100-200 ms, which commands like `klee --help` should not pay.
+upstream klee. The transports are `klee.wire` (standard library only): httpx and websockets
+cost 150 ms or more to import, more than a whole `klee exec` should take. Tests may still
+inject an httpx transport (`Client(transport=httpx.MockTransport(...))`).
 
 Every failure leaves this module as a `KleeError`: `ConnectionFailed` when kleened cannot be
 reached, `ApiError(status, message)` when it answers with an error status.
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import inspect
 import json
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -26,7 +26,10 @@ if TYPE_CHECKING:
     import ssl
 
     import httpx
-    from websockets.sync.client import ClientConnection
+
+    from klee.wire.http import HttpClient
+    from klee.wire.sockets import Endpoint
+    from klee.wire.websocket import WebSocket
 
 TIMEOUT = 60.0  # seconds for a REST call; kleened answers them quickly
 CONNECT_TIMEOUT = 10.0
@@ -145,15 +148,21 @@ def _certifi_bundle() -> str | None:
 class Client:
     """A connection to one kleened, opened lazily on the first call."""
 
-    def __init__(self, settings: Settings, transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self, settings: Settings, transport: httpx.BaseTransport | None = None, timeout: float = TIMEOUT
+    ) -> None:
         self.settings = settings
         self.host = parse_host(settings.host)
+        self.timeout = timeout  # seconds per REST call (shell completion uses a short one)
         self._transport = transport  # tests pass an httpx.MockTransport
         self._http: httpx.Client | None = None
+        self._http_wire: HttpClient | None = None
 
     def close(self) -> None:
         if self._http is not None:
             self._http.close()
+        if self._http_wire is not None:
+            self._http_wire.close()
 
     def request(
         self,
@@ -165,9 +174,39 @@ class Client:
         ok: tuple[int, ...] = (200,),
     ) -> Any:
         """Send one request; return the decoded JSON body (None when empty) of an `ok` status."""
+        content = None if body is None else json.dumps(body).encode()
+        if self._transport is not None:
+            status, data = self._request_httpx(method, path, content, params)
+        else:
+            status, data = self._request_wire(method, path, content, params)
+        if status not in ok:
+            raise api_error(status, data)
+        if not data:
+            return None
+        try:
+            return json.loads(data)
+        except ValueError:
+            raise KleeError(UNEXPECTED_RESPONSE) from None
+
+    def _request_wire(
+        self, method: str, path: str, content: bytes | None, params: Mapping[str, str] | None
+    ) -> tuple[int, bytes]:
+        from urllib.parse import urlencode
+
+        target = self._prefix() + path + (f"?{urlencode(params)}" if params else "")
+        try:
+            response = self._wire().request(method, target, content)
+        except TimeoutError:
+            raise KleeError(TIMEOUT_ERROR) from None
+        except OSError as exc:  # HttpError and ssl.SSLError are OSErrors
+            raise ConnectionFailed(f"unable to connect to kleened: {exc}") from None
+        return response.status, response.content
+
+    def _request_httpx(
+        self, method: str, path: str, content: bytes | None, params: Mapping[str, str] | None
+    ) -> tuple[int, bytes]:
         import httpx
 
-        content = None if body is None else json.dumps(body).encode()
         headers = {"content-type": "application/json"} if content is not None else None
         try:
             response = self._client().request(method, path, content=content, params=params, headers=headers)
@@ -175,14 +214,7 @@ class Client:
             raise KleeError(TIMEOUT_ERROR) from None
         except httpx.TransportError as exc:
             raise ConnectionFailed(f"unable to connect to kleened: {exc}") from None
-        if response.status_code not in ok:
-            raise api_error(response.status_code, response.content)
-        if not response.content:
-            return None
-        try:
-            return json.loads(response.content)
-        except ValueError:
-            raise KleeError(UNEXPECTED_RESPONSE) from None
+        return response.status_code, response.content
 
     def get(self, path: str, **kwargs: Any) -> Any:
         return self.request("GET", path, **kwargs)
@@ -194,31 +226,41 @@ class Client:
         return self.request("DELETE", path, **kwargs)
 
     @contextlib.contextmanager
-    def stream(self, endpoint: str) -> Iterator[ClientConnection]:
+    def stream(self, endpoint: str) -> Iterator[WebSocket]:
         """A WebSocket to `endpoint` (e.g. "/exec/start"), closed on exit."""
-        from websockets.exceptions import InvalidHandshake, InvalidURI
-        from websockets.sync.client import connect, unix_connect
+        from klee.wire.websocket import WebSocket, WebSocketError
 
-        options: dict[str, Any] = {
-            "ssl": ssl_context(self.settings) if self.host.tls else None,
-            "max_size": MAX_FRAME,
-            "open_timeout": CONNECT_TIMEOUT,
-        }
-        uri = self.host.ws_uri(endpoint)
-        with contextlib.ExitStack() as stack:
-            try:
-                if self.host.is_unix:
-                    server_hostname = "localhost" if self.host.tls else None
-                    opened = unix_connect(self.host.path, uri=uri, server_hostname=server_hostname, **options)
-                else:
-                    if "proxy" in inspect.signature(connect).parameters:  # websockets >= 15
-                        options["proxy"] = None  # kleened's traffic never goes through a proxy
-                    opened = connect(uri, **options)
-                # Entered as a context manager: websockets >= 15 warns about bare connections.
-                websocket = stack.enter_context(opened)
-            except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
-                raise ConnectionFailed(f"unable to connect to kleened: {exc}") from None
+        try:
+            websocket = WebSocket.connect(self._endpoint(), self._prefix() + endpoint, timeout=CONNECT_TIMEOUT,
+                                          max_size=MAX_FRAME)
+        except (OSError, WebSocketError) as exc:
+            raise ConnectionFailed(f"unable to connect to kleened: {exc}") from None
+        try:
             yield websocket
+        finally:
+            websocket.close()
+
+    def _prefix(self) -> str:
+        """A path prefix given in a TCP `--host` (upstream ignores it for streams; we do not)."""
+        return "" if self.host.is_unix else self.host.path.rstrip("/")
+
+    def _endpoint(self) -> Endpoint:
+        from klee.wire.sockets import Endpoint
+
+        tls = ssl_context(self.settings) if self.host.tls else None
+        if self.host.is_unix:
+            return Endpoint(unix_path=self.host.path, tls=tls, server_hostname="localhost")
+        parts = urlsplit(f"//{self.host.netloc}")
+        host = parts.hostname or "localhost"
+        port = parts.port or (443 if self.host.tls else 80)
+        return Endpoint(host=host, port=port, tls=tls, server_hostname=host)
+
+    def _wire(self) -> HttpClient:
+        if self._http_wire is None:
+            from klee.wire.http import HttpClient
+
+            self._http_wire = HttpClient(self._endpoint(), timeout=self.timeout, connect_timeout=CONNECT_TIMEOUT)
+        return self._http_wire
 
     def _client(self) -> httpx.Client:
         if self._http is None:
@@ -232,7 +274,7 @@ class Client:
             self._http = httpx.Client(
                 base_url=self.host.base_url,
                 transport=transport,
-                timeout=httpx.Timeout(TIMEOUT, connect=CONNECT_TIMEOUT),
+                timeout=httpx.Timeout(self.timeout, connect=min(CONNECT_TIMEOUT, self.timeout)),
                 trust_env=False,  # a proxy from the environment must not see kleened's traffic
             )
         return self._http

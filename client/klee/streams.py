@@ -28,9 +28,8 @@ from klee.printing import Output
 from klee.specs import exit_code_from_message, shell_exit_status
 
 if TYPE_CHECKING:
-    from websockets.sync.client import ClientConnection
-
     from klee.connection import Client
+    from klee.wire.websocket import WebSocket as ClientConnection
 
 CLOSE_DETACHED = 1001
 CONNECTION_CLOSED = "ERROR! Connection closed unexpectedly."
@@ -72,7 +71,7 @@ def create_image(client: Client, out: Output, config: dict[str, Any]) -> None:
 
 
 def _wait_detached(websocket: ClientConnection) -> ExecResult:
-    from websockets.exceptions import ConnectionClosed
+    from klee.wire.websocket import ConnectionClosed
 
     try:
         while True:
@@ -119,7 +118,7 @@ def _first_frame(websocket: ClientConnection) -> dict[str, Any] | None:
     Output that arrives before any starting message (older daemons send an error text first)
     is printed rather than dropped.
     """
-    from websockets.exceptions import ConnectionClosed
+    from klee.wire.websocket import ConnectionClosed
 
     try:
         frame = websocket.recv()
@@ -135,7 +134,7 @@ def _first_frame(websocket: ClientConnection) -> dict[str, Any] | None:
 
 def _receive_until_closed(websocket: ClientConnection, write: Any) -> dict[str, Any] | None:
     """Pass every frame to `write` until the close frame; return its JSON reason (or None)."""
-    from websockets.exceptions import ConnectionClosed
+    from klee.wire.websocket import ConnectionClosed
 
     try:
         while True:
@@ -302,7 +301,7 @@ class _InputPump(threading.Thread):
             os.write(self.wake_write, reason)
 
     def run(self) -> None:
-        from websockets.exceptions import ConnectionClosed
+        from klee.wire.websocket import ConnectionClosed
 
         try:
             if self.resize:
