@@ -20,13 +20,19 @@ from klee.session import Session
 # name -> (module, attribute, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "container": ("klee.commands.container", "container", "Manage containers"),
-    "image": ("klee.commands.image", "image", "Manage images"),
+    "image": ("klee.commands.build", "image", "Manage images"),  # the group, with `build` added
+    "network": ("klee.commands.network", "network", "Manage networks"),
     "volume": ("klee.commands.volume", "volume", "Manage volumes"),
     "version": ("klee.commands.version", "version", "Show the version of klee and kleened"),
+    "completion": ("klee.completion", "completion", "Print the shell completion script (bash, zsh or fish)"),
+    "attach": ("klee.commands.streams", "attach", "Attach to a running container's main process"),
+    "logs": ("klee.commands.streams", "logs", "Print a container's log"),
+    "events": ("klee.commands.streams", "events", "Print kleened's events as they happen"),
 }
 
 # shortcut -> (group, command)
 SHORTCUTS: dict[str, tuple[str, str]] = {
+    "build": ("image", "build"),
     "create": ("container", "create"),
     "exec": ("container", "exec"),
     "restart": ("container", "restart"),
@@ -35,16 +41,19 @@ SHORTCUTS: dict[str, tuple[str, str]] = {
     "stop": ("container", "stop"),
     "isc": ("container", "inspect"),
     "isi": ("image", "inspect"),
+    "isn": ("network", "inspect"),
     "isv": ("volume", "inspect"),
     "lsc": ("container", "ls"),
     "lsi": ("image", "ls"),
+    "lsn": ("network", "ls"),
     "lsv": ("volume", "ls"),
     "rmc": ("container", "rm"),
     "rmi": ("image", "rm"),
+    "rmn": ("network", "rm"),
     "rmv": ("volume", "rm"),
 }
 
-KINDS = "[c]ontainer, [i]mage, or [v]olume"
+KINDS = "[c]ontainer, [i]mage, [n]etwork, or [v]olume"
 SHORTCUT_FAMILIES = (
     ("isX", f"Inspect an object, where X is {KINDS}."),
     ("lsX", f"List objects, where X is {KINDS}."),
@@ -117,10 +126,16 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.NoArgsIsHelpError as exc:
         exc.show()
         return exc.exit_code
+    except click.UsageError as exc:  # one line, as every klee error (click's own shows the usage too)
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        click.echo(f"Error: {exc.format_message()}{hint}", err=True)
+        return EXIT_FAILURE
     except click.ClickException as exc:
         exc.show()
         return EXIT_FAILURE
-    except click.Abort:
+    except click.Abort as exc:
+        if isinstance(exc.__cause__, KeyboardInterrupt):
+            return 130  # Ctrl-C, as a shell reports SIGINT (click already ended the line)
         click.echo("Aborted!", err=True)
         return 1
     except KleeError as exc:
@@ -129,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         _silence_stdout()
         return 141
+    except OSError as exc:  # a local file or socket klee could not use: one line, not a traceback
+        click.echo(f"Error! {exc}", err=True)
+        return EXIT_FAILURE
     return result if isinstance(result, int) else 0
 
 

@@ -17,7 +17,12 @@ log = logging.getLogger("kleened")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="kleened", description="The Kleene container daemon.")
+    parser = argparse.ArgumentParser(
+        prog="kleened",
+        description="The Kleene container daemon.",
+        epilog="Other command: `kleened certs DIR` creates TLS certificates for remote access "
+        "(see `kleened certs --help`).",
+    )
     parser.add_argument("--config", metavar="PATH", help="configuration file (default: %(default)s)", default=None)
     parser.add_argument("--version", action="version", version=f"kleened {__version__}")
     return parser.parse_args(argv)
@@ -60,6 +65,11 @@ async def run_daemon(config: Config, listeners: list[Listener]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["certs"]:
+        from .certs import main as certs_main
+
+        return certs_main(argv[1:])
     args = parse_args(argv)
     try:
         config = load(args.config)

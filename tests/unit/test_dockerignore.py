@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kleened.core.builder.ignore import DockerIgnore, parse
+from kleene_protocol.dockerignore import DockerIgnore, parse
 
 RULES = parse(
     """# a comment

@@ -2,7 +2,7 @@
 
 | command                         | request                                                  |
 |---------------------------------|----------------------------------------------------------|
-| ls [-a]                         | GET /containers/list?all=true|false                      |
+| ls [-a] [-q] [--output]         | GET /containers/list?all=true|false                      |
 | inspect CONTAINER               | GET /containers/{ident}/inspect                          |
 | rm [-f] CONTAINER...            | (-f: POST /containers/{ident}/stop) DELETE /containers/{ident} |
 | prune [-f]                      | POST /containers/prune                                   |
@@ -20,8 +20,16 @@ from typing import Any
 
 import click
 
-from klee.commands.common import inspect_command, prune_command, reply_id, reply_list
+from klee.commands.common import (
+    inspect_command,
+    listing_options,
+    print_listing,
+    prune_command,
+    reply_id,
+    reply_list,
+)
 from klee.commands.run import COMMAND_SETTINGS, create, exec_, restart, run, start
+from klee.completion import complete_containers
 from klee.connection import api_path, query_bool
 from klee.errors import ApiError
 from klee.printing import Column, Styled, ago
@@ -54,11 +62,12 @@ def container() -> None:
     default=False,
     help="Show all containers (default only shows running containers)",
 )
+@listing_options("container ids")
 @pass_session
-def listing(session: Session, all_: bool) -> None:
+def listing(session: Session, all_: bool, output: str, quiet: bool) -> None:
     """List containers"""
     containers = reply_list(session.client.get("/containers/list", params={"all": query_bool(all_)}))
-    session.out.table(COLUMNS, [container_row(item) for item in containers])
+    print_listing(session, containers, output=output, quiet=quiet, key="id", columns=COLUMNS, row=container_row)
 
 
 def container_row(item: dict[str, Any]) -> list[str | Styled]:
@@ -87,7 +96,7 @@ def image_cell(name: str, tag: str, image_id: str) -> Styled:
 
 @container.command(name="rm", no_args_is_help=True)
 @click.option("--force", "-f", is_flag=True, default=False, help="Stop containers before removing them.")
-@click.argument("containers", nargs=-1, required=True)
+@click.argument("containers", nargs=-1, required=True, shell_complete=complete_containers)
 @pass_session
 def remove(session: Session, force: bool, containers: tuple[str, ...]) -> None:
     """Remove one or more containers. Removal stops at the first container that cannot be removed."""
@@ -100,7 +109,7 @@ def remove(session: Session, force: bool, containers: tuple[str, ...]) -> None:
 
 
 @container.command(name="stop", no_args_is_help=True)
-@click.argument("containers", nargs=-1, required=True)
+@click.argument("containers", nargs=-1, required=True, shell_complete=complete_containers)
 @pass_session
 def stop(session: Session, containers: tuple[str, ...]) -> None:
     """Stop one or more running containers. Stops at the first container that cannot be stopped."""
@@ -123,7 +132,7 @@ def stop(session: Session, containers: tuple[str, ...]) -> None:
 )
 @click.option("--persist/--no-persist", "-P", default=None, help="Do (not) remove this container when pruning")
 @click.option("--restart", default=None, help="Restart policy: 'no' or 'on-startup'.")
-@click.argument("container_ident", metavar="CONTAINER")
+@click.argument("container_ident", metavar="CONTAINER", shell_complete=complete_containers)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @pass_session
 def update(session: Session, container_ident: str, command: tuple[str, ...], **options: Any) -> None:
@@ -147,7 +156,7 @@ def update(session: Session, container_ident: str, command: tuple[str, ...], **o
 
 
 @container.command(name="rename", no_args_is_help=True)
-@click.argument("container_ident", metavar="CONTAINER")
+@click.argument("container_ident", metavar="CONTAINER", shell_complete=complete_containers)
 @click.argument("new_name")
 @pass_session
 def rename(session: Session, container_ident: str, new_name: str) -> None:
@@ -162,7 +171,13 @@ def rename(session: Session, container_ident: str, new_name: str) -> None:
 
 
 container.add_command(
-    inspect_command("inspect", "container", "/containers/{}/inspect", "Display detailed information on a container.")
+    inspect_command(
+        "inspect",
+        "container",
+        "/containers/{}/inspect",
+        "Display detailed information on a container.",
+        complete_containers,
+    )
 )
 container.add_command(
     prune_command(

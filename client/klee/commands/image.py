@@ -3,7 +3,7 @@
 | command                          | request                                          |
 |----------------------------------|--------------------------------------------------|
 | create [OPTIONS] METHOD [SOURCE] | WS /images/create, config frame ImageCreateConfig |
-| ls                               | GET /images/list                                 |
+| ls [-q] [--output table|json]    | GET /images/list                                 |
 | inspect IMAGE                    | GET /images/{ident}/inspect                      |
 | rm IMAGE...                      | DELETE /images/{ident}, in order                 |
 | prune [-a] [-f]                  | POST /images/prune?all=true|false                |
@@ -12,9 +12,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
-from klee.commands.common import confirm, inspect_command, reply_id, reply_list
+from klee.commands.common import confirm, inspect_command, listing_options, print_listing, reply_id, reply_list
+from klee.completion import complete_images
 from klee.connection import api_path, query_bool
 from klee.errors import UsageError
 from klee.printing import Column, ago
@@ -108,19 +111,21 @@ def create(
 
 
 @image.command(name="ls")
+@listing_options("image ids")
 @pass_session
-def listing(session: Session) -> None:
+def listing(session: Session, output: str, quiet: bool) -> None:
     """List images"""
     images = reply_list(session.client.get("/images/list"))
-    rows = [
-        [str(img.get("id", "")), str(img.get("name", "")), str(img.get("tag", "")), ago(img.get("created"))]
-        for img in images
-    ]
-    session.out.table(COLUMNS, rows)
+    print_listing(session, images, output=output, quiet=quiet, key="id", columns=COLUMNS, row=image_row)
+
+
+def image_row(img: dict[str, Any]) -> list[str]:
+    """One line of `image ls`."""
+    return [str(img.get("id", "")), str(img.get("name", "")), str(img.get("tag", "")), ago(img.get("created"))]
 
 
 @image.command(name="rm", no_args_is_help=True)
-@click.argument("images", nargs=-1, required=True)
+@click.argument("images", nargs=-1, required=True, shell_complete=complete_images)
 @pass_session
 def remove(session: Session, images: tuple[str, ...]) -> None:
     """Remove one or more images. Removal stops at the first image that cannot be removed."""
@@ -140,7 +145,7 @@ def prune(session: Session, all_: bool, force: bool) -> None:
 
 
 @image.command(name="tag", no_args_is_help=True, short_help="Rename an image")
-@click.argument("source_image")
+@click.argument("source_image", shell_complete=complete_images)
 @click.argument("nametag")
 @pass_session
 def tag(session: Session, source_image: str, nametag: str) -> None:
@@ -149,4 +154,8 @@ def tag(session: Session, source_image: str, nametag: str) -> None:
     session.out.line(reply_id(reply))
 
 
-image.add_command(inspect_command("inspect", "image", "/images/{}/inspect", "Display detailed information on an image"))
+image.add_command(
+    inspect_command(
+        "inspect", "image", "/images/{}/inspect", "Display detailed information on an image", complete_images
+    )
+)

@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from klee.commands.common import reply_id
+from klee.commands.common import host_path_notice, reply_id
+from klee.completion import complete_choices, complete_containers, complete_images, complete_networks
 from klee.connection import api_path
 from klee.errors import ApiError, KleeError, UsageError
 from klee.session import Session, pass_session
@@ -81,10 +82,19 @@ def create_options(function: Callable[..., Any]) -> Callable[..., Any]:
             "--restart",
             default="no",
             show_default=True,
+            shell_complete=complete_choices(*RESTART_POLICIES),
             help="Restart policy: 'no', or 'on-startup' to start the container whenever Kleened starts.",
         ),
-        click.option("--driver", "-l", default=None, help=HELP_DRIVER),
-        click.option("--network", "-n", default=None, help="Connect the container to a network."),
+        click.option(
+            "--driver", "-l", default=None, help=HELP_DRIVER, shell_complete=complete_choices(*NETWORK_DRIVERS)
+        ),
+        click.option(
+            "--network",
+            "-n",
+            default=None,
+            help="Connect the container to a network.",
+            shell_complete=complete_networks,
+        ),
         click.option("--ip", default=None, help="IPv4 address on `network` (default: allocate an unused one)."),
         click.option("--ip6", default=None, help="IPv6 address on `network` (default: allocate an unused one)."),
         click.option("--publish", "-p", multiple=True, metavar="list", help=HELP_PUBLISH),
@@ -115,7 +125,7 @@ def exec_options(function: Callable[..., Any]) -> Callable[..., Any]:
 
 @click.command(name="create", no_args_is_help=True, context_settings=COMMAND_SETTINGS)
 @create_options
-@click.argument("image")
+@click.argument("image", shell_complete=complete_images)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @pass_session
 def create(session: Session, **options: Any) -> None:
@@ -127,7 +137,7 @@ def create(session: Session, **options: Any) -> None:
 @create_options
 @exec_options
 @click.option("--rm", "remove", is_flag=True, default=False, help="Remove the container when its process has exited.")
-@click.argument("image")
+@click.argument("image", shell_complete=complete_images)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @pass_session
 @click.pass_context
@@ -152,7 +162,7 @@ def run(
 
 @click.command(name="start", no_args_is_help=True)
 @exec_options
-@click.argument("containers", nargs=-1, required=True)
+@click.argument("containers", nargs=-1, required=True, shell_complete=complete_containers)
 @pass_session
 @click.pass_context
 def start(
@@ -169,7 +179,7 @@ def start(
 
 
 @click.command(name="restart", no_args_is_help=True)
-@click.argument("containers", nargs=-1, required=True)
+@click.argument("containers", nargs=-1, required=True, shell_complete=complete_containers)
 @pass_session
 def restart(session: Session, containers: tuple[str, ...]) -> None:
     """Restart one or more containers: stop each one, then start it detached."""
@@ -185,7 +195,7 @@ def restart(session: Session, containers: tuple[str, ...]) -> None:
     "--env", "-e", multiple=True, metavar="list", help="Set environment variables (e.g. `--env A=1 --env B=2`)"
 )
 @click.option("--user", "-u", default="", help="Username or UID of the user running the process")
-@click.argument("container")
+@click.argument("container", shell_complete=complete_containers)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @pass_session
 @click.pass_context
@@ -240,6 +250,9 @@ def create_container(session: Session, options: dict[str, Any], remove_on_failur
     As upstream, a container whose network connection fails is kept, unless `remove_on_failure`.
     """
     config = container_config(options)
+    for mount in config["mounts"]:
+        if mount["type"] == "nullfs":
+            host_path_notice(session, mount["source"], "bind mount source")
     try:
         container_id = reply_id(session.client.post("/containers/create", body=config, ok=(201,)))
     except ApiError as exc:

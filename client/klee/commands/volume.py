@@ -3,7 +3,7 @@
 | command            | request                              |
 |--------------------|--------------------------------------|
 | create NAME        | POST /volumes/create {"name"} -> 201 |
-| ls                 | GET /volumes/list                    |
+| ls [-q] [--output] | GET /volumes/list                    |
 | inspect NAME       | GET /volumes/{name}/inspect          |
 | rm NAME...         | DELETE /volumes/{name}, in order     |
 | prune [-f]         | POST /volumes/prune                  |
@@ -13,7 +13,15 @@ from __future__ import annotations
 
 import click
 
-from klee.commands.common import inspect_command, prune_command, reply_id, reply_list
+from klee.commands.common import (
+    inspect_command,
+    listing_options,
+    print_listing,
+    prune_command,
+    reply_id,
+    reply_list,
+)
+from klee.completion import complete_volumes
 from klee.connection import api_path
 from klee.printing import Column, ago
 from klee.session import Session, pass_session
@@ -36,15 +44,24 @@ def create(session: Session, volume_name: str) -> None:
 
 
 @volume.command(name="ls")
+@listing_options("volume names")
 @pass_session
-def listing(session: Session) -> None:
+def listing(session: Session, output: str, quiet: bool) -> None:
     """List volumes"""
     volumes = reply_list(session.client.get("/volumes/list"))
-    session.out.table(COLUMNS, [[str(vol.get("name", "")), ago(vol.get("created"))] for vol in volumes])
+    print_listing(
+        session,
+        volumes,
+        output=output,
+        quiet=quiet,
+        key="name",
+        columns=COLUMNS,
+        row=lambda vol: [str(vol.get("name", "")), ago(vol.get("created"))],
+    )
 
 
 @volume.command(name="rm", no_args_is_help=True)
-@click.argument("volumes", nargs=-1, required=True)
+@click.argument("volumes", nargs=-1, required=True, shell_complete=complete_volumes)
 @pass_session
 def remove(session: Session, volumes: tuple[str, ...]) -> None:
     """Remove one or more volumes. Removal stops at the first volume that cannot be removed."""
@@ -53,7 +70,9 @@ def remove(session: Session, volumes: tuple[str, ...]) -> None:
 
 
 volume.add_command(
-    inspect_command("inspect", "volume", "/volumes/{}/inspect", "Display detailed information on a volume.")
+    inspect_command(
+        "inspect", "volume", "/volumes/{}/inspect", "Display detailed information on a volume.", complete_volumes
+    )
 )
 volume.add_command(
     prune_command(
