@@ -79,6 +79,7 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
             containers = Containers(store, images, volumes, storage, runtime, supervisor, networks,
                                     dataset_root=str(root), logs=logs, events=events)
             await containers.reconcile()
+            await images.collect_garbage()
             await networks.reconcile()
             services = Services(
                 store=store, volumes=volumes, networks=networks, images=images, containers=containers,

@@ -24,7 +24,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from tests.daemon import Daemon, running_daemon
-from tests.wsapi import Stream, collect, connect, create_image, exec_stream
+from tests.wsapi import Stream, collect, connect, create_image, exec_stream, run_stream
 
 SNAPSHOT = "--> Snapshot created: @"
 
@@ -652,3 +652,19 @@ def test_long_lines_are_clipped_in_the_log(daemon, base, tmp_path):
     b = build(daemon, tmp_path, f"FROM {base}\nRUN false {'x' * 200_000}\n")
     assert b.close[0] == 1011 and all(len(line) <= 64 * 1024 for line in b.log)
     assert b.log[1].startswith("Step 2/2 : RUN false xxx") and b.log[1].endswith("...")
+
+
+def test_entrypoint_is_applied_to_containers_of_the_image(api, daemon, base, tmp_path):
+    (tmp_path / "Dockerfile").write_text(f'FROM {base}\nENTRYPOINT ["/bin/echo", "entry"]\nCMD ["default"]\n')
+    stream = run_stream(daemon, "/images/build", {"context": str(tmp_path), "container_config": {}, "quiet": True})
+    assert stream.close_code == 1000, stream
+    image = stream.close_reason["data"]
+    assert api.get(f"/images/{image}/inspect").json()["entrypoint"] == ["/bin/echo", "entry"]
+    outputs = []
+    for cmd in ([], ["given"]):
+        cid = api.post("/containers/create", json={"image": image, "cmd": cmd, "network_driver": "host"}).json()["id"]
+        eid = api.post("/exec/create", json={"container_id": cid}).json()["id"]
+        outputs.append(exec_stream(daemon, eid).text)
+        api.delete(f"/containers/{cid}")
+    assert outputs == ["entry default\n", "entry given\n"]
+    api.delete(f"/images/{image}")

@@ -76,3 +76,39 @@ def test_recovery_after_sigkill(fresh):
         assert stream.text == "again\n"
         api.post(f"/containers/{auto}/stop")
         api.post(f"/containers/{auto}/update", json={"restart_policy": "no"})
+
+
+def test_a_build_cut_short_by_a_crash_leaves_nothing_after_restart(fresh, tmp_path):
+    import json as _json
+    import threading
+
+    from tests.wsapi import connect
+
+    image = create_image(fresh)
+    (tmp_path / "Dockerfile").write_text(f"FROM {image}\nRUN echo one > /one\nRUN sleep 1000\n")
+    started = threading.Event()
+
+    def build():
+        with connect(fresh, "/images/build") as ws:
+            ws.send(_json.dumps({"context": str(tmp_path), "container_config": {}, "cleanup": False}))
+            try:
+                while True:
+                    if "Snapshot created" in str(ws.recv(timeout=30)):
+                        started.set()
+            except Exception:
+                started.set()
+
+    thread = threading.Thread(target=build, daemon=True)
+    thread.start()
+    assert started.wait(60)
+    fresh.kill()
+    thread.join(10)
+    layers_dir = fresh.state_root / "layers"
+    fresh.start()
+    with fresh.client() as api:
+        assert not any(c["name"].startswith("builder_") for c in api.get("/containers/list?all=true").json())
+        images = api.get("/images/list").json()
+        assert [i["id"] for i in images] == [image]
+        used = set(api.get(f"/images/{image}/inspect").json()["dataset"].split("/")[-1:])
+        left = {p.name for p in layers_dir.iterdir() if not p.name.startswith(".")}
+        assert left == used, (left, used)

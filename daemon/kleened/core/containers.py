@@ -47,6 +47,14 @@ NAME_RULE = "/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$"
 _NAME = re.compile("^" + NAME_RULE)
 
 
+def with_entrypoint(entrypoint: list[str] | None, cmd: list[str] | None) -> list[str] | None:
+    """The command a container of an image with ENTRYPOINT runs: the entrypoint, then the
+    container's (or the image's) command as its arguments, as docker does."""
+    if not entrypoint:
+        return cmd
+    return [*entrypoint, *(cmd or [])]
+
+
 class ImageResolver(Protocol):
     def resolve_ref(self, ref: str) -> tuple[ImageRecord, str]: ...
     def get(self, image_id: str) -> ImageRecord | None: ...
@@ -120,7 +128,7 @@ class Containers:
             id=container_id,
             name=name,
             image_id=image.id,
-            cmd=config.cmd if config.cmd else image.cmd,
+            cmd=with_entrypoint(image.entrypoint, config.cmd if config.cmd else image.cmd),
             user=config.user or image.user,
             env=merge_env(image.env, config.env),
             jail_param=list(config.jail_param or []),
@@ -420,6 +428,10 @@ class Containers:
         for container_id in self._storage.mounted_container_fs():
             await self._storage.unmount_container_fs(container_id)
         for record in self._store.all(CONTAINER, ContainerRecord):
+            if record.name == f"builder_{record.id}":
+                log.warning("removing the container of a build a previous daemon left", extra={"container": record.id})
+                await self._destroy(record)
+                continue
             if record.started_at and not record.finished_at:
                 record.finished_at = now_iso()
                 self.save(record)

@@ -202,6 +202,19 @@ class Images:
             return NotFound("\n".join([f"could not remove image {image_id} since it is used for images:", *children]))
         return None
 
+    async def collect_garbage(self) -> list[str]:
+        """At start-up: remove layers that no image or container stacks (a build or a creation a
+        crashed daemon left half done); return their ids."""
+        keep = self.referenced_layers()
+        removed = []
+        for layer in self._storage.list_layers():
+            if layer not in keep:
+                await self._storage.remove_layer(layer)
+                removed.append(layer)
+        if removed:
+            log.warning("removed %d layers nothing used", len(removed), extra={"layers": ",".join(removed)})
+        return removed
+
     async def _delete(self, record: ImageRecord) -> list[str]:
         """Delete the record, then its now unused layers; return what could not be removed.
 
