@@ -4,44 +4,25 @@ networks, and the same over mutual TLS (REST and the exec/image WebSockets)."""
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.cli import Klee, Result, run_cli
 from tests.conftest import require_root_runtime
 from tests.daemon import Daemon
 from tests.rootfs import file_url, session_tarball
 from tests.tls import TlsDaemon, running_tls_daemon
 
 
-@dataclass
-class Result:
-    returncode: int
-    stdout: str
-    stderr: str
-
-    @property
-    def lines(self) -> list[str]:
-        return self.stdout.splitlines()
-
-
-Klee = Callable[..., Result]
-
-
 def run_klee(host: str, *args: str, flags: list[str] | None = None, env: dict[str, str] | None = None,
-             timeout: float = 120) -> Result:  # fmt: skip
-    environment = {k: v for k, v in os.environ.items() if not k.startswith(("KLEE_", "_KLEE"))}
-    environment.update({"HOME": "/nonexistent", **(env or {})})
-    proc = subprocess.run([sys.executable, "-m", "klee", "--host", host, *(flags or []), *args], capture_output=True,
-                          text=True, env=environment, timeout=timeout, stdin=subprocess.DEVNULL)  # fmt: skip
-    return Result(proc.returncode, proc.stdout, proc.stderr)
+             timeout: float = 120) -> Result:
+    return run_cli([sys.executable, "-m", "klee", "--host", host, *(flags or []), *args],
+                   env={"HOME": "/nonexistent", **(env or {})}, timeout=timeout)
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 
-import msgspec
 import trio
 from quart import Blueprint, websocket
 
@@ -21,18 +20,16 @@ from kleene_protocol.websocket import (
     CLOSE_GOING_AWAY,
     CLOSE_INTERNAL_ERROR,
     CLOSE_NORMAL,
-    WindowSize,
     starting,
 )
 
 from ..core.errors import KleeneError
 from ..core.execs import Session
 from .http import body, query_bool, reply, services
-from .ws import close, receive_config, ws_guard
+from .ws import close, receive_config, window_size, ws_guard
 
 log = logging.getLogger(__name__)
 bp = Blueprint("execs", __name__)
-_resize = msgspec.json.Decoder(WindowSize)
 
 
 @bp.post("/exec/create")
@@ -86,16 +83,9 @@ async def _relay(session: Session) -> None:
 async def _client_input(session: Session) -> None:
     while True:
         frame = await websocket.receive()
-        if isinstance(frame, str):
-            if frame.startswith("{"):
-                try:
-                    size = _resize.decode(frame)
-                except msgspec.DecodeError:
-                    pass
-                else:
-                    session.resize(size.rows, size.cols)
-                    continue
-            frame = frame.encode()
-        await session.write_stdin(frame)
+        if (size := window_size(frame)) is not None:
+            session.resize(size.rows, size.cols)
+        else:
+            await session.write_stdin(frame.encode() if isinstance(frame, str) else frame)
 
 

@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import logging
 
-import msgspec
 import trio
 from quart import Blueprint, websocket
 
 from kleene_protocol.codec import encode
 from kleene_protocol.models import AttachConfig, EventsConfig, LogsConfig
-from kleene_protocol.websocket import CLOSE_INTERNAL_ERROR, CLOSE_NORMAL, CLOSE_PROTOCOL_ERROR, WindowSize, starting
+from kleene_protocol.websocket import CLOSE_INTERNAL_ERROR, CLOSE_NORMAL, CLOSE_PROTOCOL_ERROR, starting
 
 from ..core.attach import Attachment
 from ..core.errors import KleeneError
@@ -36,11 +35,10 @@ from ..core.fanout import Chunk
 from ..core.logs import LogGone
 from ..core.stamps import parse_time
 from .http import services
-from .ws import close, discard_input, receive_config, ws_guard
+from .ws import close, discard_input, receive_config, window_size, ws_guard
 
 log = logging.getLogger(__name__)
 bp = Blueprint("streams", __name__)
-_resize = msgspec.json.Decoder(WindowSize)
 TOO_SLOW = "reader too slow: dropped"
 
 
@@ -91,17 +89,10 @@ def _frame(chunk: Chunk, multiplex: bool) -> bytes:
 async def _attach_input(attachment: Attachment) -> None:
     while True:
         frame = await websocket.receive()
-        if isinstance(frame, str):
-            if frame.startswith("{"):
-                try:
-                    size = _resize.decode(frame)
-                except msgspec.DecodeError:
-                    pass
-                else:
-                    attachment.resize(size.rows, size.cols)
-                    continue
-            frame = frame.encode()
-        if await attachment.write_stdin(frame):
+        if (size := window_size(frame)) is not None:
+            attachment.resize(size.rows, size.cols)
+            continue
+        if await attachment.write_stdin(frame.encode() if isinstance(frame, str) else frame):
             attachment.output.close()  # the sender stops after the frame it is sending: never mid-frame
             return
 

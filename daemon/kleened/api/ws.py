@@ -13,6 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import msgspec
 import trio
 from quart import websocket
 
@@ -21,6 +22,7 @@ from kleene_protocol.websocket import (
     CLOSE_INTERNAL_ERROR,
     CLOSE_PROTOCOL_ERROR,
     MsgType,
+    WindowSize,
     close_reason,
 )
 
@@ -81,3 +83,20 @@ def ws_guard(handler: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[
             return None
 
     return wrapper
+
+
+_window_size = msgspec.json.Decoder(WindowSize)
+
+
+def window_size(frame: str | bytes) -> WindowSize | None:
+    """The resize request a client TEXT frame carries, or None when the frame is stdin.
+
+    Only a TEXT frame that decodes as exactly `{"type": "resize", "rows": R, "cols": C}` is a
+    resize; everything else a client sends to exec and attach sessions is input.
+    """
+    if not isinstance(frame, str) or not frame.startswith("{"):
+        return None
+    try:
+        return _window_size.decode(frame)
+    except msgspec.DecodeError:
+        return None

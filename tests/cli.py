@@ -1,0 +1,33 @@
+"""Running a klee (ours or upstream's) as a subprocess, as a user would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def lines(self) -> list[str]:
+        return self.stdout.splitlines()
+
+
+Klee = Callable[..., Result]
+
+
+def run_cli(argv: Sequence[str], *, input: str | None = None, timeout: float = 60, env: dict | None = None,
+            cwd: Path | None = None) -> Result:
+    """Run `argv` with no KLEE_* variables of ours leaking in, a wide terminal and no colours."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("KLEE_", "_KLEE"))}
+    environment.update({"COLUMNS": "200", "TERM": "dumb", **(env or {})})
+    proc = subprocess.run(list(argv), capture_output=True, text=True, input=input, timeout=timeout,
+                          env=environment, cwd=cwd, stdin=None if input is not None else subprocess.DEVNULL)
+    return Result(proc.returncode, proc.stdout, proc.stderr)
