@@ -38,8 +38,11 @@ def summary(times: list[float]) -> dict[str, float]:
 
 @contextlib.contextmanager
 def bench_daemon() -> Iterator[Daemon]:
-    with tempfile.TemporaryDirectory(prefix="kleened-bench-") as tmp, running_daemon(Path(tmp)) as daemon:
-        # Benchmarks want the daemon's own cost, not its debug logging's.
+    # Benchmarks want the daemon's own cost, not that of the tests' debug logging.
+    with (
+        tempfile.TemporaryDirectory(prefix="kleened-bench-") as tmp,
+        running_daemon(Path(tmp), extra={"log_level": "info"}) as daemon,
+    ):
         yield daemon
 
 

@@ -7,6 +7,7 @@ import json
 import secrets
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,9 +21,9 @@ from tests.tls import TlsDaemon, running_tls_daemon
 
 
 def run_klee(host: str, *args: str, flags: list[str] | None = None, env: dict[str, str] | None = None,
-             timeout: float = 120) -> Result:
+             timeout: float = 120, input: str | None = None) -> Result:
     return run_cli([sys.executable, "-m", "klee", "--host", host, *(flags or []), *args],
-                   env={"HOME": "/nonexistent", **(env or {})}, timeout=timeout)
+                   env={"HOME": "/nonexistent", **(env or {})}, timeout=timeout, input=input)
 
 
 @pytest.fixture
@@ -188,3 +189,30 @@ def test_mtls_without_a_client_certificate_is_one_line(tls):
     r = run_klee(tls.mtls_host, "lsv", flags=["--tlscacert", str(tls.certs.ca)])
     assert r.returncode == 125 and len(r.stderr.splitlines()) == 1
     assert "certificate required" in r.stderr
+
+
+def test_mtls_build_upload_logs_attach_and_events(tls, mtls, tmp_path):
+    """Every WebSocket command works against a remote daemon over mutual TLS; the build context
+    is uploaded (the daemon cannot read a path on the client's machine)."""
+    since = str(time.time())
+    tag = f"kb{secrets.token_hex(3)}"
+    assert mtls("image", "create", "-t", tag, "fetch", file_url(session_tarball(tls.daemon.workdir))).returncode == 0
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "hello.txt").write_text("uploaded\n")
+    (ctx / "Dockerfile").write_text(f"FROM {tag}\nCOPY hello.txt /hello.txt\nRUN cat /hello.txt\n")
+    built = mtls("build", "-t", f"{tag}-built", str(ctx))
+    assert built.returncode == 0 and "uploaded" in built.lines and "image created" in built.lines, built
+    cid = mtls("run", "-d", f"{tag}-built", "/bin/sh", "-c", "cat /hello.txt; read x; echo got $x; exit 4").lines[0]
+    deadline = time.monotonic() + 10
+    while "uploaded" not in mtls("logs", cid).stdout:
+        assert time.monotonic() < deadline, "the container's output never reached its log"
+        time.sleep(0.1)
+    attached = mtls("attach", cid, input="hi\n")
+    assert attached.stdout == "got hi\n" and attached.returncode == 4, attached
+    assert mtls("logs", cid).lines == ["uploaded", "got hi"]
+    events = mtls("events", "--since", since, "--until", "0s", "--filter", f"object={cid}")
+    actions = [line.split()[2] for line in events.lines if line.split()[1] == "container"]
+    assert [a for a in actions if a in ("create", "start", "die")] == ["create", "start", "die"], events
+    assert "attach" in actions
+    assert mtls("rmc", cid).lines == [cid]
