@@ -690,3 +690,35 @@ def test_wired_custom_networks_routed_and_bridged(api, daemon, nets, image, cont
     finally:
         subprocess.run(["ip", "link", "del", routed_if], check=False)
         subprocess.run(["ip", "link", "del", bridge_if], check=False)
+
+
+def test_wired_sigkill_and_restart_restores_connectivity(own_daemon):
+    """A kleened killed with SIGKILL leaves bridges, namespaces and its table behind; the next one
+    reconciles them and its on-startup containers are reachable again by address and by name."""
+    image = create_image(own_daemon)
+    subnet = subnets(own_daemon)[0]
+    with own_daemon.client() as api:
+        net = create_net(api, [], type="bridge", subnet=subnet, gateway="<auto>")
+        server = container(api, image, [], "vnet", server_cmd("after-restart"), name=f"srv{secrets.token_hex(2)}",
+                           restart_policy="on-startup")
+        client = container(api, image, [], "vnet", restart_policy="on-startup")
+        for cid in (server, client):
+            assert connect(api, net["name"], cid).status_code == 204
+            start(api, own_daemon, cid)
+        server_name = api.get(f"/containers/{server}/inspect").json()["container"]["name"]
+        assert fetch(api, own_daemon, client, url(server_name))[0] == "after-restart\n"
+    own_daemon.kill()
+    own_daemon.start()
+    with own_daemon.client() as api:
+        deadline = time.monotonic() + 15
+        while not all(api.get(f"/containers/{c}/inspect").json()["container"]["running"] for c in (server, client)):
+            assert time.monotonic() < deadline, "on-startup containers did not come back"
+            time.sleep(0.1)
+        address = endpoint(api, net["name"], server)["ip_address"]
+        assert fetch(api, own_daemon, client, url(address))[0] == "after-restart\n"
+        assert fetch(api, own_daemon, client, url(server_name))[0] == "after-restart\n"
+        for cid in (server, client):
+            api.post(f"/containers/{cid}/stop")
+            api.post(f"/containers/{cid}/update", json={"restart_policy": "no"})
+            api.delete(f"/containers/{cid}")
+        api.delete(f"/networks/{net['name']}")
