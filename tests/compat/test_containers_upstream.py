@@ -107,3 +107,25 @@ def test_create_errors(klee, busybox):
     assert r.lines == ["could not create container: no such image 'nonexisting:image'"]
     r = klee("create", "--name", "-x", busybox)
     assert "does not match" in r.stdout + r.stderr
+
+
+def test_image_prune(tmp_path):
+    """On a daemon of its own: prune without -a takes untagged images, with -a every unused one."""
+    from tests.compat.conftest import run_upstream
+    from tests.conftest import require_root_runtime
+    from tests.daemon import running_daemon
+
+    require_root_runtime()
+    with running_daemon(tmp_path / "d") as own:
+        url = file_url(session_tarball(own.workdir))
+        tagged = run_upstream(own.host, "image", "create", "-t", "keep", "fetch", url).lines[-1]
+        untagged = run_upstream(own.host, "image", "create", "fetch", url).lines[-1]
+        used = run_upstream(own.host, "image", "create", "-t", "used", "fetch", url).lines[-1]
+        cid = run_upstream(own.host, "create", "used").lines[0]
+        r = run_upstream(own.host, "image", "prune", "-f")
+        assert r.returncode == 0 and r.lines == [untagged]
+        r = run_upstream(own.host, "image", "prune", "-a", "-f")
+        assert r.lines == [tagged]
+        assert [line.split()[0] for line in run_upstream(own.host, "lsi").lines[2:] if line.strip()] == [used]
+        run_upstream(own.host, "rmc", cid)
+        assert run_upstream(own.host, "image", "prune", "-a", "-f").lines == [used]
