@@ -14,6 +14,7 @@ from .config import Config, ConfigError, Listener, load, parse_listener
 from .core.services import Services
 
 log = logging.getLogger("kleened")
+SHUTDOWN_STOP_DEADLINE = 20.0  # seconds to stop every container before the listeners close
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -49,18 +50,24 @@ async def run_daemon(config: Config, listeners: list[Listener]) -> None:
     from .server import serve_all
     from .wiring import open_services
 
-    shutdown = trio.Event()
+    shutdown = trio.Event()  # a signal asked us to stop
+    stop_serving = trio.Event()  # the listeners stop once the containers have stopped
     async with open_services(config) as services, trio.open_nursery() as nursery:
         nursery.start_soon(watch_signals, shutdown, services)
         app = create_app(services, max_request_body=config.max_request_body)
         await nursery.start(
             lambda task_status: serve_all(
-                app, listeners, shutdown, max_ws_message=config.max_ws_message, task_status=task_status
+                app, listeners, stop_serving, max_ws_message=config.max_ws_message, task_status=task_status
             )
         )
         log.info("kleened %s ready", __version__)
         await services.start_on_startup()
         await shutdown.wait()
+        # Stop the containers while the server still runs, so attached sessions end with their
+        # close frame and exit code rather than a dropped connection.
+        with trio.move_on_after(SHUTDOWN_STOP_DEADLINE):
+            await services.supervisor.stop_all()
+        stop_serving.set()
     log.info("kleened stopped")
 
 

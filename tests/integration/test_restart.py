@@ -112,3 +112,25 @@ def test_a_build_cut_short_by_a_crash_leaves_nothing_after_restart(fresh, tmp_pa
         used = set(api.get(f"/images/{image}/inspect").json()["dataset"].split("/")[-1:])
         left = {p.name for p in layers_dir.iterdir() if not p.name.startswith(".")}
         assert left == used, (left, used)
+
+
+def test_shutdown_ends_attached_sessions_with_their_exit_code(fresh):
+    import json as _json
+    import signal
+
+    from tests.wsapi import collect, connect
+
+    image = create_image(fresh)
+    with fresh.client() as api:
+        cid = create(api, image, ["/bin/sleep", "100"])
+        eid = exec_create(api, cid)
+    with connect(fresh, "/exec/start") as ws:
+        ws.send(_json.dumps({"exec_id": eid, "attach": True, "start_container": True}))
+        assert _json.loads(ws.recv(timeout=10))["msg_type"] == "starting"
+        fresh.proc.send_signal(signal.SIGTERM)
+        stream = collect(ws, timeout=30)
+    assert stream.close_code == 1000
+    assert stream.close_reason["message"] == f"executable {eid} and its container exited with exit-code 143"
+    assert fresh.proc.wait(30) == 0
+    assert host_leaks(fresh.state_root, fresh.prefix) == []
+    fresh.start()  # the fixture stops it again
