@@ -36,30 +36,15 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 _IFNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
 
 
-class NetworkRecord(msgspec.Struct, kw_only=True):
+class NetworkRecord(Network, kw_only=True):
     """A network as stored: the API object plus what only the daemon needs."""
 
-    id: str
-    name: str
-    type: str
-    interface: str
-    subnet: str
-    subnet6: str
-    gateway: str
-    gateway6: str
-    nat: str
-    icc: bool
-    internal: bool
     created: str
     owned: bool = False  # the daemon created the interface (loopback, bridge) and destroys it
     addresses: list[str] = msgspec.field(default_factory=list)  # cidrs the daemon put on the interface
 
     def to_api(self) -> Network:
-        return Network(
-            id=self.id, name=self.name, type=self.type, interface=self.interface,  # type: ignore[arg-type]
-            subnet=self.subnet, subnet6=self.subnet6, gateway=self.gateway, gateway6=self.gateway6,
-            nat=self.nat, icc=self.icc, internal=self.internal,
-        )
+        return Network(**{name: getattr(self, name) for name in Network.__struct_fields__})
 
 
 class EndpointRecord(msgspec.Struct, kw_only=True):
