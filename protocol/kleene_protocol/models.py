@@ -219,6 +219,21 @@ class ContainerInspect(_Response):
     container_mountpoints: list[MountPoint]
 
 
+class HealthConfig(_Response):
+    """A container's healthcheck (Dockerfile `HEALTHCHECK`, or given at create).
+
+    `test`: `["CMD", arg...]` (run as is), `["CMD-SHELL", command]` (run by the image's shell) or
+    `["NONE"]` (disable the image's check). Durations are seconds.
+    """
+
+    test: list[str] = msgspec.field(default_factory=list)
+    interval: float = 30.0
+    timeout: float = 30.0
+    start_period: float = 0.0
+    start_interval: float = 5.0
+    retries: int = 3
+
+
 class Image(_Response):
     id: str
     name: str
@@ -234,6 +249,14 @@ class Image(_Response):
     entrypoint: list[str] | None = None
     exposed_ports: list[str] = msgspec.field(default_factory=list)
     labels: dict[str, str] = msgspec.field(default_factory=dict)
+    # Extensions from Dockerfile instructions and OCI image configs: VOLUME paths, STOPSIGNAL
+    # (a name like "SIGQUIT" or a number; "" is SIGTERM), SHELL (empty: ["/bin/sh", "-c"]),
+    # HEALTHCHECK, ONBUILD triggers (instruction lines, run when a build starts FROM the image).
+    volumes: list[str] = msgspec.field(default_factory=list)
+    stop_signal: str = ""
+    shell: list[str] = msgspec.field(default_factory=list)
+    healthcheck: HealthConfig | None = None
+    onbuild: list[str] = msgspec.field(default_factory=list)
 
 
 class Network(_Response):
