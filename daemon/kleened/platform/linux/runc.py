@@ -78,7 +78,7 @@ class RuncRuntime:
 
     # --- helpers ----------------------------------------------------------------------------
 
-    def _argv(self, *args: str | os.PathLike[str], log_file: Path | None = None) -> list[str]:
+    def argv(self, *args: str | os.PathLike[str], log_file: Path | None = None) -> list[str]:
         argv = [self._runc, "--root", str(self.runc_root)]
         if log_file is not None:
             argv += ["--log", str(log_file), "--log-format", "json"]
@@ -111,16 +111,9 @@ class RuncRuntime:
         """
         if not reaper.is_subreaper():
             raise RuntimeError("the daemon must call reaper.become_subreaper() before starting containers")
-        bdir = self._bundle(spec.id)
-        spec = dataclasses.replace(spec, rootfs=spec.rootfs.resolve())  # runc refuses symlinked roots
-        config = bundle.build_config(spec, bundle_dir=bdir, init_path=self.init_path,
-                                     cgroups_path=self.cgroup_path(spec.id))  # fmt: skip
-        bdir.mkdir(mode=0o700)  # FileExistsError: a stale bundle; delete() the container first
+        bdir = self.write_bundle(spec)
         proc: RuncProcess | None = None
         try:
-            if not bundle.devfs_enabled(spec.params):
-                _make_nodev(bdir / bundle.NODEV_DIR)
-            (bdir / "config.json").write_text(json.dumps(config, indent=1))
             argv_tail = ["run", "-d", "--pid-file", bdir / "init.pid", "--bundle", bdir]
             with trio.CancelScope(shield=True):
                 proc = await self._launch(argv_tail, spec.id, bdir, "init", spec.process.tty)
@@ -130,6 +123,27 @@ class RuncRuntime:
             with trio.CancelScope(shield=True), trio.move_on_after(DELETE_TIMEOUT + 5):
                 await self._undo_start(spec.id, proc)
             raise
+
+    def write_bundle(self, spec: ContainerSpec) -> Path:
+        """Create `spec`'s bundle (config.json, and /dev for `mount.nodevfs`); return its dir.
+
+        Raises FileExistsError for a stale bundle (`delete()` the container first). A bundle
+        written only in part is removed before the error propagates; a whole one is removed by
+        `delete()`.
+        """
+        bdir = self._bundle(spec.id)
+        spec = dataclasses.replace(spec, rootfs=spec.rootfs.resolve())  # runc refuses symlinked roots
+        config = bundle.build_config(spec, bundle_dir=bdir, init_path=self.init_path,
+                                     cgroups_path=self.cgroup_path(spec.id))  # fmt: skip
+        bdir.mkdir(mode=0o700)
+        try:
+            if not bundle.devfs_enabled(spec.params):
+                _make_nodev(bdir / bundle.NODEV_DIR)
+            (bdir / "config.json").write_text(json.dumps(config, indent=1))
+        except BaseException:
+            shutil.rmtree(bdir, ignore_errors=True)
+            raise
+        return bdir
 
     async def _undo_start(self, container_id: str, proc: RuncProcess | None) -> None:
         """Kill, reap and delete a half-started container; log (never raise) what fails, so the
@@ -186,7 +200,7 @@ class RuncRuntime:
         if tty:
             writer, master = await self._run_with_console(argv_tail, container_id, log_file)
             try:
-                child = reaper.Child(_read_pid(pid_file))
+                child = reaper.Child(read_pid(pid_file))
             except BaseException:
                 os.close(writer)
                 os.close(master)
@@ -201,17 +215,17 @@ class RuncRuntime:
             in_r, in_w = _pipe(fds)
             out_r, out_w = _pipe(fds)
             err_r, err_w = _pipe(fds)
-            argv = self._argv(*argv_tail, container_id, log_file=log_file)
+            argv = self.argv(*argv_tail, container_id, log_file=log_file)
             offset = _size(log_file)
             try:
                 await hostcmd.run(argv, timeout=START_TIMEOUT, stdin=in_r, stdout=out_w, stderr=err_w)
             except HostCommandError as e:
-                raise _runc_error(e, log_file, offset) from None
+                raise runc_error(e, log_file, offset) from None
             finally:
                 for fd in (in_r, out_w, err_w):  # only the container holds these now
                     fds.remove(fd)
                     os.close(fd)
-            child = reaper.Child(_read_pid(pid_file))
+            child = reaper.Child(read_pid(pid_file))
         except BaseException:
             for fd in fds:
                 os.close(fd)
@@ -230,7 +244,7 @@ class RuncRuntime:
         try:
             await sock.bind(str(sock_path))
             sock.listen(1)
-            argv = self._argv(*argv_tail, "--console-socket", sock_path, container_id, log_file=log_file)
+            argv = self.argv(*argv_tail, "--console-socket", sock_path, container_id, log_file=log_file)
             offset = _size(log_file)
             # Raise only outside the nursery, so callers see the error itself, not a group.
             async with trio.open_nursery() as nursery:
@@ -238,7 +252,7 @@ class RuncRuntime:
                 try:
                     await hostcmd.run(argv, timeout=START_TIMEOUT)
                 except HostCommandError as e:
-                    error = _runc_error(e, log_file, offset)
+                    error = runc_error(e, log_file, offset)
                     nursery.cancel_scope.cancel()
                 else:  # runc sent the fd before it returned; the deadline is a safety net
                     nursery.cancel_scope.deadline = trio.current_time() + 5
@@ -261,7 +275,7 @@ class RuncRuntime:
 
     async def kill(self, container_id: str, signum: int, *, all_processes: bool = False) -> None:
         """Send `signum` to the init (or every process); a stopped container is not an error."""
-        argv = self._argv("kill", *(["--all"] if all_processes else []), _check_id(container_id), str(int(signum)))
+        argv = self.argv("kill", *(["--all"] if all_processes else []), _check_id(container_id), str(int(signum)))
         try:
             await _run(argv)
         except HostCommandError as e:
@@ -278,7 +292,7 @@ class RuncRuntime:
         if not bdir.exists() and not (self.runc_root / container_id).exists():
             return  # already deleted: skip the runc call (about 5 ms) on the common removal path
         try:
-            await _run(self._argv("delete", "-f", container_id), timeout=DELETE_TIMEOUT)
+            await _run(self.argv("delete", "-f", container_id), timeout=DELETE_TIMEOUT)
         except HostCommandError as e:
             if "does not exist" not in e.stderr:
                 raise
@@ -327,7 +341,7 @@ class RuncRuntime:
         cgroups.remove_dirs([self.prefix])
 
     async def list_containers(self) -> dict[str, str]:
-        out = await _run(self._argv("list", "--format", "json"))
+        out = await _run(self.argv("list", "--format", "json"))
         entries: list[dict[str, Any]] | None = json.loads(out or "null")
         return {e["id"]: e["status"] for e in entries or []}
 
@@ -351,7 +365,7 @@ def _size(path: Path) -> int:
         return 0
 
 
-def _read_pid(path: Path) -> int:
+def read_pid(path: Path) -> int:
     return int(path.read_text().strip())
 
 
@@ -370,7 +384,7 @@ async def _run(argv: list[str], timeout: float = hostcmd.DEFAULT_TIMEOUT) -> str
         raise HostCommandError(e.argv, e.returncode, message) from None
 
 
-def _runc_error(e: HostCommandError, log_file: Path, offset: int) -> HostCommandError:
+def runc_error(e: HostCommandError, log_file: Path, offset: int) -> HostCommandError:
     """The failure with runc's own message from its JSON log (stderr may be the container's pipe)."""
     message = e.stderr
     try:
