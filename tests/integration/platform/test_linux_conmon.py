@@ -27,6 +27,7 @@ from tests.unit.test_conmon import CRI_RECORD
 pytestmark = pytest.mark.skipif(not Path("/usr/bin/conmon").exists(), reason="needs conmon (apt-get install conmon)")
 
 LOG_MAX = 1 << 20
+Connection = attachsock.AttachConnection | None
 
 
 def _monitors_of(workdir: Path) -> list[int]:
@@ -55,7 +56,7 @@ def monitors(host: Host) -> Iterator[ConmonMonitors]:
 @contextlib.asynccontextmanager
 async def monitored(host: Host, monitors: ConmonMonitors, log_dir: Path, args: list[str], *, tty: bool = False,
                     stdin_once: bool = False, params: list[str] | None = None, mounts: list[BindMount] | None = None,
-                    attach: bool = True) -> AsyncIterator[tuple[Monitored, attachsock.AttachConnection | None]]:
+                    attach: bool = True, log_size_max: int = LOG_MAX) -> AsyncIterator[tuple[Monitored, Connection]]:
     """A created container, attached (before its start, so no output is missed), then started.
     Afterwards it is killed, its monitor has ended and everything is deleted."""
     cid = host.new_id()
@@ -65,7 +66,8 @@ async def monitored(host: Host, monitors: ConmonMonitors, log_dir: Path, args: l
         root = await host.storage.mount_container_fs(cid, [host.base])
         spec = host.spec(args, root, cid, tty=tty, params=host.runtime.check_params(params or []), mounts=mounts or [])
         log_dir.mkdir(mode=0o700, exist_ok=True)
-        options = MonitorOptions(log_path=log_dir / f"{cid}.log", log_size_max=LOG_MAX, tty=tty, stdin_once=stdin_once)
+        options = MonitorOptions(log_path=log_dir / f"{cid}.log", log_size_max=log_size_max, tty=tty,
+                                 stdin_once=stdin_once)
         container = await monitors.create(spec, options)
         try:
             conn = await container.attach() if attach else None
@@ -123,6 +125,47 @@ def test_log_is_cri_and_renders_as_kleened_reads_it(host: Host, monitors: Conmon
     stdout = b"".join(f[1:] for f in frames if f[0] == Stream.STDOUT)
     stderr = b"".join(f[1:] for f in frames if f[0] == Stream.STDERR)
     assert (stdout, stderr) == (b"one\nno newline end\n", b"two\n")
+
+
+def test_rotation_by_rename_and_reopen(host: Host, monitors: ConmonMonitors, tmp_path: Path) -> None:
+    """How the daemon rotates a monitor's log: rename the file away, then tell the monitor to
+    reopen its path; what it wrote before the reopen is in the renamed file, in order."""
+    script = "read x; echo before-1; echo before-2; read y; echo after-1"
+
+    async def body() -> tuple[bytes, bytes]:
+        async with monitored(host, monitors, tmp_path, ["sh", "-c", script]) as (container, conn):
+            log = container.options.log_path
+            await conn.send(b"go\n")
+            assert (await conn.receive())[1].startswith(b"before-1")
+            _wait_for(lambda: log.read_bytes().count(b"\n") == 2)
+            log.rename(log.with_suffix(".1"))
+            assert container.reopen_log()
+            _wait_for(log.exists)
+            await conn.send(b"go\n")
+            await drain(conn)
+            await container.wait()
+            return log.with_suffix(".1").read_bytes(), log.read_bytes()
+
+    old, new = run(body)
+    assert [r[45:] for r in old.splitlines()] == [b"before-1", b"before-2"]
+    assert [r[45:] for r in new.splitlines()] == [b"after-1"]
+
+
+def test_log_size_max_empties_the_file(host: Host, monitors: ConmonMonitors, tmp_path: Path) -> None:
+    """conmon's own limit is no rotation: past `log_size_max` bytes it starts the file again,
+    empty, and what was in it is gone (kleened rotates before that; see docs/containers.md)."""
+    small = 4096
+    script = "i=0; while [ $i -lt 200 ]; do i=$((i+1)); echo line-$i; done"
+
+    async def body() -> bytes:
+        async with monitored(host, monitors, tmp_path, ["sh", "-c", script], log_size_max=small) as (container, conn):
+            await drain(conn)
+            await container.wait()
+            return container.options.log_path.read_bytes()
+
+    data = run(body)
+    lines = [r[45:] for r in data.splitlines()]
+    assert len(data) <= small and lines[-1] == b"line-200" and b"line-1" not in lines
 
 
 def test_stdin_stays_open_across_attach_connections(host: Host, monitors: ConmonMonitors, tmp_path: Path) -> None:
