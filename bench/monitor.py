@@ -34,7 +34,8 @@ from bench.common import RawRunc, summary
 from bench.streams import LINE, LINES, WRITER, floor, rates
 from kleened.platform.base import ContainerSpec, ProcessSpec
 from kleened.platform.linux import reaper
-from kleened.platform.linux.conmon import ConmonMonitors, Monitored, MonitorOptions
+from kleened.platform.linux.conmon import ConmonMonitors, Monitored
+from kleened.platform.linux.monitorspec import MonitorOptions
 from kleened.platform.linux.overlay import OverlayStorage
 from kleened.platform.linux.runc import RuncRuntime
 from tests import rootfs

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from kleened.platform.linux.attachsock import REOPEN_LOG_COMMAND, resize_command
-from kleened.platform.linux.conmon import MonitorOptions, MonitorPaths, conmon_argv
+from kleened.platform.linux.monitorspec import MonitorOptions, MonitorPaths, conmon_argv
 
 # A CRI log record as conmon writes it: RFC 3339 stamp with nanoseconds and a zone, stream, tag.
 CRI_RECORD = re.compile(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}(Z|[+-]\d\d:\d\d) (stdout|stderr) [FP] .*", re.S)

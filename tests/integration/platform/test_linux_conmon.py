@@ -20,7 +20,8 @@ from kleened.core.fanout import Stream
 from kleened.core.logfiles import Renderer, Selection
 from kleened.platform.base import BindMount, HostCommandError
 from kleened.platform.linux import attachsock
-from kleened.platform.linux.conmon import ConmonMonitors, Monitored, MonitorGone, MonitorOptions
+from kleened.platform.linux.conmon import ConmonMonitors, Monitored, MonitorGone
+from kleened.platform.linux.monitorspec import MonitorOptions
 from tests.integration.platform.conftest import Host, run
 from tests.unit.test_conmon import CRI_RECORD
 
@@ -297,7 +298,8 @@ STARTER = textwrap.dedent("""
     from pathlib import Path
     from kleened.platform.base import ContainerSpec, ProcessSpec
     from kleened.platform.linux import reaper
-    from kleened.platform.linux.conmon import ConmonMonitors, MonitorOptions
+    from kleened.platform.linux.conmon import ConmonMonitors
+    from kleened.platform.linux.monitorspec import MonitorOptions
     from kleened.platform.linux.runc import RuncRuntime
 
     state, prefix, cid, rootfs, log = sys.argv[1:6]
