@@ -24,9 +24,11 @@ from .core.containers import Containers
 from .core.events import Events
 from .core.execs import Execs
 from .core.images import Images
+from .core.isolation import Isolation
 from .core.logs import Logs
 from .core.networks import Networks
 from .core.services import Services
+from .core.stats import Stats
 from .core.store import Store
 from .core.supervisor import Supervisor
 from .core.volumes import Volumes
@@ -52,6 +54,7 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
     if not sys.platform.startswith("linux"):
         raise SystemExit("kleened: this build has drivers for Linux only (FreeBSD drivers are planned)")
     from .platform.linux.copying import HostFiles
+    from .platform.linux.idmap import RangeError, parse_remap
     from .platform.linux.netdev import LinuxNetworkHost
     from .platform.linux.overlay import OverlayStorage
     from .platform.linux.reaper import become_subreaper
@@ -62,9 +65,14 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
     root = Path(config.state_root)
     root.mkdir(parents=True, exist_ok=True)
     root.chmod(0o700)
+    try:
+        runtime = RuncRuntime(root, config.host_prefix, seccomp_profile=config.seccomp_profile)
+        userns = parse_remap(config.userns_remap) if config.userns_remap else None
+    except (ValueError, RangeError) as exc:
+        raise SystemExit(f"kleened: {exc}") from None
+    isolation = Isolation(runtime, default_pids_limit=config.default_pids_limit, userns=userns)
     store = Store(root / "metadata.sqlite")
     storage = OverlayStorage(root)
-    runtime = RuncRuntime(root, config.host_prefix)
     supervisor = Supervisor(runtime, grace=config.stop_timeout)
     try:
         async with trio.open_nursery() as nursery:
@@ -77,7 +85,7 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
             networks = Networks(store, LinuxNetworkHost(config.host_prefix), hosts_dir=root / "hosts",
                                 is_running=supervisor.is_running, events=events)
             containers = Containers(store, images, volumes, storage, runtime, supervisor, networks,
-                                    dataset_root=str(root), logs=logs, events=events)
+                                    dataset_root=str(root), logs=logs, events=events, isolation=isolation)
             await containers.reconcile()
             await images.collect_garbage()
             await networks.reconcile()
@@ -88,6 +96,7 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
                 version=_version([RuntimeVersion(name=runtime.name, version=runtime.version())]),
                 builds=Builder(store=store, images=images, containers=containers, networks=networks,
                                supervisor=supervisor, storage=storage, files=HostFiles(), tmp_dir=root / "tmp"),
+                stats=Stats(containers, supervisor, runtime, storage),
             )
             try:
                 yield services

@@ -32,6 +32,7 @@ from .environment import login_env, merge_env, validate_env
 from .errors import Conflict, InvalidArgument, NotFound
 from .events import Events
 from .fanout import Fanout
+from .isolation import Isolation
 from .logs import Logs
 from .networks import Networks
 from .records import CONTAINER, ContainerRecord, ImageRecord
@@ -78,6 +79,7 @@ class Containers:
         dataset_root: str,
         logs: Logs | None = None,
         events: Events | None = None,
+        isolation: Isolation | None = None,
     ) -> None:
         self._store = store
         self._images = images
@@ -90,6 +92,7 @@ class Containers:
         self._start_locks: dict[str, trio.Lock] = {}
         self.logs = logs if logs is not None else Logs(Path(dataset_root) / "logs")
         self._events = events if events is not None else Events()
+        self._isolation = isolation if isolation is not None else Isolation(runtime)
 
     # --- lookups ----------------------------------------------------------------------------
 
@@ -123,6 +126,7 @@ class Containers:
             self._runtime.check_params(config.jail_param or [])
         except ValueError as exc:
             raise InvalidArgument(str(exc)) from None
+        resources, seccomp, userns = self._isolation.check_create(config)
         container_id = new_id()
         record = ContainerRecord(
             id=container_id,
@@ -144,6 +148,7 @@ class Containers:
             dataset=f"{self._dataset_root}/containers/{container_id}",
             layers=image.layers_at(snapshot),
             workdir=image.workdir,
+            resources=resources, seccomp=seccomp, userns=userns,
         )
         await self._storage.create_container_fs(container_id)
         try:
@@ -215,6 +220,7 @@ class Containers:
         record = self.get(ident)
         api = record.to_api(running=self.is_running(record.id))
         api.public_ports = self._networks.public_ports_of(record)
+        api.resources = self._isolation.effective(record)
         return ContainerInspect(
             container=api,
             container_endpoints=self._networks.endpoints_of(record.id),
@@ -251,6 +257,7 @@ class Containers:
             value = getattr(update, field)
             if value is not None:
                 setattr(record, field, value)
+        await self._isolation.update(record, update, running=self.is_running(record.id))
         self.save(record)
         return record
 
@@ -315,7 +322,8 @@ class Containers:
     async def _start_locked(self, record: ContainerRecord, exec_id: str, argv: list[str], user: str,
                             env: list[str], tty: bool, fanout: Fanout) -> Run:
         await self._ensure_volumes(record)
-        rootfs = await self._storage.mount_container_fs(record.id, record.layers)
+        isolation = self._isolation.spec_fields(record)  # limits, seccomp, userns
+        rootfs = await self._storage.mount_container_fs(record.id, record.layers, isolation["userns"])
         container_log = None
         try:
             process = self._process_spec(rootfs, record, argv, user or self._default_user(record), env, tty)
@@ -334,6 +342,7 @@ class Containers:
                 network=mode,
                 netns_path=netns_path,
                 params=self._runtime.check_params(record.jail_param),
+                **isolation,
             )
             container_log = self.logs.open(record.id)
             run = await self._supervisor.start_container(spec, exec_id, self._after_exit, fanout=fanout,
@@ -346,6 +355,7 @@ class Containers:
             await self._storage.unmount_container_fs(record.id)
             raise
         record.started_at, record.finished_at, record.exit_code = now_iso(), None, None
+        record.oom_killed = False
         self.save(record)
         log.info("container started", extra={"container": record.id, "exec": exec_id})
         self._events.publish("container", "start", record.id, name=record.name)
@@ -396,12 +406,14 @@ class Containers:
                 ensure_target(rootfs, m.destination, directory=source.is_dir())
             except PathEscape as exc:
                 raise InvalidArgument(f"could not mount '{m.source}' on '{m.destination}': {exc}") from None
-            binds.append(BindMount(source=source, destination=m.destination, read_only=m.read_only))
+            binds.append(BindMount(source=source, destination=m.destination, read_only=m.read_only,
+                                   remap=m.type == "volume"))
         return binds
 
     async def _after_exit(self, run: Run) -> None:
         if not run.is_init:
             return
+        oom_killed = self._isolation.oom_killed(run.container_id)  # before delete drops the counters
         try:
             await self._runtime.delete(run.container_id)
         finally:
@@ -411,8 +423,10 @@ class Containers:
                 await self._storage.unmount_container_fs(run.container_id)
         record = self._store.get(CONTAINER, run.container_id, ContainerRecord)
         if record is not None:
-            record.exit_code, record.finished_at = run.exit_code, now_iso()
+            record.exit_code, record.finished_at, record.oom_killed = run.exit_code, now_iso(), oom_killed
             self.save(record)
+        if oom_killed:
+            self._events.publish("container", "oom", run.container_id, name=record.name if record else None)
         self._events.publish("container", "die", run.container_id, name=record.name if record else None,
                              exit_code=run.exit_code)
 
