@@ -39,22 +39,22 @@ TOP_COLUMNS = (Column("USER"), Column("PID"), Column("PPID"), Column("STATE"), C
 _CLEAR = "\x1b[H\x1b[2J"  # cursor home, clear screen
 
 
-def binary_size(n: float) -> str:
-    """Memory as docker shows it: 1.5MiB."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.2f}{unit}"
-        n /= 1024
+def _size(n: float, step: int, units: tuple[str, ...], digits: str) -> str:
+    for unit in units:
+        if n < step or unit == units[-1]:
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:{digits}}{unit}"
+        n /= step
     return ""
+
+
+def binary_size(n: float) -> str:
+    """Memory as docker shows it: 1.50MiB."""
+    return _size(n, 1024, ("B", "KiB", "MiB", "GiB", "TiB"), ".2f")
 
 
 def decimal_size(n: float) -> str:
     """I/O as docker shows it: 1.2MB."""
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.3g}{unit}"
-        n /= 1000
-    return ""
+    return _size(n, 1000, ("B", "kB", "MB", "GB", "TB"), ".3g")
 
 
 def stats_row(c: dict[str, Any]) -> list[str]:

@@ -21,7 +21,7 @@ from kleene_protocol.models import ContainerProcess, ContainerStats, ContainerTo
 from ..platform.base import LayerStorage, Runtime, Usage
 from ..platform.rootpath import PathEscape, read_text_in_root
 from .containers import Containers
-from .errors import Conflict
+from .errors import Conflict, NotFound
 from .supervisor import Supervisor
 from .users import passwd_names
 
@@ -61,6 +61,12 @@ class Stats:
         found = self._runtime.usage(container_id, run.process.pid)
         return None if found is None else _Reading(time.monotonic_ns(), found)
 
+    def _name(self, container_id: str) -> str | None:
+        try:
+            return self._containers.get(container_id).name
+        except NotFound:  # removed since it was sampled
+            return None
+
     def _targets(self, ids: list[str] | None) -> list[str]:
         running = self._supervisor.running_containers()
         return [i for i in ids if i in running] if ids is not None else running
@@ -84,7 +90,7 @@ class Stats:
                 if (reading := self._read(container_id)) is not None:
                     current[container_id] = reading
             for container_id in current.keys() - names.keys():
-                names[container_id] = self._containers.get(container_id).name
+                names[container_id] = self._name(container_id)
             yield StatsSample(time=_iso(time.time()), containers=[
                 _stats(i, names[i], previous.get(i), reading) for i, reading in current.items()])
             previous = current

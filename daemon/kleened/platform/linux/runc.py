@@ -78,6 +78,7 @@ class RuncRuntime:
         self.bundles.mkdir(mode=0o700, exist_ok=True)
         self.sockets.mkdir(mode=0o700, exist_ok=True)
         self.security = Security(self.state_dir, seccomp_profile)  # ValueError: a bad host-wide profile
+        self._cgroups: dict[str, dict[str, Path]] = {}  # container id -> its cgroup dirs (stats read them often)
 
     # --- helpers ----------------------------------------------------------------------------
 
@@ -302,6 +303,7 @@ class RuncRuntime:
             if mountinfo.mounts_under(bdir):  # never delete through a mount
                 raise OSError(errno.EBUSY, f"bundle {bdir} has mounts below it")
             await trio.to_thread.run_sync(shutil.rmtree, bdir)
+        self._cgroups.pop(container_id, None)
         leaf = self.cgroup_path(container_id)
         left = cgroups.remove_dirs([leaf, self.prefix])
         leaked = [str(p) for p in left if p.name == container_id]
@@ -324,7 +326,14 @@ class RuncRuntime:
         await _run(self._argv("update", "-r", "-", _check_id(container_id)), input=json.dumps(resources).encode())
 
     def _cgroup_dirs(self, container_id: str) -> dict[str, Path]:
-        return cgroups.controller_dirs(self.cgroup_path(_check_id(container_id)))
+        """Where the container's cgroups are; the paths only depend on the id, so they are kept
+        once found (until `delete`)."""
+        found = self._cgroups.get(container_id)
+        if found is None:
+            found = cgroups.controller_dirs(self.cgroup_path(_check_id(container_id)))
+            if found:
+                self._cgroups[container_id] = found
+        return found
 
     def oom_kills(self, container_id: str) -> int:
         return usage.oom_kills(self._cgroup_dirs(container_id))
