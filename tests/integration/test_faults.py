@@ -16,6 +16,7 @@ import functools
 import http.server
 import json
 import secrets
+import subprocess
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -223,3 +224,31 @@ def test_volume_removal_killed(faulty):
         assert api.get(f"/volumes/{name}/inspect").status_code == 404
         assert api.post("/volumes/create", json={"name": name}).status_code == 201
         assert api.delete(f"/volumes/{name}").status_code == 200
+
+
+def test_start_up_cleans_or_skips_what_it_does_not_recognise(faulty):
+    """Issue reproduction: a `.trash-*` directory with an overlay still mounted in it made the next
+    start exit (`invalid container id '.trash-...'`). Start-up now cleans what is ours and skips,
+    with a warning, what it does not recognise; it always comes up."""
+    faulty.stop()
+    root = faulty.state_root
+    trash = root / "containers" / ".trash-0123456789ab-cafe" / "rootfs"
+    trash.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(trash)], check=True)
+    orphan = root / "containers" / "0123456789ab"
+    (orphan / "upper").mkdir(parents=True)
+    strange = root / "containers" / "not a container"
+    strange.mkdir()
+    (root / "tmp").mkdir(exist_ok=True)
+    (root / "tmp" / "download-0123").write_bytes(b"x" * 4096)
+    (root / "layers" / ".tmp-0123456789ab").mkdir()
+    (root / "bundles" / "0123456789ab").mkdir(parents=True, exist_ok=True)
+    try:
+        faulty.start()
+        assert not trash.parent.exists() and not orphan.exists()
+        assert not (root / "layers" / ".tmp-0123456789ab").exists()
+        assert not (root / "bundles" / "0123456789ab").exists()
+        assert strange.is_dir() and "not a container directory" in faulty.log()
+    finally:
+        strange.rmdir()
+    _healthy(faulty)

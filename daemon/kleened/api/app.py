@@ -64,7 +64,9 @@ def create_app(services: Services, *, max_request_body: int) -> QuartTrio:
         if exc.code == 404:
             return Response("not found", status=404, content_type="text/plain")
         if exc.code == 405:
-            return error_reply("method not allowed", 405)
+            response = error_reply("method not allowed", 405)
+            response.headers["Allow"] = ", ".join(getattr(exc, "valid_methods", None) or [])
+            return response
         if exc.code == 413:
             return error_reply(f"request body larger than {max_request_body} bytes", 413)
         return error_reply(exc.description or exc.name, exc.code or 500)

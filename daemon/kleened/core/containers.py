@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -103,6 +103,8 @@ class Containers:
         self.locks = locks if locks is not None else Locks()
         self.states = ContainerStates()
         self._creating: set[str] = set()  # names of containers being created (not yet stored)
+        # Called with the id of every removed container (e.g. its exec instances are forgotten).
+        self.removal_hooks: list[Callable[[str], None]] = []
         self.logs = logs if logs is not None else Logs(Path(dataset_root) / "logs")
         self._events = events if events is not None else Events()
         self._isolation = isolation if isolation is not None else Isolation(runtime)
@@ -261,11 +263,14 @@ class Containers:
 
     def list(self, *, all_: bool) -> list[ContainerSummary]:
         result = []
+        images: dict[str, ImageRecord | None] = {}  # one lookup per image, not per container
         for record in self._store.all(CONTAINER, ContainerRecord):
             running = self.is_running(record.id)
             if not all_ and not running:
                 continue
-            image = self._images.get(record.image_id)
+            if record.image_id not in images:
+                images[record.image_id] = self._images.get(record.image_id)
+            image = images[record.image_id]
             api = record.to_api(running=running)
             result.append(ContainerSummary(
                 **{f: getattr(api, f) for f in api.__struct_fields__},
@@ -407,6 +412,8 @@ class Containers:
             self._store.delete(CONTAINER, record.id)
             self._networks.forget_container(record.id)
         self.states.forget(record.id)
+        for hook in self.removal_hooks:
+            hook(record.id)
         faults.point("container.remove.forgotten")
         with trio.CancelScope(shield=True), trio.move_on_after(TEARDOWN_DEADLINE):
             try:

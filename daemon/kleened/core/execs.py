@@ -77,6 +77,7 @@ class Execs:
         self._containers = containers
         self._supervisor = supervisor
         self._instances: dict[str, ExecInstance] = {}
+        containers.removal_hooks.append(self._forget_container)
         self._events = events if events is not None else Events()
         self._detach_keys = parse_detach_keys(detach_keys)
         self._attach_buffer = attach_buffer  # bytes an attached client may fall behind before it is dropped
@@ -89,6 +90,11 @@ class Execs:
                                 env=list(config.env), tty=config.tty)
         self._instances[instance.id] = instance
         return instance
+
+    def _forget_container(self, container_id: str) -> None:
+        """The container was removed: its instances (started or not) go with it."""
+        for exec_id in [i.id for i in self._instances.values() if i.container_id == container_id]:
+            del self._instances[exec_id]
 
     def _get(self, exec_id: str) -> ExecInstance:
         instance = self._instances.get(exec_id)

@@ -407,27 +407,36 @@ class Networks:
             return None
         self._hosts_dir.mkdir(parents=True, exist_ok=True)
         path = self._hosts_dir / container_id
-        self._write_hosts(path, record)
+        names, endpoints = self._hosts_inputs()
+        self._write_hosts(path, record, names, endpoints)
         return path
 
     def container_renamed(self, container_id: str) -> None:
         self._refresh_hosts()
 
     def _refresh_hosts(self) -> None:
-        if self._hosts_dir.is_dir():
-            for name in os.listdir(self._hosts_dir):
-                if (record := self._store.get(CONTAINER, name, ContainerRecord)) is not None:
-                    self._write_hosts(self._hosts_dir / name, record)
+        if not self._hosts_dir.is_dir():
+            return
+        names, endpoints = self._hosts_inputs()
+        for name in os.listdir(self._hosts_dir):
+            if (record := self._store.get(CONTAINER, name, ContainerRecord)) is not None:
+                self._write_hosts(self._hosts_dir / name, record, names, endpoints)
 
-    def _write_hosts(self, path: Path, container: ContainerRecord) -> None:
+    def _hosts_inputs(self) -> tuple[dict[str, tuple[str, ...]], list[EndpointRecord]]:
+        """The names of every connected container and every endpoint: read once per refresh,
+        not once per file (a refresh rewrites every container's file)."""
         endpoints = self._endpoints()
-        names = {c.id: (c.name, c.id) if c.name else (c.id,)
-                 for c in self._store.all(CONTAINER, ContainerRecord)
-                 if c.id == container.id or any(e.container_id == c.id for e in endpoints)}
+        connected = {e.container_id for e in endpoints}
+        names = {c.id: _host_names(c) for c in self._store.all(CONTAINER, ContainerRecord) if c.id in connected}
+        return names, endpoints
+
+    @staticmethod
+    def _write_hosts(path: Path, container: ContainerRecord, names: dict[str, tuple[str, ...]],
+                     endpoints: list[EndpointRecord]) -> None:
         # Rewritten in place, not renamed over: a bind mount keeps the inode it was made with.
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         with os.fdopen(fd, "w") as f:
-            f.write(ipam.hosts_for(container.id, names, endpoints))
+            f.write(ipam.hosts_for(container.id, {**names, container.id: _host_names(container)}, endpoints))
 
     # --- host state ----------------------------------------------------------------------------
 
@@ -502,3 +511,7 @@ class Networks:
             await self._host.remove_firewall()
             for name in await self._host.owned_interfaces():
                 await self._host.destroy_interface(name)
+
+
+def _host_names(container: ContainerRecord) -> tuple[str, ...]:
+    return (container.name, container.id) if container.name else (container.id,)

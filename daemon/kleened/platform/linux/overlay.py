@@ -323,11 +323,13 @@ class OverlayStorage:
         delete container dirs whose id is not in `keep` and every `.tmp-*`/`.trash-*`
         leftover of a crash; return what was deleted. Logs (never raises for) one entry that
         cannot go, and skips what it does not recognise."""
-        for m in sorted(mountinfo.mounts_under(self.containers), key=lambda m: -len(m.mountpoint.parts)):
+        mounted = sorted((m.mountpoint for m in mountinfo.mounts_under(self.containers)),
+                         key=lambda p: -len(p.parts))  # deepest first, many per umount call
+        for batch in (mounted[i:i + 64] for i in range(0, len(mounted), 64)):
             try:
-                await hostcmd.run(["umount", m.mountpoint])
+                await hostcmd.run(["umount", *batch])
             except HostCommandError as e:
-                log.warning("could not unmount %s: %s", m.mountpoint, e)
+                log.warning("could not unmount everything under %s: %s", self.containers, e)
         removed = []
         for parent in (self.layers, self.containers, self.volumes):
             for p in parent.iterdir():

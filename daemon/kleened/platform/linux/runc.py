@@ -46,6 +46,7 @@ _PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 _UNIX_PATH_MAX = 107  # sun_path minus the NUL
 START_TIMEOUT = 60.0  # seconds for runc run/exec to return; milliseconds when healthy
 DELETE_TIMEOUT = 20.0  # `runc delete -f` polls a killed init for up to 10 s
+CLEANUP_CONCURRENCY = 16  # runc commands at once when start-up removes a previous daemon's containers
 
 
 def _check_id(container_id: str) -> str:
@@ -320,14 +321,15 @@ class RuncRuntime:
         except (HostCommandError, ValueError) as e:
             log.warning("could not list the runtime's containers: %s", e)
             found = {}
-        for container_id in found:
-            log.warning("removing a container left by a previous daemon", extra={"container": container_id})
-            try:
-                await self.kill(container_id, signal.SIGKILL, all_processes=True)
-                await self.delete(container_id)
-            except (HostCommandError, OSError, ValueError) as e:
-                log.warning("could not remove a container left by a previous daemon: %s", e,
-                            extra={"container": container_id})
+        if found:
+            log.warning("removing %d containers left by a previous daemon", len(found))
+        # Concurrently and in two passes: every container is killed first, so the deletes (which
+        # wait for each init to die) overlap instead of adding up.
+        limiter = trio.CapacityLimiter(CLEANUP_CONCURRENCY)
+        for step in (self._kill_quietly, self._delete_quietly):
+            async with trio.open_nursery() as nursery:
+                for container_id in found:
+                    nursery.start_soon(step, container_id, limiter)
         for directory in (self.bundles, self.sockets):
             for entry in directory.iterdir():
                 if directory == self.bundles and entry.is_dir():
@@ -345,6 +347,22 @@ class RuncRuntime:
     async def close(self) -> None:
         """At shutdown, once no container runs: remove the shared `<prefix>` cgroup parents."""
         cgroups.remove_dirs([self.prefix])
+
+    async def _kill_quietly(self, container_id: str, limiter: trio.CapacityLimiter) -> None:
+        async with limiter:
+            try:
+                await self.kill(container_id, signal.SIGKILL, all_processes=True)
+            except (HostCommandError, ValueError) as e:
+                log.warning("could not kill a container left by a previous daemon: %s", e,
+                            extra={"container": container_id})
+
+    async def _delete_quietly(self, container_id: str, limiter: trio.CapacityLimiter) -> None:
+        async with limiter:
+            try:
+                await self.delete(container_id)
+            except (HostCommandError, OSError, ValueError) as e:
+                log.warning("could not remove a container left by a previous daemon: %s", e,
+                            extra={"container": container_id})
 
     async def list_containers(self) -> dict[str, str]:
         out = await _run(self._argv("list", "--format", "json"))
