@@ -126,3 +126,17 @@ def test_state_dirs_let_only_the_range_through(remapped):
     assert (containers.st_gid, oct(containers.st_mode & 0o777)) == (base, "0o710")
     for private in ("layers", "volumes", "bundles"):
         assert oct((daemon.state_root / private).stat().st_mode & 0o777) == "0o700", private
+
+
+def test_terminal_and_a_dev_without_devfs(remapped, uapi, image):
+    """runc makes /dev/pts inside /dev as the container's root: the nodev dir must be its own."""
+    daemon, _ = remapped
+    assert sh(uapi, daemon, image, "ls /dev; id -u", jail_param=["mount.nodevfs"]).split() == [
+        "mqueue", "null", "ptmx", "pts", "shm", "0"]  # fmt: skip
+    cid = create(uapi, image, ["/bin/sleep", "1000"])
+    start_detached(uapi, daemon, cid)
+    stream = exec_stream(daemon, exec_create(uapi, cid, ["/bin/sh", "-c", "tty; id -u"], tty=True),
+                         start_container=False)  # fmt: skip
+    assert stream.text.split() == ["/dev/pts/0", "0"], stream.text
+    uapi.post(f"/containers/{cid}/stop")
+    uapi.delete(f"/containers/{cid}")

@@ -132,7 +132,8 @@ class RuncRuntime:
             config = bundle.build_config(spec, bundle_dir=bdir, init_path=self.init_path,
                                          cgroups_path=self.cgroup_path(spec.id), seccomp=seccomp)  # fmt: skip
             if not bundle.devfs_enabled(spec.params):
-                _make_nodev(bdir / bundle.NODEV_DIR)
+                owner = (spec.userns.uid_base, spec.userns.gid_base) if spec.userns else (0, 0)
+                _make_nodev(bdir / bundle.NODEV_DIR, owner)
             (bdir / "config.json").write_text(json.dumps(config, indent=1))
             argv_tail = ["run", "-d", "--pid-file", bdir / "init.pid", "--bundle", bdir]
             with trio.CancelScope(shield=True):
@@ -453,9 +454,14 @@ def _runc_error(e: HostCommandError, log_file: Path, offset: int) -> HostCommand
     return HostCommandError(e.argv, e.returncode, message)
 
 
-def _make_nodev(path: Path) -> None:
-    """/dev for mount.devfs=false: only the null device runc insists on, and ptmx for terminals."""
+def _make_nodev(path: Path, owner: tuple[int, int]) -> None:
+    """/dev for mount.devfs=false: only the null device runc insists on, and ptmx for terminals.
+
+    `owner`: the container's root on the host, which must be able to make /dev/pts in it.
+    """
     path.mkdir(mode=0o755)
     os.mknod(path / "null", 0o666 | 0o020000, os.makedev(1, 3))  # S_IFCHR
     os.chmod(path / "null", 0o666)
     (path / "ptmx").symlink_to("pts/ptmx")
+    for entry in (path, path / "null", path / "ptmx"):
+        os.chown(entry, *owner, follow_symlinks=False)
