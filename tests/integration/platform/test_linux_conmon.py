@@ -18,7 +18,7 @@ import trio
 
 from kleened.core.fanout import Stream
 from kleened.core.logfiles import Renderer, Selection
-from kleened.platform.base import BindMount, HostCommandError
+from kleened.platform.base import BindMount, HostCommandError, Limits
 from kleened.platform.linux import attachsock
 from kleened.platform.linux.conmon import ConmonMonitors, Monitored, MonitorGone
 from kleened.platform.linux.monitorspec import MonitorOptions
@@ -56,7 +56,7 @@ def monitors(host: Host) -> Iterator[ConmonMonitors]:
 
 @contextlib.asynccontextmanager
 async def monitored(host: Host, monitors: ConmonMonitors, log_dir: Path, args: list[str], *, tty: bool = False,
-                    stdin_once: bool = False, params: list[str] | None = None, mounts: list[BindMount] | None = None,
+                    stdin_once: bool = False, limits: Limits | None = None, mounts: list[BindMount] | None = None,
                     attach: bool = True, log_size_max: int = LOG_MAX) -> AsyncIterator[tuple[Monitored, Connection]]:
     """A created container, attached (before its start, so no output is missed), then started.
     Afterwards it is killed, its monitor has ended and everything is deleted."""
@@ -65,7 +65,7 @@ async def monitored(host: Host, monitors: ConmonMonitors, log_dir: Path, args: l
     conn = None
     try:
         root = await host.storage.mount_container_fs(cid, [host.base])
-        spec = host.spec(args, root, cid, tty=tty, params=host.runtime.check_params(params or []), mounts=mounts or [])
+        spec = host.spec(args, root, cid, tty=tty, limits=limits or Limits(), mounts=mounts or [])
         log_dir.mkdir(mode=0o700, exist_ok=True)
         options = MonitorOptions(log_path=log_dir / f"{cid}.log", log_size_max=log_size_max, tty=tty,
                                  stdin_once=stdin_once)
@@ -245,9 +245,10 @@ def test_tty_and_resize(host: Host, monitors: ConmonMonitors, tmp_path: Path) ->
 def test_oom_is_recorded(host: Host, monitors: ConmonMonitors, tmp_path: Path) -> None:
     hog = "x=a; while true; do x=$x$x; done"
 
+    limits = Limits(memory=16 << 20, memory_swap=16 << 20)
+
     async def body() -> None:
-        async with monitored(host, monitors, tmp_path, ["sh", "-c", hog], params=["linux.memory=16m"]) as (
-                container, conn):
+        async with monitored(host, monitors, tmp_path, ["sh", "-c", hog], limits=limits) as (container, conn):
             await drain(conn)
             status = await container.wait()
             assert status.oom and status.code == 128 + signal.SIGKILL

@@ -181,9 +181,10 @@ class ConmonMonitors:
         paths = self.paths(spec.id)
         if len(os.fsencode(paths.attach)) > _UNIX_PATH_MAX:
             raise ValueError(f"container id '{spec.id}' is too long for its attach socket path")
-        self.runtime.write_bundle(spec)  # FileExistsError: a stale bundle; delete() first
+        bdir = self.runtime.make_bundle_dir(spec.id)  # FileExistsError: a stale bundle; delete() first
         monitored: Monitored | None = None
         try:
+            self.runtime.write_bundle(spec, bdir)
             _write_private(paths.options, options.to_json())  # before the monitor: find() needs it
             argv = conmon_argv(self.conmon, self.runc, self.runtime.runc_root, spec.id, paths, options)
             with trio.CancelScope(shield=True):
@@ -197,6 +198,9 @@ class ConmonMonitors:
             with trio.CancelScope(shield=True), trio.move_on_after(EXIT_WAIT + 30):
                 await self.delete(spec.id, monitored)
             raise
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.runtime.security.unmount_views(bdir)  # the created container holds its copies
 
     async def _launch(self, argv: list[str]) -> tuple[int, str]:
         """Run conmon; return the container's init pid from its sync pipe, or -1 and conmon's
