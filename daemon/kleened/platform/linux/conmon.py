@@ -188,7 +188,7 @@ class ConmonMonitors:
             _write_private(paths.options, options.to_json())  # before the monitor: find() needs it
             argv = conmon_argv(self.conmon, self.runc, self.runtime.runc_root, spec.id, paths, options)
             with trio.CancelScope(shield=True):
-                init_pid, message = await self._launch(argv)
+                init_pid, message = await self._launch(argv, bdir)
                 monitored = Monitored(self._record(spec.id, paths, options))
             if init_pid < 0:
                 raise runc_error(HostCommandError([self.runc, "create"], 1, message), paths.runc_log, 0)
@@ -202,14 +202,16 @@ class ConmonMonitors:
             with trio.CancelScope(shield=True):
                 await self.runtime.security.unmount_views(bdir)  # the created container holds its copies
 
-    async def _launch(self, argv: list[str]) -> tuple[int, str]:
+    async def _launch(self, argv: list[str], bundle: Path) -> tuple[int, str]:
         """Run conmon; return the container's init pid from its sync pipe, or -1 and conmon's
         message when the create failed."""
         read_end, write_end = os.pipe()
         try:
             with open(os.devnull, "rb") as null:
                 env = {**CONMON_ENV, "_OCI_SYNCPIPE": str(write_end)}
-                await hostcmd.run(argv, env=env, pass_fds=(write_end,), stdin=null.fileno(), stdout=null.fileno())
+                # cwd: conmon 2.1 also writes its `oom` file relative to its working directory.
+                await hostcmd.run(argv, env=env, pass_fds=(write_end,), stdin=null.fileno(), stdout=null.fileno(),
+                                  cwd=bundle)
             os.close(write_end)
             write_end = -1
             with trio.fail_after(START_TIMEOUT):
