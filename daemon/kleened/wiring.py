@@ -51,6 +51,7 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
     """Services ready to serve; on exit every container is stopped and the store closed."""
     if not sys.platform.startswith("linux"):
         raise SystemExit("kleened: this build has drivers for Linux only (FreeBSD drivers are planned)")
+    from .platform.linux.buildhost import BuildHost, host_platform
     from .platform.linux.copying import HostFiles
     from .platform.linux.netdev import LinuxNetworkHost
     from .platform.linux.overlay import OverlayStorage
@@ -81,13 +82,17 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
             await containers.reconcile()
             await images.collect_garbage()
             await networks.reconcile()
+            build_host = BuildHost(root / "buildcache", root / "tmp")
+            builds = Builder(store=store, images=images, containers=containers, networks=networks,
+                             supervisor=supervisor, storage=storage, files=HostFiles(), tmp_dir=root / "tmp",
+                             host=build_host, platform=host_platform())
+            await builds.reconcile()
             services = Services(
                 store=store, volumes=volumes, networks=networks, images=images, containers=containers,
                 execs=Execs(containers, supervisor, events=events, detach_keys=config.detach_keys,
                             attach_buffer=config.attach_buffer), supervisor=supervisor, events=events,
                 version=_version([RuntimeVersion(name=runtime.name, version=runtime.version())]),
-                builds=Builder(store=store, images=images, containers=containers, networks=networks,
-                               supervisor=supervisor, storage=storage, files=HostFiles(), tmp_dir=root / "tmp"),
+                builds=builds,
             )
             try:
                 yield services

@@ -34,7 +34,9 @@ ROUTES: list[Route] = [
     Route("get", "/containers/list", "List containers", None, ((200, list[models.ContainerSummary]),),
           (("all", "boolean", False),)),
     Route("post", "/containers/create", "Create a container", models.ContainerConfig, ((201, I), (404, E))),
-    Route("delete", "/containers/{container_id}", "Remove a container", None, ((200, I), (404, E), (409, E))),
+    Route("delete", "/containers/{container_id}", "Remove a container (volumes=true: and the anonymous volumes "
+          "its image's VOLUMEs made, extension)", None, ((200, I), (404, E), (409, E)),
+          (("volumes", "boolean", False),)),
     Route("post", "/containers/prune", "Remove stopped, non-persistent containers", None, ((200, IDS),)),
     Route("post", "/containers/{container_id}/update", "Update a container (absent or null: unchanged)",
           models.ContainerUpdate, ((201, I), (404, E), (409, E))),
@@ -48,6 +50,8 @@ ROUTES: list[Route] = [
           "Client frames after start are stdin; a TEXT frame that is exactly a WindowSize object resizes the TTY."),
     Route("post", "/exec/{exec_id}/stop", "Stop an execution instance", None, ((200, I), (404, E)),
           (("force_stop", "boolean", True), ("stop_container", "boolean", True))),
+    Route("post", "/build/prune", "Remove the RUN cache mounts no build uses (extension)", None,
+          ((200, models.BuildPrune),)),
     Route("get", "/images/build", "Build an image (WebSocket)", models.ImageBuildConfig, (),
           websocket="First client frame: ImageBuildConfig. With `context_upload` (extension) the client then sends "
           "the build context as a tar stream (plain, gzip, xz, bzip2 or zstd) in BINARY frames of at most 1 MiB, "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -25,13 +26,23 @@ from kleene_protocol.models import (
     PublishedPort,
 )
 
-from ..platform.base import BindMount, ContainerSpec, LayerStorage, ProcessSpec, Runtime, VolumeStorage
+from ..platform.base import (
+    BindMount,
+    ContainerSpec,
+    LayerStorage,
+    Mount,
+    NetworkMode,
+    ProcessSpec,
+    Runtime,
+    VolumeStorage,
+)
 from ..platform.rootpath import PathEscape, ensure_target, read_text_in_root, resolve_in_root
 from .clock import now_iso
 from .environment import login_env, merge_env, validate_env
 from .errors import Conflict, InvalidArgument, NotFound
 from .events import Events
 from .fanout import Fanout
+from .imageconfig import remove_anonymous_volumes, stop_signal_of, with_image_volumes
 from .logs import Logs
 from .networks import Networks
 from .records import CONTAINER, ContainerRecord, ImageRecord
@@ -117,6 +128,7 @@ class Containers:
         if config.image is None:
             raise InvalidArgument("no image given")
         image, snapshot = self._images.resolve_ref(config.image)
+        config = with_image_volumes(self._store, config, image)
         if error := validate_env(config.env or []):
             raise InvalidArgument(error)
         try:
@@ -262,11 +274,14 @@ class Containers:
         self._events.publish("container", "stop", record.id, name=record.name)
         return record.id
 
-    async def remove(self, ident: str) -> str:
+    async def remove(self, ident: str, *, volumes: bool = False) -> str:
+        """Remove a stopped container; `volumes` also removes the anonymous volumes its image's VOLUMEs made."""
         record = self.get(ident, "no such container")
         if self.is_running(record.id):
             raise Conflict("you cannot remove a running container")
         await self._destroy(record)
+        if volumes:
+            await remove_anonymous_volumes(self._store, self._volumes, record.mounts)
         return record.id
 
     async def _destroy(self, record: ContainerRecord) -> None:
@@ -300,9 +315,10 @@ class Containers:
 
     async def start(
         self, record: ContainerRecord, *, exec_id: str, cmd: list[str], user: str, env: list[str], tty: bool,
-        fanout: Fanout,
+        fanout: Fanout, extra_mounts: Sequence[Mount] = (), network: NetworkMode | None = None,
     ) -> Run:
-        """Start the container with `cmd` as its main process (the init runs it)."""
+        """Start the container with `cmd` as its main process (the init runs it). `extra_mounts` and `network`
+        are for one run only (a build's `RUN --mount` and `RUN --network`); their targets must exist."""
         argv = cmd or record.cmd or []
         if not argv:
             raise InvalidArgument("no command given and the container has none")
@@ -310,10 +326,11 @@ class Containers:
         async with lock:  # two starts of one stopped container must not mount it twice
             if self.is_running(record.id):
                 raise Conflict("container is already running")
-            return await self._start_locked(record, exec_id, argv, user, env, tty, fanout)
+            return await self._start_locked(record, exec_id, argv, user, env, tty, fanout, extra_mounts, network)
 
     async def _start_locked(self, record: ContainerRecord, exec_id: str, argv: list[str], user: str,
-                            env: list[str], tty: bool, fanout: Fanout) -> Run:
+                            env: list[str], tty: bool, fanout: Fanout, extra_mounts: Sequence[Mount] = (),
+                            network: NetworkMode | None = None) -> Run:
         await self._ensure_volumes(record)
         rootfs = await self._storage.mount_container_fs(record.id, record.layers)
         container_log = None
@@ -324,7 +341,8 @@ class Containers:
             if hosts is not None:
                 ensure_target(rootfs, "/etc/hosts", directory=False)
                 mounts.append(BindMount(source=hosts, destination="/etc/hosts", read_only=True))
-            mode, netns_path = await self._networks.prepare(record)
+            mounts += extra_mounts
+            mode, netns_path = (network, None) if network else await self._networks.prepare(record)
             spec = ContainerSpec(
                 id=record.id,
                 rootfs=rootfs,
@@ -334,6 +352,7 @@ class Containers:
                 network=mode,
                 netns_path=netns_path,
                 params=self._runtime.check_params(record.jail_param),
+                stop_signal=stop_signal_of(self._images.get(record.image_id)),
             )
             container_log = self.logs.open(record.id)
             run = await self._supervisor.start_container(spec, exec_id, self._after_exit, fanout=fanout,

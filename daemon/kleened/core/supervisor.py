@@ -49,6 +49,7 @@ class Run:
     done: trio.Event = field(default_factory=trio.Event)
     exit_code: int | None = None
     container_exited: bool = False  # the container was gone when this process ended
+    stop_signal: int = signal.SIGTERM  # what stopping the container sends first (the image's STOPSIGNAL)
 
 
 OnExit = Callable[[Run], Awaitable[None]]
@@ -92,7 +93,8 @@ class Supervisor:
                               log: ContainerLog | None = None) -> Run:
         """Start a container whose init runs `spec.process`; `fanout` and `log` get its output."""
         process = await self._runtime.start(spec)
-        run = Run(exec_id=exec_id, container_id=spec.id, process=process, is_init=True, fanout=fanout, log=log)
+        run = Run(exec_id=exec_id, container_id=spec.id, process=process, is_init=True, fanout=fanout, log=log,
+                  stop_signal=spec.stop_signal)
         self._inits[spec.id] = run
         self._launch(run, on_exit)
         return run
@@ -178,7 +180,8 @@ class Supervisor:
     # --- stopping ----------------------------------------------------------------------------
 
     async def stop_container(self, container_id: str, *, grace: float | None = None) -> int | None:
-        """TERM, wait up to the grace period, then KILL; return the init's exit code.
+        """The stop signal (TERM unless the image says otherwise), wait up to the grace period, then KILL; return
+        the init's exit code.
 
         Returns once the container's cleanup has run. None when it was not running.
         """
@@ -186,7 +189,7 @@ class Supervisor:
         if run is None:
             return None
         grace = self._grace if grace is None else grace
-        await self._runtime.kill(container_id, signal.SIGTERM)
+        await self._runtime.kill(container_id, run.stop_signal)
         with trio.move_on_after(grace):
             await run.done.wait()
         if not run.done.is_set():

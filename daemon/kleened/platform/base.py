@@ -93,6 +93,17 @@ class BindMount:
 
 
 @dataclass(frozen=True)
+class TmpfsMount:
+    """A fresh tmpfs (a build's `RUN --mount=type=tmpfs`); `size` in bytes, None for the kernel's default."""
+
+    destination: str
+    size: int | None = None
+
+
+Mount = BindMount | TmpfsMount
+
+
+@dataclass(frozen=True)
 class ProcessSpec:
     args: list[str]
     env: list[str]
@@ -109,11 +120,12 @@ class ContainerSpec:
     rootfs: Path
     hostname: str
     process: ProcessSpec
-    mounts: list[BindMount] = field(default_factory=list)
+    mounts: list[Mount] = field(default_factory=list)
     network: NetworkMode = NetworkMode.HOST
     netns_path: str | None = None
     # Platform parameters already validated by `Runtime.check_params` (jail_param upstream).
     params: dict[str, str] = field(default_factory=dict)
+    stop_signal: int = 15  # what `stop` sends first (the image's STOPSIGNAL; SIGTERM by default)
 
 
 class Process(Protocol):
