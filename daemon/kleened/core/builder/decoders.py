@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable
 
 from .durations import parse_duration
-from .expand import split_words, word_spans
+from .expand import Syntax, split_words, word_spans
 from .files import Add, Copy, check_chmod, check_sources, is_url
 from .instructions import (
     Arg,
@@ -79,11 +79,17 @@ def json_list(args: str) -> list[str] | None:
     return None
 
 
-def split_flags(keyword: str, args: str, line: str, allowed: frozenset[str]) -> tuple[Flags, str]:
+def _words(raw: RawLine, text: str) -> list[str]:
+    """The raw words of `text`, split by the file's escape character."""
+    return split_words(text, Syntax(escape=raw.escape))
+
+
+def split_flags(raw: RawLine, keyword: str, args: str, allowed: frozenset[str]) -> tuple[Flags, str]:
     """The leading `--flags` of `args` and the rest. Unknown flags are refused."""
+    line = raw.text
     flags: Flags = {}
     rest = ""  # stays empty when every word is a flag
-    for start, end in word_spans(args):
+    for start, end in word_spans(args, Syntax(escape=raw.escape)):
         word = args[start:end]
         if not word.startswith("--"):
             rest = args[start:]
@@ -124,8 +130,8 @@ def _flag_bool(keyword: str, flags: Flags, name: str, line: str) -> bool | None:
 
 def _from(raw: RawLine, args: str) -> From:
     line = raw.text
-    flags, rest = split_flags("FROM", args, line, frozenset({"platform"}))
-    words = split_words(rest)
+    flags, rest = split_flags(raw, "FROM", args, frozenset({"platform"}))
+    words = _words(raw, rest)
     platform = _one("FROM", flags, "platform", line)
     if len(words) == 1:
         return From(line=line, image=words[0], platform=platform)
@@ -149,7 +155,7 @@ def _command(cls: type[Cmd | Entrypoint]) -> Callable[[RawLine, str], Command]:
 
 def _run(raw: RawLine, args: str) -> Run:
     line = raw.text
-    flags, rest = split_flags("RUN", args, line, frozenset({"mount", "network", "security", "device"}))
+    flags, rest = split_flags(raw, "RUN", args, frozenset({"mount", "network", "security", "device"}))
     if not rest:
         raise error(line, "RUN requires a command")
     network = (_one("RUN", flags, "network", line) or "default").lower()
@@ -184,7 +190,7 @@ def _with_heredocs(command: str, heredocs: tuple[Heredoc, ...]) -> tuple[str, He
 
 def _env(raw: RawLine, args: str) -> Env:
     line = raw.text
-    words = split_words(args)
+    words = _words(raw, args)
     if "=" not in words[0]:  # legacy `ENV name value with spaces`
         name, *value = args.split(None, 1)
         _check_name(name, line)
@@ -204,7 +210,7 @@ def _env(raw: RawLine, args: str) -> Env:
 
 def _arg(raw: RawLine, args: str) -> Arg:
     pairs: list[tuple[str, str | None]] = []
-    for word in split_words(args):
+    for word in _words(raw, args):
         name, eq, default = word.partition("=")
         _check_name(name, raw.text)
         pairs.append((name, default if eq else None))
@@ -218,9 +224,9 @@ def _copy(cls: type[Copy]) -> Callable[[RawLine, str], Copy]:
 
     def decode(raw: RawLine, args: str) -> Copy:
         line = raw.text
-        flags, rest = split_flags(keyword, args, line, frozenset(allowed))
+        flags, rest = split_flags(raw, keyword, args, frozenset(allowed))
         argv = json_list(rest)
-        words: list[str | Heredoc] = list(split_words(rest) if argv is None else argv)
+        words: list[str | Heredoc] = list(_words(raw, rest) if argv is None else argv)
         if argv is None and raw.heredocs:
             words = _heredoc_sources(words, raw.heredocs)
         if len(words) < 2:
@@ -266,7 +272,7 @@ def _heredoc_sources(words: list[str | Heredoc], heredocs: tuple[Heredoc, ...]) 
 
 
 def _expose(raw: RawLine, args: str) -> Expose:
-    words = split_words(args)
+    words = _words(raw, args)
     for word in words:
         if _LITERAL.match(word) and normal_port(word) is None:  # words with `$` or quotes are checked by `resolve`
             raise error(raw.text, f"invalid port '{word[:64]}'")
@@ -275,7 +281,7 @@ def _expose(raw: RawLine, args: str) -> Expose:
 
 def _label(raw: RawLine, args: str) -> Label:
     line = raw.text
-    words = split_words(args)
+    words = _words(raw, args)
     if "=" not in words[0]:  # legacy `LABEL key value with spaces`
         key, *value = args.split(None, 1)
         if not value:
@@ -292,14 +298,14 @@ def _label(raw: RawLine, args: str) -> Label:
 
 def _volume(raw: RawLine, args: str) -> Volume:
     argv = json_list(args)
-    paths = split_words(args) if argv is None else argv
+    paths = _words(raw, args) if argv is None else argv
     if not paths or any(p == "" for p in paths):
         raise error(raw.text, "VOLUME specified can not be an empty string")
     return Volume(line=raw.text, paths=tuple(paths), json=argv is not None)
 
 
 def _stopsignal(raw: RawLine, args: str) -> StopSignal:
-    words = split_words(args)
+    words = _words(raw, args)
     if len(words) != 1:
         raise error(raw.text, "STOPSIGNAL takes one signal")
     if _LITERAL.match(words[0]) and signal_number(words[0]) is None:
@@ -318,7 +324,7 @@ def _onbuild(raw: RawLine, args: str) -> Onbuild:
     keyword = args.split(None, 1)[0].upper()
     if keyword in ("ONBUILD", "FROM", "MAINTAINER"):
         raise error(raw.text, f"{keyword} is not allowed as an ONBUILD trigger")
-    trigger = RawLine(args, raw.number, raw.heredocs)
+    trigger = RawLine(args, raw.number, raw.heredocs, raw.escape)
     decode(trigger)  # the trigger must be a valid instruction now, not when a later build runs it
     bodies = "".join(f"\n{doc.body}{doc.name}" for doc in raw.heredocs)
     return Onbuild(line=raw.text, trigger=args + bodies)
@@ -327,7 +333,7 @@ def _onbuild(raw: RawLine, args: str) -> Onbuild:
 def _healthcheck(raw: RawLine, args: str) -> Healthcheck:
     line = raw.text
     names = {"interval", "timeout", "start-period", "start-interval", "retries"}
-    flags, rest = split_flags("HEALTHCHECK", args, line, frozenset(names))
+    flags, rest = split_flags(raw, "HEALTHCHECK", args, frozenset(names))
     kind, _, command = rest.partition(" ")
     kind = kind.upper()
     if kind == "NONE":

@@ -21,8 +21,8 @@ if TYPE_CHECKING:
 
 CHECKSUM = re.compile(r"sha256:[0-9a-f]{64}\Z")
 _OCTAL = re.compile(r"[0-7]{1,4}\Z")
-_CLAUSE = re.compile(r"([ugoa]*)((?:[-+=](?:[rwxXst]*|[ugo]))+)\Z")
-_ACTION = re.compile(r"([-+=])([rwxXst]*|[ugo])")
+_CLAUSE = re.compile(r"([ugoa]*)((?:[-+=](?:[ugo]|[rwxXst]*))+)\Z")
+_ACTION = re.compile(r"([-+=])([ugo]|[rwxXst]*)")
 _WHO = {"u": 0o4700, "g": 0o2070, "o": 0o1007}  # the bits each class owns (special bit included)
 _PERM = {"r": 0o444, "w": 0o222, "x": 0o111, "s": 0o6000, "t": 0o1000}
 

@@ -145,7 +145,8 @@ class BuildScope:
         """Apply one ENV instruction's `(name, raw value)` pairs; all values see the variables as they were before
         the instruction (`ENV A=1 B=$A` gives B the old A, as in Docker). Returns the expanded pairs."""
         scope = self.variables
-        resolved = [(name, expand_word(raw, scope, line=line, limits=self.limits)) for name, raw in pairs]
+        resolved = [(name, expand_word(raw, scope, line=line, limits=self.limits, syntax=self.syntax))
+                    for name, raw in pairs]
         self._env.update(resolved)
         self._check_total(line)
         return resolved

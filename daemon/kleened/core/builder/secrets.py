@@ -35,9 +35,10 @@ def check_secrets(secrets: Mapping[str, bytes]) -> None:
 
 
 def needles(values: list[bytes]) -> list[bytes]:
-    """What to look for in a layer: each value, and each value without its trailing newline."""
-    found = {v for value in values for v in (value, value.rstrip(b"\r\n")) if len(v) >= MIN_REDACTED}
-    return sorted(found, key=len, reverse=True)
+    """What to look for: each value without its trailing newline (a file secret usually has one; what finds the
+    shorter form finds the longer), when it is long enough to tell."""
+    found = {value.rstrip(b"\r\n") for value in values}
+    return sorted((v for v in found if len(v) >= MIN_REDACTED), key=len, reverse=True)
 
 
 class Redactor:

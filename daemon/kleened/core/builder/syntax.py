@@ -46,6 +46,7 @@ class RawLine:
     text: str
     number: int
     heredocs: tuple[Heredoc, ...] = field(default=())
+    escape: str = "\\"  # the file's escape character: how the arguments split into words
 
 
 def _is_comment(raw: str) -> bool:
@@ -148,7 +149,7 @@ class _Scanner:
             line = "".join(pieces)
             if not line.strip():
                 continue
-            yield RawLine(line, number, self._heredocs(line, number))
+            yield RawLine(line, number, self._heredocs(line, number), self.escape)
 
     def _heredocs(self, line: str, number: int) -> tuple[Heredoc, ...]:
         keyword = line.split(None, 1)[0].upper()
