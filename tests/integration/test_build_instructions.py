@@ -138,7 +138,7 @@ def test_settings_are_recorded_and_inherited(api, daemon, base, tmp_path):
     assert (image["volumes"], image["stop_signal"], image["shell"], image["onbuild"], image["healthcheck"]["test"]) \
         == (["/data", "/logs", "/more"], "SIGQUIT", ["/bin/sh", "-e", "-c"], [], ["NONE"])
     assert ["ONBUILD RUN echo triggered by $PWD > /trigger", child.snapshots[0]] in image["instructions"]
-    assert run(api, daemon, child.image_id, ["/bin/cat", "/trigger"]) == "triggered by /root\n"  # before the WORKDIR: the home
+    assert run(api, daemon, child.image_id, ["/bin/cat", "/trigger"]) == "triggered by /root\n"  # home, no WORKDIR yet
     grandchild = built(daemon, tmp_path / "g", f"FROM {child.image_id}\nRUN test ! -e /again\n")
     assert not any("trigger" in line for line in grandchild.log)  # triggers are not inherited
 
