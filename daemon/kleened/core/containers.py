@@ -192,12 +192,13 @@ class Containers:
         return mounts
 
     async def _prefill_volumes(self, record: ContainerRecord, prefill: list[tuple[str, str]]) -> None:
-        """A new (or empty) volume takes the content of the image directory it is mounted on."""
+        """A new (or empty) volume takes the content of the image directory it is mounted on, and its owner and
+        mode even when it is empty (Docker's copy-up: `chmod 1777 $PGDATA` + `VOLUME $PGDATA` must hold)."""
         rootfs = await self._storage.mount_container_fs(record.id, record.layers)
         try:
             for volume, destination in prefill:
                 source = resolve_in_root(rootfs, destination)
-                if source.is_dir() and any(source.iterdir()):
+                if source.is_dir():
                     await self._storage.populate_volume(volume, source)
         finally:
             await self._storage.unmount_container_fs(record.id)

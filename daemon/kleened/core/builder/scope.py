@@ -7,6 +7,9 @@ Automatic ARGs, set without a declaration (Docker's):
 - the proxy ARGs (`HTTP_PROXY`, `https_proxy`, ...): a build arg of one of these names reaches every RUN without a
   declaration, and, undeclared, stays out of the cache key (a proxy with a password in it must not invalidate or
   identify anything).
+
+`$PATH` in a stage whose image sets no PATH is the default path every process gets, so `ENV PATH=$PATH:/opt/bin`
+means what it means on an image that has one (Docker gives such images a PATH; kleened's base images set none).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 from collections import ChainMap
 from collections.abc import Iterable, Mapping
 
+from ..environment import DEFAULT_PATH
 from .expand import (
     DEFAULT_LIMITS,
     PLAIN,
@@ -29,6 +33,9 @@ PROXY_ARGS = frozenset({
     "HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy", "NO_PROXY", "no_proxy",
     "ALL_PROXY", "all_proxy",
 })  # fmt: skip
+
+
+_DEFAULTS = {"PATH": DEFAULT_PATH}
 
 
 def platform_args(os: str, arch: str, variant: str = "") -> dict[str, str]:
@@ -74,7 +81,7 @@ class BuildScope:
     @property
     def variables(self) -> Mapping[str, str]:
         """What `$name` sees now."""
-        return ChainMap(self._env, self._args) if self._in_stage else self._meta
+        return ChainMap(self._env, self._args, _DEFAULTS) if self._in_stage else self._meta
 
     @property
     def env(self) -> list[str]:
