@@ -84,18 +84,15 @@ async def _copy(runner: StepRunner, stage: Stage, instr: Copy, downloads: list[P
 
 
 async def _apply(runner: StepRunner, stage: Stage, instr: Copy, plan: CopyPlan, dest: str, into_dir: bool) -> None:
-    rootfs = await runner.storage.mount_container_fs(stage.container_id, stage.layers)
-    try:
-        uid, gid = runner.owner(rootfs, instr.chown)
-        chmod = instr.mode.apply if instr.mode is not None else None
-        await trio.to_thread.run_sync(lambda: plan.apply(
-            rootfs, dest, into_dir=into_dir, uid=uid, gid=gid, check=trio.from_thread.check_cancelled, chmod=chmod,
-            chown=bool(instr.chown)))
-    except ValueError as exc:
-        raise StepFailed(f"{instr.keyword} failed: {exc}") from None
-    finally:
-        with trio.CancelScope(shield=True):
-            await runner.storage.unmount_container_fs(stage.container_id)
+    async with runner.containers.filesystem(stage.container_id, stage.layers) as rootfs:
+        try:
+            uid, gid = runner.owner(rootfs, instr.chown)
+            chmod = instr.mode.apply if instr.mode is not None else None
+            await trio.to_thread.run_sync(lambda: plan.apply(
+                rootfs, dest, into_dir=into_dir, uid=uid, gid=gid, check=trio.from_thread.check_cancelled,
+                chmod=chmod, chown=bool(instr.chown)))
+        except ValueError as exc:
+            raise StepFailed(f"{instr.keyword} failed: {exc}") from None
 
 
 async def _download(runner: StepRunner, plan: CopyPlan, urls: list[str], into_dir: bool, checksum: str | None,

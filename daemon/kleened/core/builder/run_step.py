@@ -96,14 +96,11 @@ async def _make_targets(runner: StepRunner, stage: Stage, targets: list[tuple[st
         return []
     assert runner.host is not None
     host = runner.host
-    rootfs = await runner.storage.mount_container_fs(stage.container_id, stage.layers)
-    try:
-        return await trio.to_thread.run_sync(host.make_targets, rootfs, targets)
-    except ValueError as exc:  # PathEscape
-        raise StepFailed(f"error: RUN --mount target: {exc}") from None
-    finally:
-        with trio.CancelScope(shield=True):
-            await runner.storage.unmount_container_fs(stage.container_id)
+    async with runner.containers.filesystem(stage.container_id, stage.layers) as rootfs:
+        try:
+            return await trio.to_thread.run_sync(host.make_targets, rootfs, targets)
+        except ValueError as exc:  # PathEscape
+            raise StepFailed(f"error: RUN --mount target: {exc}") from None
 
 
 async def _remove_stubs(runner: StepRunner, stage: Stage, created: list[str]) -> None:
@@ -111,16 +108,14 @@ async def _remove_stubs(runner: StepRunner, stage: Stage, created: list[str]) ->
     host = runner.host
     if runner.containers.is_running(stage.container_id):
         return  # cancelled mid-run: the build is being discarded with its container
-    rootfs = await runner.storage.mount_container_fs(stage.container_id, stage.layers)
-    try:
+    async with runner.containers.filesystem(stage.container_id, stage.layers) as rootfs:
         await trio.to_thread.run_sync(host.remove_stubs, rootfs, created)
-    finally:
-        await runner.storage.unmount_container_fs(stage.container_id)
 
 
 async def _reset_writable_layer(runner: StepRunner, stage: Stage) -> None:
-    await runner.storage.remove_container_fs(stage.container_id)
-    await runner.storage.create_container_fs(stage.container_id)
+    """Drop what the failed step wrote: committed aside as a layer nothing stacks, then removed."""
+    layer = await runner.containers.commit_layer(stage.container_id)
+    await runner.storage.remove_layer(layer)
 
 
 async def _refuse_leaks(runner: StepRunner, layer: str, secrets: list[bytes]) -> None:

@@ -33,6 +33,7 @@ from kleene_protocol.dockerignore import DockerIgnore
 from kleene_protocol.ids import new_id
 from kleene_protocol.models import HealthConfig
 
+from ... import faults
 from ...platform.base import LayerStorage
 from ...platform.rootpath import PathEscape, ensure_target, read_text_in_root, resolve_in_root
 from ..containers import Containers
@@ -173,19 +174,16 @@ class StepRunner:
         key = self.key(stage, "WORKDIR", stage.workdir)
         if await self.reuse(stage, key, announce=False):
             return
-        rootfs = await self.storage.mount_container_fs(stage.container_id, stage.layers)
-        try:
-            target = resolve_in_root(rootfs, stage.workdir)
-            created = not target.is_dir()
-            if created:
-                if target.is_symlink() or target.exists():
-                    raise StepFailed(f"error: WORKDIR {stage.workdir}: a file is in the way")
-                ensure_target(rootfs, stage.workdir, directory=True)
-        except PathEscape as exc:
-            raise StepFailed(f"error: WORKDIR {stage.workdir}: {exc}") from None
-        finally:
-            with trio.CancelScope(shield=True):
-                await self.storage.unmount_container_fs(stage.container_id)
+        async with self.containers.filesystem(stage.container_id, stage.layers) as rootfs:
+            try:
+                target = resolve_in_root(rootfs, stage.workdir)
+                created = not target.is_dir()
+                if created:
+                    if target.is_symlink() or target.exists():
+                        raise StepFailed(f"error: WORKDIR {stage.workdir}: a file is in the way")
+                    ensure_target(rootfs, stage.workdir, directory=True)
+            except PathEscape as exc:
+                raise StepFailed(f"error: WORKDIR {stage.workdir}: {exc}") from None
         if created:
             await self.commit(stage, key, snapshot=False)
         else:
@@ -284,7 +282,8 @@ class StepRunner:
 
     async def commit_layer(self, stage: Stage) -> str:
         """The container's writable layer as a new layer, not yet on the stage's stack."""
-        layer = await self.storage.commit_container_fs(stage.container_id)
+        layer = await self.containers.commit_layer(stage.container_id)
+        faults.point("build.step.committed")
         self.layers_made.add(layer)
         return layer
 
@@ -307,10 +306,7 @@ class StepRunner:
 
     def sync(self, stage: Stage) -> ContainerRecord:
         """Write the stage's stack and working directory to its container's record; return the record."""
-        record = self.containers.get(stage.container_id)
-        record.layers, record.workdir = list(stage.layers), stage.workdir
-        self.containers.save(record)
-        return record
+        return self.containers.set_stack(stage.container_id, stage.layers, stage.workdir)
 
 
 def apply_setting(stage: Stage, instr: Instruction) -> None:

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import trio
 
+from kleened import faults
 from kleened.platform import posix_tar
 from kleened.platform.linux import hostcmd, mountinfo
 from kleened.platform.linux.download import DownloadError, download
@@ -146,6 +147,22 @@ class HostRootfs:
         self.debootstrap = debootstrap
         self.etc = etc
 
+    def cleanup(self) -> None:
+        """At start-up: what the work dir holds is a previous daemon's (downloads, uploaded build
+        contexts a crash interrupted): delete it all, never through a mount."""
+        if not self.workdir.is_dir():
+            return
+        for entry in self.workdir.iterdir():
+            try:
+                if mountinfo.mounts_under(entry):
+                    log.warning("leaving %s: it has mounts below it", entry)
+                elif entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+            except OSError as e:
+                log.warning("could not delete %s: %s", entry, e)
+
     # --- fetch -----------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
@@ -181,7 +198,9 @@ class HostRootfs:
             if received == 0:
                 report["step"] = report["next"] = max(total // 10, MiB) if total else _FETCH_REPORT
                 await output(f"Fetching {url}" + (f" ({total / MiB:.1f} MiB)" if total else "") + "\n")
-            elif received >= report["next"]:
+                return
+            faults.point("image.fetch.downloading")
+            if received >= report["next"]:
                 report["next"] += report["step"]
                 share = f" ({100 * received // total}%)" if total else ""
                 await output(f"Fetched {received / MiB:.1f} MiB{share}\n")
