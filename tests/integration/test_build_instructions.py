@@ -5,21 +5,18 @@ unchanged rebuilds; what is refused at parse time."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import http.server
 import io
 import json
 import os
 import secrets
 import tarfile
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.builds import CACHED, build, built, run, upload
+from tests.httpserve import serve_directory
 from tests.wsapi import collect, connect, create_image, exec_stream
 
 
@@ -31,27 +28,6 @@ def base(daemon) -> str:
 
 def inspect(api, image: str) -> dict:
     return api.get(f"/images/{image}/inspect").json()
-
-
-@contextlib.contextmanager
-def http_server(root: Path) -> Iterator[str]:
-    """A static file server on 127.0.0.1 (Last-Modified from the files' mtimes), as `http://127.0.0.1:<port>`."""
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args, **kwargs) -> None:
-            super().__init__(*args, directory=str(root), **kwargs)
-
-        def log_message(self, *args) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        thread.join()
-        server.server_close()
 
 
 def targz(members: dict[str, str], extra: list[tarfile.TarInfo] = ()) -> bytes:
@@ -98,7 +74,7 @@ def test_add_downloads_urls_with_checksums_and_never_extracts_them(api, daemon, 
     (served / "hello.txt").write_text("hello from the web\n")
     os.utime(served / "hello.txt", (1_600_000_000, 1_600_000_000))
     good = "sha256:" + hashlib.sha256(b"hello from the web\n").hexdigest()
-    with http_server(served) as url:
+    with serve_directory(served) as url:
         b = built(daemon, tmp_path / "ctx", f"FROM {base}\nADD {url}/tool.tar.gz {url}/hello.txt /dl/\n"
                   f"ADD --checksum={good} {url}/hello.txt /named\n"
                   "RUN stat -c '%a %s %Y %n' /dl/tool.tar.gz /dl/hello.txt /named && cat /named\n")

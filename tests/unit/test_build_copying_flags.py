@@ -18,10 +18,6 @@ from kleened.platform.linux.copying import CopyError, HostFiles
 files = HostFiles()
 
 
-def _nothing() -> None:
-    return None
-
-
 @pytest.fixture
 def ctx(tmp_path: Path) -> Path:
     root = tmp_path / "ctx"
@@ -39,7 +35,7 @@ def listing(root: Path) -> list[str]:
 def apply(plan, rootfs: Path, dest: str, **kw) -> None:
     kw.setdefault("into_dir", True)
     rootfs.mkdir(exist_ok=True)
-    plan.apply(rootfs, dest, uid=0, gid=0, check=_nothing, **kw)
+    plan.apply(rootfs, dest, uid=0, gid=0, check=lambda: None, **kw)
 
 
 def test_parents_keep_directories_from_the_pivot_on(ctx: Path, tmp_path: Path) -> None:
