@@ -240,6 +240,8 @@ def test_unsupported_syntax_fails_at_parse_time(api, daemon, base, tmp_path):
         assert b.stream.frames[0] == '{"msg_type":"starting","message":"","data":""}'  # nothing ran
         assert len(b.log) == 1 and b.log[0].startswith(f"error in '{line}': {reason}")
         assert b.close == (1011, "failed to process Dockerfile", "")
+    b = build(daemon, tmp_path, "FROM scratch\nCOPY a /a\n", files={"a": "a"})
+    assert b.log[-1].startswith("error: FROM scratch (an empty image) is not supported yet") and b.close[0] == 1011
 
 
 # --- unchanged rebuilds --------------------------------------------------------------------------------------------

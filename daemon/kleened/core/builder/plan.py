@@ -130,6 +130,9 @@ def resolve_parent(images: ImageFinder, ref: str, steps: list[str]) -> tuple[Ima
         raise SetupFailed(steps, f"error: {exc}") from None
     except KleeneError as exc:
         raise SetupFailed(steps, f"error: {exc.message}") from None
+    if image is None and ref == "scratch":
+        raise SetupFailed(steps, "error: FROM scratch (an empty image) is not supported yet: start from an image "
+                                 "made with `klee image create`")
     if image is None:
         raise SetupFailed(steps, f"error: could not find image {ref}")
     if snapshot and snapshot not in image.snapshots:
