@@ -168,7 +168,9 @@ def test_image_download_killed(faulty, http_tarball):
 def test_build_killed_after_a_step(faulty, tmp_path):
     context = tmp_path / "ctx"
     context.mkdir()
-    (context / "Dockerfile").write_text("FROM fb\nRUN echo one > /one\nRUN echo two > /two\n")
+    # Two stages: the kill comes while an earlier stage's container (`builder_<id>_stage0`) exists too.
+    (context / "Dockerfile").write_text("FROM fb AS first\nRUN echo one > /one\n"
+                                        "FROM fb\nCOPY --from=first /one /one\nRUN echo two > /two\n")
     config = {"context": str(context), "dockerfile": "Dockerfile", "tag": "built:1",
               "container_config": {"network_driver": "host"}}
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -69,6 +70,9 @@ log = logging.getLogger(__name__)
 # Upstream's rule and message for container names; ours (kleene_protocol.names) accepts every
 # name upstream's does, plus one-character names, up to 128 characters.
 UPSTREAM_NAME_RULE = "/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$"
+# A build's containers (`builder_<id>`, and `builder_<id>_stage<n>` for earlier stages): only a
+# build that a crash interrupted leaves them, and start-up removes them.
+_BUILD_CONTAINER = re.compile(r"builder_[0-9a-f]{12}(_stage[0-9]+)?")
 HOSTNAME_MAX = 63  # sethostname(2) takes 64 bytes; a longer container name gives a shortened hostname
 TEARDOWN_DEADLINE = 60.0  # seconds to undo a start (runc delete waits up to 10 s for a killed init)
 NOT_RUNNING = "container is not running"
@@ -635,7 +639,7 @@ class Containers:
         await _guarded("remove container filesystems no record owns", self._storage.cleanup,
                        {r.id for r in self._store.all(CONTAINER, ContainerRecord)})
         for record in self._store.all(CONTAINER, ContainerRecord):
-            if record.name == f"builder_{record.id}":
+            if _BUILD_CONTAINER.fullmatch(record.name or ""):
                 log.warning("removing the container of a build a previous daemon left", extra={"container": record.id})
                 await _guarded("remove a build container", self._destroy_quietly, record)
             elif record.started_at and not record.finished_at:
