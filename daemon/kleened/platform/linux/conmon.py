@@ -37,7 +37,7 @@ from kleened.platform.base import ContainerSpec, HostCommandError
 from kleened.platform.linux import hostcmd, reaper
 from kleened.platform.linux.attachsock import REOPEN_LOG_COMMAND, AttachConnection, resize_command, send_control
 from kleened.platform.linux.monitorspec import CONMON_ENV, MonitorOptions, MonitorPaths, conmon_argv
-from kleened.platform.linux.runc import START_TIMEOUT, RuncRuntime, read_pid, runc_error
+from kleened.platform.linux.runc import START_TIMEOUT, RuncRuntime, _read_pid, _runc_error  # same driver family
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ class ConmonMonitors:
     def __init__(self, runtime: RuncRuntime, conmon: str = "conmon") -> None:
         self.runtime = runtime
         self.conmon = shutil.which(conmon) or conmon
-        self.runc = shutil.which(runtime.argv()[0]) or runtime.argv()[0]
+        self.runc = shutil.which(runtime._argv()[0]) or runtime._argv()[0]
         self.attach_dir = runtime.state_dir / "attach"
         if len(os.fsencode(self.paths("x" * _ID_MAX).attach)) > _UNIX_PATH_MAX:
             raise ValueError(f"state dir {runtime.state_dir} is too long for attach socket paths")
@@ -191,7 +191,7 @@ class ConmonMonitors:
                 init_pid, message = await self._launch(argv, bdir)
                 monitored = Monitored(self._record(spec.id, paths, options))
             if init_pid < 0:
-                raise runc_error(HostCommandError([self.runc, "create"], 1, message), paths.runc_log, 0)
+                raise _runc_error(HostCommandError([self.runc, "create"], 1, message), paths.runc_log, 0)
             await trio.lowlevel.checkpoint()  # a cancel that came meanwhile lands here, undoable
             return monitored
         except BaseException:
@@ -239,12 +239,12 @@ class ConmonMonitors:
 
     async def start(self, monitored: Monitored) -> None:
         """`runc start`: the container's process runs. On failure the caller deletes it."""
-        argv = self.runtime.argv("start", monitored.container_id, log_file=monitored.paths.runc_log)
+        argv = self.runtime._argv("start", monitored.container_id, log_file=monitored.paths.runc_log)
         offset = _size(monitored.paths.runc_log)
         try:
             await hostcmd.run(argv, timeout=START_TIMEOUT)
         except HostCommandError as e:
-            raise runc_error(e, monitored.paths.runc_log, offset) from None
+            raise _runc_error(e, monitored.paths.runc_log, offset) from None
 
     def find(self, container_id: str) -> MonitorRecord | None:
         """The container as its files describe it, or None when it has no monitor."""
@@ -306,7 +306,7 @@ async def _read_line(fd: int) -> bytes:
 
 def _read_pid_or_none(path: Path) -> int | None:
     try:
-        return read_pid(path)
+        return _read_pid(path)
     except (FileNotFoundError, ValueError):
         return None
 

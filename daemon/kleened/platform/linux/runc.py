@@ -83,7 +83,7 @@ class RuncRuntime:
 
     # --- helpers ----------------------------------------------------------------------------
 
-    def argv(self, *args: str | os.PathLike[str], log_file: Path | None = None) -> list[str]:
+    def _argv(self, *args: str | os.PathLike[str], log_file: Path | None = None) -> list[str]:
         argv = [self._runc, "--root", str(self.runc_root)]
         if log_file is not None:
             argv += ["--log", str(log_file), "--log-format", "json"]
@@ -219,7 +219,7 @@ class RuncRuntime:
         if tty:
             writer, master = await self._run_with_console(argv_tail, container_id, log_file)
             try:
-                child = reaper.Child(read_pid(pid_file))
+                child = reaper.Child(_read_pid(pid_file))
             except BaseException:
                 os.close(writer)
                 os.close(master)
@@ -234,17 +234,17 @@ class RuncRuntime:
             in_r, in_w = _pipe(fds)
             out_r, out_w = _pipe(fds)
             err_r, err_w = _pipe(fds)
-            argv = self.argv(*argv_tail, container_id, log_file=log_file)
+            argv = self._argv(*argv_tail, container_id, log_file=log_file)
             offset = _size(log_file)
             try:
                 await hostcmd.run(argv, timeout=START_TIMEOUT, stdin=in_r, stdout=out_w, stderr=err_w)
             except HostCommandError as e:
-                raise runc_error(e, log_file, offset) from None
+                raise _runc_error(e, log_file, offset) from None
             finally:
                 for fd in (in_r, out_w, err_w):  # only the container holds these now
                     fds.remove(fd)
                     os.close(fd)
-            child = reaper.Child(read_pid(pid_file))
+            child = reaper.Child(_read_pid(pid_file))
         except BaseException:
             for fd in fds:
                 os.close(fd)
@@ -263,7 +263,7 @@ class RuncRuntime:
         try:
             await sock.bind(str(sock_path))
             sock.listen(1)
-            argv = self.argv(*argv_tail, "--console-socket", sock_path, container_id, log_file=log_file)
+            argv = self._argv(*argv_tail, "--console-socket", sock_path, container_id, log_file=log_file)
             offset = _size(log_file)
             # Raise only outside the nursery, so callers see the error itself, not a group.
             async with trio.open_nursery() as nursery:
@@ -271,7 +271,7 @@ class RuncRuntime:
                 try:
                     await hostcmd.run(argv, timeout=START_TIMEOUT)
                 except HostCommandError as e:
-                    error = runc_error(e, log_file, offset)
+                    error = _runc_error(e, log_file, offset)
                     nursery.cancel_scope.cancel()
                 else:  # runc sent the fd before it returned; the deadline is a safety net
                     nursery.cancel_scope.deadline = trio.current_time() + 5
@@ -294,7 +294,7 @@ class RuncRuntime:
 
     async def kill(self, container_id: str, signum: int, *, all_processes: bool = False) -> None:
         """Send `signum` to the init (or every process); a stopped container is not an error."""
-        argv = self.argv("kill", *(["--all"] if all_processes else []), _check_id(container_id), str(int(signum)))
+        argv = self._argv("kill", *(["--all"] if all_processes else []), _check_id(container_id), str(int(signum)))
         try:
             await _run(argv)
         except HostCommandError as e:
@@ -311,7 +311,7 @@ class RuncRuntime:
         if not bdir.exists() and not (self.runc_root / container_id).exists():
             return  # already deleted: skip the runc call (about 5 ms) on the common removal path
         try:
-            await _run(self.argv("delete", "-f", container_id), timeout=DELETE_TIMEOUT)
+            await _run(self._argv("delete", "-f", container_id), timeout=DELETE_TIMEOUT)
         except HostCommandError as e:
             if "does not exist" not in e.stderr:
                 raise
@@ -381,7 +381,7 @@ class RuncRuntime:
                             extra={"container": container_id})
 
     async def list_containers(self) -> dict[str, str]:
-        out = await _run(self.argv("list", "--format", "json"))
+        out = await _run(self._argv("list", "--format", "json"))
         entries: list[dict[str, Any]] | None = json.loads(out or "null")
         return {e["id"]: e["status"] for e in entries or []}
 
@@ -432,7 +432,7 @@ def _size(path: Path) -> int:
         return 0
 
 
-def read_pid(path: Path) -> int:
+def _read_pid(path: Path) -> int:
     return int(path.read_text().strip())
 
 
@@ -451,7 +451,7 @@ async def _run(argv: list[str], timeout: float = hostcmd.DEFAULT_TIMEOUT, input:
         raise HostCommandError(e.argv, e.returncode, message) from None
 
 
-def runc_error(e: HostCommandError, log_file: Path, offset: int) -> HostCommandError:
+def _runc_error(e: HostCommandError, log_file: Path, offset: int) -> HostCommandError:
     """The failure with runc's own message from its JSON log (stderr may be the container's pipe)."""
     message = e.stderr
     try:
