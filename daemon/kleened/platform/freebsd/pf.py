@@ -41,7 +41,7 @@ from kleene_protocol.models import Network, PublishedPort
 PLACEHOLDERS = ("kleene_macros", "kleene_translation", "kleene_filtering")
 DEFAULT_TEMPLATE = """\
 # pf.conf for a host running kleened, rendered from the template at pf_config_template_path.
-# Add your own rules around the kleened sections; keep the three <%= ... %> placeholders.
+# Add your own rules around the kleened sections; keep its three placeholders as they are.
 # kleened rewrites pf_config_path (default /etc/pf.conf) from this file at start-up and
 # whenever its networks, containers or published ports change.
 
