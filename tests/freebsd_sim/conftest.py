@@ -8,13 +8,21 @@ import os
 import shutil
 import tempfile
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 import trio
 
+from kleene_protocol.ids import new_id
+from kleened.platform.freebsd import jail, rctl
 from kleened.platform.freebsd.command import Commands
+from kleened.platform.freebsd.images import FreeBSDRootfs
+from kleened.platform.freebsd.network import FreeBSDNetworkHost
+from kleened.platform.freebsd.runtime import JailRuntime, JailSpec
+from kleened.platform.freebsd.storage import ZfsStorage
+from kleened.platform.linux.process import RuncProcess
 from tests import rootfs
 from tests.conftest import require
 from tests.freebsd_sim.host import SimHost
@@ -66,3 +74,84 @@ def commands(sim: SimHost) -> Commands:
     found = Commands.from_path(str(sim.bin))
     assert found.tools["jail"] == str(sim.bin / "jail")
     return found
+
+
+ROOT_DATASET = "zroot/kleene"
+ENV = ["PATH=/bin:/sbin:/usr/bin:/usr/sbin"]
+
+
+@dataclass
+class Drivers:
+    """The FreeBSD drivers, on the simulated host, with kleened's datasets prepared."""
+
+    commands: Commands
+    storage: ZfsStorage
+    runtime: JailRuntime
+    network: FreeBSDNetworkHost
+    rootfs: FreeBSDRootfs
+    tarball: Path
+
+    async def image(self) -> str:
+        """A sealed base image holding the busybox tree (fetched from a file URL, as `fetch` does)."""
+        image_id, path = await self.storage.create_layer()
+        async with self.rootfs.fetched(rootfs.file_url(self.tarball), _ignore) as archive:
+            await self.rootfs.extract(archive, path, _ignore)
+        await self.storage.seal_layer(image_id)
+        return image_id
+
+    async def jail(self, image_id: str, *, network: jail.Network | None = None, params: list[str] | None = None,
+                   mounts: list | None = None, limits: rctl.Limits | None = None) -> tuple[str, Path]:
+        """A container filesystem cloned from `image_id` and its persistent jail."""
+        cid = new_id()
+        root = await self.storage.create_container_fs(cid, image_id)
+        spec = JailSpec(name=cid, root=root, network=network or jail.Network("host"), user="root",
+                        params=self.runtime.check_params(params or []), mounts=mounts or [],
+                        limits=limits or rctl.Limits())
+        await self.runtime.create(spec)
+        return cid, root
+
+    async def remove(self, cid: str, root: Path) -> None:
+        await self.runtime.delete(cid, root)
+        await self.storage.remove_container_fs(cid)
+
+    async def teardown(self) -> None:
+        """Remove every image and container dataset (the sim fixture then checks for leaks)."""
+        for cid in await self.storage.list_container_fs():
+            await self.remove(cid, await self.storage.rootfs(cid))
+        for image_id in await self.storage.list_images():
+            await self.storage.remove_image(image_id)
+
+
+async def _ignore(*_args: object) -> None:
+    return None
+
+
+@pytest.fixture
+def drivers(sim: SimHost, commands: Commands, busybox_tarball: Path, tmp_path: Path) -> Iterator[Drivers]:
+    built = Drivers(commands=commands, storage=ZfsStorage(commands, ROOT_DATASET), runtime=JailRuntime(commands),
+                    network=FreeBSDNetworkHost(commands, "kt"), rootfs=FreeBSDRootfs(tmp_path / "work", commands),
+                    tarball=busybox_tarball)
+    run(built.storage.prepare)
+    yield built
+    run(built.teardown)
+
+
+async def collect(proc: RuncProcess, stdin: bytes | None = None) -> tuple[int, bytes, bytes]:
+    """Feed stdin (then close it), read stdout and stderr to the end, wait for the exit code."""
+    out, err = bytearray(), bytearray()
+
+    async def pump(stream: trio.abc.ReceiveStream | None, sink: bytearray) -> None:
+        if stream is not None:
+            async for chunk in stream:
+                sink.extend(chunk)
+
+    if proc.stdin is not None:
+        if stdin:
+            await proc.stdin.send_all(stdin)
+        await proc.stdin.aclose()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(pump, proc.stdout, out)
+        nursery.start_soon(pump, proc.stderr, err)
+        code = await proc.wait()
+    await proc.aclose()
+    return code, bytes(out), bytes(err)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import mounts, net, zfs
 from .misc import SYSCTL_DEFAULTS
-from .state import State, mounted_nodes, processes_under
+from .state import State, linux_tool, mounted_nodes, processes_under
 from .tool import TOOLS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -117,4 +117,4 @@ class SimHost:
                 time.sleep(0.01)
         mounts.cleanup(self.state)
         for node in sorted(self.mounts(), key=lambda n: n.count("/"), reverse=True):
-            subprocess.run(["umount", "-l", node], check=False)
+            subprocess.run([linux_tool("umount"), "-l", node], check=False)

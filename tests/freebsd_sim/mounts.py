@@ -17,7 +17,7 @@ import stat
 import subprocess
 
 from . import zfs
-from .state import Refused, State, Unsupported, mounted_nodes, out
+from .state import Refused, State, Unsupported, linux_tool, mounted_nodes, out
 
 _DEVICES = (("null", 1, 3), ("zero", 1, 5), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0))
 
@@ -26,8 +26,8 @@ def _load(state: State) -> list[dict]:
     return state.load("mounts", [])
 
 
-def _run(*argv: str) -> subprocess.CompletedProcess:
-    return subprocess.run(argv, capture_output=True, text=True, check=False)
+def _run(tool: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([linux_tool(tool), *args], capture_output=True, text=True, check=False)
 
 
 def _inside(state: State, path: str) -> bool:

@@ -41,13 +41,17 @@ class State:
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[State]:
-        fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        self._lock_fd = fd
+        self.lock()
         try:
             yield self
         finally:
             self.unlock()
+
+    def lock(self) -> None:
+        """Take the host's lock (again, after `unlock` let a long transfer run unlocked)."""
+        fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        self._lock_fd = fd
 
     def unlock(self) -> None:
         if self._lock_fd is not None:
@@ -65,6 +69,14 @@ class State:
         tmp = self.root / f".{name}.json.tmp"
         tmp.write_text(json.dumps(data, indent=1))
         tmp.replace(self.root / f"{name}.json")
+
+
+def linux_tool(name: str) -> str:
+    """The host's own `mount`/`umount`: never the stand-ins, which may come first on PATH."""
+    for directory in ("/usr/bin", "/bin", "/usr/sbin", "/sbin"):
+        if os.access(os.path.join(directory, name), os.X_OK):
+            return os.path.join(directory, name)
+    raise FileNotFoundError(name)
 
 
 def out(text: str) -> None:

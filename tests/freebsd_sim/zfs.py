@@ -191,39 +191,59 @@ def rename(state: State, data: dict, args: list[str]) -> None:
 
 
 def send(state: State, data: dict, args: list[str]) -> None:
+    """The stream is a header and a tar of the snapshot. It is written without the host's lock
+    (a snapshot never changes), so a `zfs receive` at the other end of the pipe can run."""
+    import tarfile  # only here: every stand-in run pays its imports
+
     full = args[-1]
     if full not in data["snapshots"]:
         raise Refused(f"cannot open '{full}': dataset does not exist")
     if "-v" in args:
         err(f"full send of {full} estimated size is (simulated)")
-    import tarfile  # only here: every stand-in run pays its imports
-
+    source = str(_snapdir(state, full))
+    state.unlock()
     stream = sys.stdout.buffer
     stream.write(STREAM_MAGIC + full.encode() + b"\n")
     with tarfile.open(fileobj=stream, mode="w|") as tar:
-        tar.add(str(_snapdir(state, full)), arcname=".")
+        tar.add(source, arcname=".")
     stream.flush()
+    state.lock()
 
 
-def receive(state: State, data: dict, args: list[str]) -> None:
-    target = args[-1]
-    if target in data["datasets"]:
-        raise Refused(f"cannot receive new filesystem stream: destination '{target}' exists")
-    if target.rpartition("/")[0] not in data["datasets"]:
-        raise Refused(f"cannot receive new filesystem stream: parent of '{target}' does not exist")
+def receive(state: State, data: dict, args: list[str]) -> dict:
+    """Reads the whole stream unlocked (into a private directory), then registers the dataset."""
     import tarfile
 
+    target = args[-1]
+    _receivable(data, target)
     stream = sys.stdin.buffer
     header = stream.readline()
     if not header.startswith(STREAM_MAGIC):
         raise Refused("cannot receive: invalid stream (bad magic number)")
     snap = header[len(STREAM_MAGIC):].decode().strip().partition("@")[2]
-    mp = mountpoint(state, data, target)
+    incoming = state.root / f"receiving-{os.getpid()}"
+    state.unlock()
     with tarfile.open(fileobj=stream, mode="r|") as tar:
-        tar.extractall(mp, numeric_owner=True, filter="fully_trusted")
+        tar.extractall(incoming, numeric_owner=True, filter="fully_trusted")
+    state.lock()
+    data = load(state)
+    try:
+        _receivable(data, target)
+        mp = mountpoint(state, data, target)
+        os.rename(incoming, mp)
+    finally:
+        shutil.rmtree(incoming, ignore_errors=True)
     data["datasets"][target] = {"origin": None}
     copy_tree(mp, str(_snapdir(state, f"{target}@{snap}")), set())
     data["snapshots"][f"{target}@{snap}"] = {}
+    return data
+
+
+def _receivable(data: dict, target: str) -> None:
+    if target in data["datasets"]:
+        raise Refused(f"cannot receive new filesystem stream: destination '{target}' exists")
+    if target.rpartition("/")[0] not in data["datasets"]:
+        raise Refused(f"cannot receive new filesystem stream: parent of '{target}' does not exist")
 
 
 def _prop(state: State, data: dict, name: str, prop: str) -> str:
@@ -273,7 +293,7 @@ def main(state: State, argv: list[str]) -> int:
     if not argv or argv[0] not in COMMANDS:
         raise Unsupported(f"zfs {' '.join(argv[:1])}")
     data = load(state)
-    COMMANDS[argv[0]](state, data, argv[1:])  # refusals come before any change
+    data = COMMANDS[argv[0]](state, data, argv[1:]) or data  # refusals come before any change
     state.save("zfs", data)
     return 0
 

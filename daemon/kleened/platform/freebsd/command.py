@@ -120,17 +120,21 @@ class Commands:
         """Run a command whose output a client watches (freebsd-update): stdout and stderr merged,
         relayed line by line; `HostCommandError` (with the last lines) when it fails."""
         tail: list[str] = []
+        proc = await trio.lowlevel.open_process(self.resolve(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                                stderr=subprocess.STDOUT)
         try:
             with trio.fail_after(timeout):
-                async with await trio.lowlevel.open_process(
-                        self.resolve(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                        stderr=subprocess.STDOUT) as proc:
-                    assert proc.stdout is not None
-                    async for line in _lines(proc.stdout):
-                        tail = [*tail[-4:], line]
-                        await output(line)
+                assert proc.stdout is not None
+                async for line in _lines(proc.stdout):
+                    tail = [*tail[-4:], line]
+                    await output(line)
+                await proc.wait()
         except trio.TooSlowError:
             raise HostCommandError(argv, -9, f"timed out after {timeout:g} s") from None
+        finally:
+            with trio.CancelScope(shield=True):
+                await _reap(proc)
+        assert proc.returncode is not None
         if proc.returncode != 0:
             raise HostCommandError(argv, _shell_code(proc.returncode), "".join(tail))
 
@@ -221,7 +225,14 @@ async def _run_side(args: list[str], side: _Side, stdin: int | None, stdout: int
         side.returncode = await proc.wait()
     finally:
         with trio.CancelScope(shield=True):
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
-            await proc.aclose()
+            await _reap(proc)
+
+
+async def _reap(proc: trio.Process) -> None:
+    """Kill (if still running) and wait for a helper process, and close our ends of its pipes."""
+    if proc.returncode is None:
+        proc.kill()
+        await proc.wait()
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        if stream is not None:
+            await stream.aclose()
