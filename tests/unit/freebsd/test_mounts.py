@@ -44,14 +44,16 @@ def test_upstreams_source_messages(tmp_path: Path):
 
 def test_mount_table_and_unmount_order():
     text = ("zroot/ROOT/default\t/\tzfs\trw\t0 0\n"
+            "zroot/kleene/container/c1\t/zroot/kleene/container/c1\tzfs\trw\t0 0\n"
             "devfs\t/zroot/kleene/container/c1/dev\tdevfs\trw\t0 0\n"
             "/data/vol\t/zroot/kleene/container/c1/srv\tnullfs\trw\t0 0\n"
             "/data/sub\t/zroot/kleene/container/c1/srv/inner\tnullfs\tro\t0 0\n"
             "/my\\040dir\t/zroot/kleene/container/c10/x\tnullfs\trw\t0 0\n")
     table = mounts.parse_mount_p(text)
-    assert table[4] == Mounted("/my dir", "/zroot/kleene/container/c10/x", "nullfs")
+    assert table[5] == Mounted("/my dir", "/zroot/kleene/container/c10/x", "nullfs")
     nodes = [m.node for m in mounts.under(table, "/zroot/kleene/container/c1")]
     assert nodes == ["/zroot/kleene/container/c1/srv/inner", "/zroot/kleene/container/c1/srv",
                      "/zroot/kleene/container/c1/dev"]  # deepest first (B21); c10 is not under c1
+    # and never the container's own dataset, mounted at the root itself
     assert mounts.is_mounted(table, "/zroot/kleene/container/c1/dev", "devfs")
     assert mounts.umount_argv("/x") == ["umount", "/x"]

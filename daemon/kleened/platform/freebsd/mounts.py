@@ -32,6 +32,16 @@ class MountError(ValueError):
 
 
 @dataclass(frozen=True)
+class Bind:
+    """A mount as asked for: resolved by `prepare` only when the mounts before it are in place,
+    so a destination inside an earlier mount lands in that mount, as the jail will see it."""
+
+    source: Path  # a host directory or regular file (a volume's mountpoint, or a user's path)
+    destination: str  # absolute, inside the container
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
 class Nullfs:
     source: Path  # a host directory or regular file
     target: Path  # the resolved destination: a host path inside the jail's root
@@ -92,10 +102,14 @@ def parse_mount_p(text: str) -> list[Mounted]:
     return out
 
 
-def under(mounts: Iterable[Mounted], root: Path | str) -> list[Mounted]:
-    """Entries at or below `root`, deepest first: the order to unmount them in (B21)."""
+OURS = ("nullfs", "devfs")  # what kleened (or jail(8) for it) mounts into a jail's root
+
+
+def under(mounts: Iterable[Mounted], root: Path | str, types: Sequence[str] = OURS) -> list[Mounted]:
+    """Mounts of `types` strictly below `root`, deepest first: the order to unmount them in (B21).
+    The root itself is the container's dataset (`mount -p` lists it as zfs): never unmounted here."""
     top = str(root).rstrip("/")
-    found = [m for m in mounts if m.node == top or m.node.startswith(top + "/")]
+    found = [m for m in mounts if m.node.startswith(top + "/") and m.fstype in types]
     return sorted(found, key=lambda m: (m.node.count("/"), m.node), reverse=True)
 
 

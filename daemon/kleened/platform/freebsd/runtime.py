@@ -2,7 +2,9 @@
 
 The lifecycle, split the way a jail needs it (the Linux runtime's single `start` cannot be):
 
-    create(spec)            nullfs mounts into the root, `jail -c ... persist`, rctl limits
+    create(spec)            nullfs mounts into the root (each destination resolved inside the
+                            root when the mounts before it are in place), `jail -c ... persist`,
+                            rctl limits
     (network driver)        plug epairs / add aliases: the jail exists, nothing runs yet
     exec(name, command)     the main process or any other: `jexec ... /usr/bin/env ... argv`
     stop(name, main)        stop signal -> grace -> exec.stop (B1) -> `jail -r`
@@ -46,7 +48,7 @@ class JailSpec:
     network: jail.Network
     user: str  # the container's user (image USER or `-u`)
     params: list[str] = field(default_factory=list)  # the user's jail_param, already `check`ed
-    mounts: list[mounts.Nullfs] = field(default_factory=list)  # prepared with `mounts.prepare`
+    mounts: list[mounts.Bind] = field(default_factory=list)  # in order: outer before nested
     limits: rctl.Limits = field(default_factory=rctl.Limits)
 
     def all_params(self) -> list[str]:
@@ -75,15 +77,21 @@ class JailRuntime:
             raise ValueError(rctl.RACCT_HINT)
         argv = jail.create_argv(spec.name, spec.root, jail.network_params(spec.network),
                                 params.jail_line(spec.all_params()))
+        created = False
         try:
-            for mount in spec.mounts:
-                await self.commands.run(mounts.mount_argv(mount))
+            for bind in spec.mounts:
+                plan = mounts.prepare(spec.root, bind.source, bind.destination, read_only=bind.read_only)
+                await self.commands.run(mounts.mount_argv(plan))
             await self.commands.run(argv)
+            created = True
             for rule in rctl.rules(spec.name, spec.limits):
                 await self.commands.run(rctl.add_argv(rule))
         except BaseException:
             with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_TIMEOUT):
-                await self.delete(spec.name, spec.root, limits=bool(spec.limits))
+                if created:
+                    await self.delete(spec.name, spec.root, limits=bool(spec.limits))
+                else:  # the name may belong to another jail (a name in use): only our mounts go
+                    await self.unmount_all(spec.root)
             raise
 
     async def delete(self, name: str, root: Path, *, limits: bool = True) -> None:
