@@ -161,3 +161,23 @@ def test_a_failed_create_leaves_no_jail_and_no_mounts(sim: SimHost, drivers: Dri
         await drivers.storage.remove_container_fs("b0b0b0b0b0b1")
 
     run(body)
+
+
+def test_a_volume_shared_read_write_and_read_only(sim: SimHost, drivers: Drivers):
+    async def body() -> tuple[bytes, tuple[int, bytes, bytes]]:
+        image = await drivers.image()
+        volume = await drivers.storage.create_volume("shared")
+        writer, wroot = await drivers.jail(image, mounts=[mounts.Bind(volume, "/data")])
+        reader, rroot = await drivers.jail(image, mounts=[mounts.Bind(volume, "/data", read_only=True)])
+        await collect(await drivers.runtime.exec(writer, Command(args=["sh", "-c", "echo hi > /data/f"]), ROOT))
+        seen = (await collect(await drivers.runtime.exec(reader, Command(args=["cat", "/data/f"]), ROOT)))[1]
+        refused = await collect(await drivers.runtime.exec(reader, Command(args=["rm", "/data/f"]), ROOT))
+        assert (volume / "f").read_text() == "hi\n"
+        await drivers.remove(writer, wroot)
+        await drivers.remove(reader, rroot)
+        await drivers.storage.remove_volume("shared")
+        return seen, refused
+
+    seen, (code, _, err) = run(body)
+    assert seen == b"hi\n"
+    assert code != 0 and b"Read-only file system" in err
