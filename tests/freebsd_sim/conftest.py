@@ -26,17 +26,14 @@ from kleened.platform.linux.process import RuncProcess
 from tests import rootfs
 from tests.conftest import require
 from tests.freebsd_sim.host import SimHost
+from tests.integration.platform.conftest import run as run_with_deadline
 
 T = TypeVar("T")
-TEST_TIMEOUT = 60  # seconds for one trio.run
+TEST_TIMEOUT = 60  # seconds for one trio.run: every simulated command starts a Python
 
 
 def run(fn: Callable[..., Awaitable[T]], *args: Any, timeout: float = TEST_TIMEOUT) -> T:
-    async def main() -> T:
-        with trio.fail_after(timeout):
-            return await fn(*args)
-
-    return trio.run(main)
+    return run_with_deadline(fn, *args, timeout=timeout)
 
 
 @pytest.fixture(scope="session")
