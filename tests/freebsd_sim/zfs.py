@@ -216,13 +216,14 @@ def receive(state: State, data: dict, args: list[str]) -> dict:
 
     target = args[-1]
     _receivable(data, target)
+    state.unlock()  # before reading: the sender needs the lock to start writing
     stream = sys.stdin.buffer
     header = stream.readline()
     if not header.startswith(STREAM_MAGIC):
+        state.lock()
         raise Refused("cannot receive: invalid stream (bad magic number)")
     snap = header[len(STREAM_MAGIC):].decode().strip().partition("@")[2]
     incoming = state.root / f"receiving-{os.getpid()}"
-    state.unlock()
     with tarfile.open(fileobj=stream, mode="r|") as tar:
         tar.extractall(incoming, numeric_owner=True, filter="fully_trusted")
     state.lock()
@@ -294,7 +295,8 @@ def main(state: State, argv: list[str]) -> int:
         raise Unsupported(f"zfs {' '.join(argv[:1])}")
     data = load(state)
     data = COMMANDS[argv[0]](state, data, argv[1:]) or data  # refusals come before any change
-    state.save("zfs", data)
+    if argv[0] not in ("send", "list"):  # send ran unlocked: its copy of the state may be stale
+        state.save("zfs", data)
     return 0
 
 
