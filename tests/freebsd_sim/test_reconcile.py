@@ -13,30 +13,32 @@ from tests.freebsd_sim.conftest import Drivers, run
 from tests.freebsd_sim.host import SimHost
 
 
+async def previous_daemon(drivers: Drivers, tmp_path: Path) -> dict[str, str]:
+    """What a kleened that is then killed leaves behind; returns the names of what it made."""
+    net = drivers.network
+    await net.create_interface("kleene0", "bridge")
+    await net.configure_interface("kleene0", ["10.13.37.1/24"])
+    await net.create_interface("kleene5", "loopback")  # a network since removed from the store
+    image = await drivers.image()
+    kept, kept_root = await drivers.jail(image, network=jail.Network("vnet"))  # still running: live restore
+    kept_epair = await net.plug_vnet(kept, kept, bridge="kleene0", cidrs=["10.13.37.2/24"])
+    gone, _ = await drivers.jail(image, network=jail.Network("vnet"))  # should not run any more
+    gone_epair = await net.plug_vnet(gone, gone, bridge="kleene0", cidrs=["10.13.37.3/24"])
+    stopped = new_id()  # stopped, but a mount was left by a crash mid-stop
+    stopped_root = await drivers.storage.create_container_fs(stopped, image)
+    await drivers.runtime.commands.run(mounts.mount_argv(mounts.prepare(stopped_root, tmp_path, "/data")))
+    orphan = new_id()  # cloned, but the store write never happened
+    await drivers.storage.create_container_fs(orphan, image)
+    await drivers.storage.create_volume("userdata")
+    return {"image": image, "kept": kept, "kept_epair": kept_epair, "gone": gone, "gone_epair": gone_epair,
+            "stopped": stopped, "orphan": orphan, "kept_root": str(kept_root)}
+
+
 def test_reconcile_after_a_crash(sim: SimHost, drivers: Drivers, tmp_path: Path):
     sim.ok("ifconfig", "bridge", "create")
     sim.ok("ifconfig", "bridge0", "name", "kleene9")  # someone else's interface with a name we want
 
-    async def previous_daemon() -> dict[str, str]:
-        net = drivers.network
-        await net.create_interface("kleene0", "bridge")
-        await net.configure_interface("kleene0", ["10.13.37.1/24"])
-        await net.create_interface("kleene5", "loopback")  # a network since removed from the store
-        image = await drivers.image()
-        kept, kept_root = await drivers.jail(image, network=jail.Network("vnet"))  # still running: live restore
-        kept_epair = await net.plug_vnet(kept, kept, bridge="kleene0", cidrs=["10.13.37.2/24"])
-        gone, _ = await drivers.jail(image, network=jail.Network("vnet"))  # should not run any more
-        gone_epair = await net.plug_vnet(gone, gone, bridge="kleene0", cidrs=["10.13.37.3/24"])
-        stopped = new_id()  # stopped, but a mount was left by a crash mid-stop
-        stopped_root = await drivers.storage.create_container_fs(stopped, image)
-        await drivers.runtime.commands.run(mounts.mount_argv(mounts.prepare(stopped_root, tmp_path, "/data")))
-        orphan = new_id()  # cloned, but the store write never happened
-        await drivers.storage.create_container_fs(orphan, image)
-        await drivers.storage.create_volume("userdata")
-        return {"image": image, "kept": kept, "kept_epair": kept_epair, "gone": gone, "gone_epair": gone_epair,
-                "stopped": stopped, "orphan": orphan, "kept_root": str(kept_root)}
-
-    made = run(previous_daemon)
+    made = run(previous_daemon, drivers, tmp_path)
     # kleened is killed here; kleene0 loses its address meanwhile (an admin, or a host network reload)
     sim.ok("ifconfig", "kleene0", "inet", "10.13.37.1", "-alias")
 
