@@ -1,7 +1,8 @@
 """Simulated `sysctl`, `rctl` and `freebsd-update`.
 
 - sysctl: a table of the OIDs kleened reads or sets; boot-time tunables (`kern.racct.enable`)
-  and the system's identity are read-only, an unknown OID is refused.
+  and the system's identity are read-only, an unknown OID is refused, and so are the
+  `net.link.bridge.*` OIDs until a bridge was created (if_bridge is loaded by then).
 - rctl: rules are kept and listed, nothing is enforced; refused when racct is disabled (the
   fixture chooses) or when a rule does not parse.
 - freebsd-update: checks its options (base and work directories must exist) and records each
@@ -32,9 +33,10 @@ _RULE = re.compile(r"^(jail|user|loginclass|process):([^:]+):([a-z]+):(deny|log|
 def sysctl(state: State, argv: list[str]) -> int:
     values = state.load("sysctl", dict(SYSCTL_DEFAULTS))
     quiet = "-n" in argv
+    loaded = state.load("kld", [])
     for arg in (a for a in argv if a != "-n"):
         key, sep, value = arg.partition("=")
-        if key not in values:
+        if key not in values or (key.startswith("net.link.bridge.") and "if_bridge" not in loaded):
             raise Refused(f"sysctl: unknown oid '{key}'")
         if not sep:
             out(values[key] + "\n" if quiet else f"{key}: {values[key]}\n")

@@ -212,6 +212,8 @@ def ifconfig(state: State, argv: list[str], context: str = HOST) -> int:
     try:  # like ifconfig, each operation sticks even when a later one fails
         if argv[0] in _CLONERS and argv[1:2] == ["create"]:
             created = _clone(data, argv[0], context)
+            modules = state.load("kld", [])  # ifconfig loads if_bridge / if_epair on first use
+            state.save("kld", sorted({*modules, f"if_{argv[0]}"}))
             out(created["name"] + "\n")
             _apply(state, data, created, argv[2:], context)
         elif argv[1:2] == ["-vnet"] and len(argv) == 3:

@@ -103,6 +103,10 @@ def test_jail_refusals(sim: SimHost, busybox_tree: Path):
 
 def test_rctl_and_sysctl(sim: SimHost):
     assert "read only tunable" in refused(sim, "sysctl", "kern.racct.enable=1")
+    assert "unknown oid" in refused(sim, "sysctl", "net.link.bridge.pfil_bridge=1")  # if_bridge not loaded yet
+    sim.ok("ifconfig", "bridge", "create")
+    sim.ok("sysctl", "net.link.bridge.pfil_bridge=1")
+    sim.ok("ifconfig", "bridge0", "destroy")
     assert "unknown oid" in refused(sim, "sysctl", "-n", "no.such.oid")
     assert "Invalid argument" in refused(sim, "rctl", "-a", "jail:x:bogus:deny=1")
     sim.set_sysctl("kern.racct.enable", "0")

@@ -75,12 +75,10 @@ class FreeBSDNetworkHost:
         return [] if found is None else list(found.cidrs)
 
     async def enable_forwarding(self, *, ipv6: bool) -> None:
-        """IPv4 always (upstream), IPv6 when a network has an IPv6 subnet (B23), and pf on bridged
-        traffic, which `icc: false` and `internal` on bridges depend on (upstream's CI set it)."""
+        """IPv4 always (upstream), IPv6 when a network has an IPv6 subnet (B23)."""
         await self.commands.run(netif.sysctl_set_argv(netif.FORWARDING, "1"))
         if ipv6:
             await self.commands.run(netif.sysctl_set_argv(netif.FORWARDING6, "1"))
-        await self.commands.run(netif.sysctl_set_argv(netif.PFIL_BRIDGE, "1"))
 
     # --- network interfaces ----------------------------------------------------------------------
 
@@ -98,6 +96,10 @@ class FreeBSDNetworkHost:
         except BaseException:
             await self._destroy_quietly(created)
             raise
+        if kind == "bridge":
+            # pf sees bridged traffic, which `icc: false` and `internal` on bridges depend on
+            # (upstream's CI set it by hand). The OID exists once if_bridge is loaded: now.
+            await self.commands.run(netif.sysctl_set_argv(netif.PFIL_BRIDGE, "1"))
 
     async def configure_interface(self, name: str, cidrs: Sequence[str]) -> None:
         """Add the addresses `name` lacks (a bridge's `<auto>` gateways) and bring it up (B19).
