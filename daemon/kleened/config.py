@@ -4,7 +4,9 @@ Upstream keys we honour: `api_listening_sockets` (with `address`, `tlscert`, `tl
 `tlscacert`, `tlsverify`; `tlsdh` is accepted and ignored because OpenSSL 3 picks ECDHE groups),
 `log_level`. Upstream keys that only mean something on a ZFS/pf host (`kleene_root`,
 `pf_config_template_path`, `pf_config_path`, `enable_logging`) are accepted and ignored, so an
-upstream config file loads unchanged. Our keys: `state_root`, `host_prefix`, and the limits.
+upstream config file loads unchanged. Our keys: `state_root`, `host_prefix`, the limits, and
+isolation (`seccomp_profile`, `default_pids_limit`, `userns_remap`; checked against the host
+when the daemon starts).
 """
 
 from __future__ import annotations
@@ -61,6 +63,10 @@ class Config(msgspec.Struct, kw_only=True):
     detach_keys: str = "ctrl-p,ctrl-q"  # docker's syntax
     events_history: int = 1000  # events kept for `since`
     events_buffer: int = 1024  # events a subscriber may fall behind before it is dropped
+    # Isolation and resource control (docs/security.md).
+    seccomp_profile: str = ""  # "": the built-in profile; "unconfined"; or the path of a JSON profile
+    default_pids_limit: int = 2048  # tasks per container without a pids limit of its own; 0: none
+    userns_remap: str = ""  # "": off; USER[:GROUP] (ranges from /etc/subuid, /etc/subgid) or UID:GID:SIZE
     # Accepted for compatibility with upstream config files; meaningless here.
     kleene_root: str | None = None
     pf_config_template_path: str | None = None
@@ -152,6 +158,8 @@ def load(path: str | None) -> Config:
     if not config.api_listening_sockets:
         raise ConfigError("'api_listening_sockets' must name at least one listener")
     _check_stream_limits(config)
+    if config.default_pids_limit < 0:
+        raise ConfigError("'default_pids_limit' must be 0 (no default limit) or more")
     if len(config.host_prefix) > 8 or not config.host_prefix.isalnum():
         raise ConfigError("'host_prefix' must be 1 to 8 letters or digits (it starts 15-character interface names)")
     return config
