@@ -16,7 +16,8 @@ import pytest
 import trio
 
 from kleene_protocol.ids import new_id
-from kleened.platform.freebsd import jail, rctl
+from kleened.platform.base import Limits
+from kleened.platform.freebsd import jail
 from kleened.platform.freebsd.command import Commands
 from kleened.platform.freebsd.images import FreeBSDRootfs
 from kleened.platform.freebsd.network import FreeBSDNetworkHost
@@ -97,13 +98,13 @@ class Drivers:
         return image_id
 
     async def jail(self, image_id: str, *, network: jail.Network | None = None, params: list[str] | None = None,
-                   mounts: list | None = None, limits: rctl.Limits | None = None) -> tuple[str, Path]:
+                   mounts: list | None = None, limits: Limits | None = None) -> tuple[str, Path]:
         """A container filesystem cloned from `image_id` and its persistent jail."""
         cid = new_id()
         root = await self.storage.create_container_fs(cid, image_id)
         spec = JailSpec(name=cid, root=root, network=network or jail.Network("host"), user="root",
                         params=self.runtime.check_params(params or []), mounts=mounts or [],
-                        limits=limits or rctl.Limits())
+                        limits=limits or Limits())
         await self.runtime.create(spec)
         return cid, root
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from kleened.platform.base import HostCommandError
-from kleened.platform.freebsd import jail, mounts, params, rctl
+from kleened.platform.base import HostCommandError, Limits
+from kleened.platform.freebsd import jail, mounts, params
 from kleened.platform.freebsd.jail import Command
 from kleened.platform.freebsd.runtime import JailSpec
 from tests.freebsd_sim.conftest import ENV, Drivers, collect, run
@@ -129,20 +129,27 @@ def test_devfs_and_nullfs_mounts_are_undone_deepest_first(sim: SimHost, drivers:
     assert [node.rpartition("/container/")[2][13:] for node, _ in listed] == ["srv/data/in", "srv/data", "dev"]
 
 
-def test_limits_need_racct_and_leave_nothing(sim: SimHost, drivers: Drivers):
-    async def body() -> list[str]:
+def test_limits_need_racct_change_live_and_leave_nothing(sim: SimHost, drivers: Drivers):
+    async def body() -> tuple[list[str], list[str]]:
         image = await drivers.image()
-        cid, root = await drivers.jail(image, limits=rctl.Limits(memory=64 << 20, pids=50))
+        cid, root = await drivers.jail(image, limits=Limits(memory=64 << 20, pids=50, nofile=(256, 1024)))
         rules = list(sim.rctl())
+        await drivers.runtime.update_limits(cid, Limits(pids=20))
+        updated = list(sim.rctl())
         await drivers.remove(cid, root)
         assert sim.rctl() == []
+        with pytest.raises(ValueError, match="cpu_shares"):  # refused before anything is made
+            await drivers.jail(image, limits=Limits(cpu_shares=100))
         sim.set_sysctl("kern.racct.enable", "0")
         with pytest.raises(ValueError, match=r"kern\.racct\.enable=1"):
-            await drivers.jail(image, limits=rctl.Limits(pids=10))
-        return rules
+            await drivers.jail(image, limits=Limits(pids=10))
+        assert sim.jails() == {}
+        return rules, updated
 
-    rules = run(body)
-    assert len(rules) == 2 and rules[0].endswith(":memoryuse:deny=67108864") and rules[1].endswith(":maxproc:deny=50")
+    rules, updated = run(body)
+    assert [r.split(":", 2)[2] for r in rules] == ["memoryuse:deny=67108864", "maxproc:deny=50",
+                                                   "openfiles:deny=1024/process"]
+    assert [r.split(":", 2)[2] for r in updated] == ["maxproc:deny=20"]
 
 
 def test_a_failed_create_leaves_no_jail_and_no_mounts(sim: SimHost, drivers: Drivers, tmp_path: Path):

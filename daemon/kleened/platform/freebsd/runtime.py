@@ -27,7 +27,7 @@ from pathlib import Path
 
 import trio
 
-from kleened.platform.base import HostCommandError
+from kleened.platform.base import HostCommandError, Limits
 from kleened.platform.linux.process import RuncProcess
 from kleened.platform.rootpath import resolve_in_root
 
@@ -49,7 +49,7 @@ class JailSpec:
     user: str  # the container's user (image USER or `-u`)
     params: list[str] = field(default_factory=list)  # the user's jail_param, already `check`ed
     mounts: list[mounts.Bind] = field(default_factory=list)  # in order: outer before nested
-    limits: rctl.Limits = field(default_factory=rctl.Limits)
+    limits: Limits = field(default_factory=Limits)
 
     def all_params(self) -> list[str]:
         return params.with_defaults(self.params, container_id=self.name, user=self.user)
@@ -73,8 +73,9 @@ class JailRuntime:
 
     async def create(self, spec: JailSpec) -> None:
         """Mount, create the persistent jail, apply limits. Undone entirely on failure."""
-        if spec.limits and (await self.commands.run(rctl.RACCT_ARGV)).strip() != "1":
-            raise ValueError(rctl.RACCT_HINT)
+        wanted = rctl.rules(spec.name, spec.limits)  # ValueError for what rctl cannot do, before anything
+        if wanted:
+            await self._need_racct()
         argv = jail.create_argv(spec.name, spec.root, jail.network_params(spec.network),
                                 params.jail_line(spec.all_params()))
         created = False
@@ -84,12 +85,12 @@ class JailRuntime:
                 await self.commands.run(mounts.mount_argv(plan))
             await self.commands.run(argv)
             created = True
-            for rule in rctl.rules(spec.name, spec.limits):
+            for rule in wanted:
                 await self.commands.run(rctl.add_argv(rule))
         except BaseException:
             with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_TIMEOUT):
                 if created:
-                    await self.delete(spec.name, spec.root, limits=bool(spec.limits))
+                    await self.delete(spec.name, spec.root, limits=bool(wanted))
                 else:  # the name may belong to another jail (a name in use): only our mounts go
                     await self.unmount_all(spec.root)
             raise
@@ -103,6 +104,20 @@ class JailRuntime:
         if limits:
             with contextlib.suppress(HostCommandError):  # no racct, or no rules: nothing to remove
                 await self.commands.run(rctl.remove_argv(name))
+
+    async def update_limits(self, name: str, limits: Limits) -> None:
+        """Replace the running jail's rctl rules (a live change, as `Runtime.update_limits`)."""
+        wanted = rctl.rules(name, limits)
+        if wanted:
+            await self._need_racct()
+        with contextlib.suppress(HostCommandError):  # no rules yet
+            await self.commands.run(rctl.remove_argv(name))
+        for rule in wanted:
+            await self.commands.run(rctl.add_argv(rule))
+
+    async def _need_racct(self) -> None:
+        if (await self.commands.run(rctl.RACCT_ARGV)).strip() != "1":
+            raise ValueError(rctl.RACCT_HINT)
 
     async def unmount_all(self, root: Path) -> None:
         for entry in mounts.under(await self.mounted(), root):

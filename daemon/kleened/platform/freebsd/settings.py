@@ -34,6 +34,12 @@ FREEBSD_DEFAULTS: dict[str, Any] = {
     "detach_keys": "ctrl-p,ctrl-q",
     "events_history": 1000,
     "events_buffer": 1024,
+    # Isolation: seccomp and user namespaces are Linux's; a jail is confined by its own parameters
+    # (`allow.*`, `enforce_statfs`, `securelevel`). No default pids limit: it is an rctl rule, and
+    # rctl is off unless kern.racct.enable=1 was set at boot (a default would refuse every container).
+    "seccomp_profile": "unconfined",
+    "default_pids_limit": 0,
+    "userns_remap": "",
     "kleene_root": "zroot/kleene",
     "pf_config_template_path": "/usr/local/etc/kleened/pf.conf.kleene",
     "pf_config_path": "/etc/pf.conf",
