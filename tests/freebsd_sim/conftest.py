@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-import trio
 
 from kleene_protocol.ids import new_id
 from kleened.platform.base import Limits
@@ -27,6 +26,7 @@ from kleened.platform.linux.process import RuncProcess
 from tests import rootfs
 from tests.conftest import require
 from tests.freebsd_sim.host import SimHost
+from tests.integration.platform.conftest import collect as collect_output
 from tests.integration.platform.conftest import run as run_with_deadline
 
 T = TypeVar("T")
@@ -135,21 +135,10 @@ def drivers(sim: SimHost, commands: Commands, busybox_tarball: Path, tmp_path: P
 
 
 async def collect(proc: RuncProcess, stdin: bytes | None = None) -> tuple[int, bytes, bytes]:
-    """Feed stdin (then close it), read stdout and stderr to the end, wait for the exit code."""
-    out, err = bytearray(), bytearray()
-
-    async def pump(stream: trio.abc.ReceiveStream | None, sink: bytearray) -> None:
-        if stream is not None:
-            async for chunk in stream:
-                sink.extend(chunk)
-
-    if proc.stdin is not None:
-        if stdin:
-            await proc.stdin.send_all(stdin)
-        await proc.stdin.aclose()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(pump, proc.stdout, out)
-        nursery.start_soon(pump, proc.stderr, err)
-        code = await proc.wait()
+    """Feed `stdin`, then what the Linux platform tests do (close stdin, read both streams to the
+    end, wait), then close our ends."""
+    if stdin and proc.stdin is not None:
+        await proc.stdin.send_all(stdin)
+    result = await collect_output(proc)
     await proc.aclose()
-    return code, bytes(out), bytes(err)
+    return result

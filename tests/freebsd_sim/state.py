@@ -96,34 +96,31 @@ def mounted_nodes() -> list[str]:
     return nodes
 
 
-def processes_under(path: str) -> list[int]:
-    """Pids whose root directory is `path` (a simulated jail's processes: they run chrooted there)."""
-    real = os.path.realpath(path)
+def _pids(links: tuple[str, ...], match) -> list[int]:
+    """Pids one of whose /proc links (`root`, `cwd`) satisfies `match`; gone processes and
+    zombies (their links cannot be read) are left out."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
-        try:
-            if os.readlink(f"/proc/{entry}/root") == real:
+        for link in links:
+            try:
+                target = os.readlink(f"/proc/{entry}/{link}")
+            except OSError:
+                continue
+            if match(target):
                 found.append(int(entry))
-        except OSError:
-            continue  # gone, or a zombie
+                break
     return sorted(found)
+
+
+def processes_under(path: str) -> list[int]:
+    """Pids whose root directory is `path` (a simulated jail's processes: they run chrooted there)."""
+    real = os.path.realpath(path)
+    return _pids(("root",), lambda target: target == real)
 
 
 def busy_under(path: str) -> list[int]:
     """Pids whose root or cwd is at or below `path` (what keeps a filesystem busy)."""
     real = os.path.realpath(path)
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        for link in ("root", "cwd"):
-            try:
-                target = os.readlink(f"/proc/{entry}/{link}")
-            except OSError:
-                continue
-            if target == real or target.startswith(real + "/"):
-                found.append(int(entry))
-                break
-    return found
+    return _pids(("root", "cwd"), lambda target: target == real or target.startswith(real + "/"))
