@@ -55,6 +55,7 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
     """Services ready to serve; on exit every container is stopped and the store closed."""
     if not sys.platform.startswith("linux"):
         raise SystemExit("kleened: this build has drivers for Linux only (FreeBSD drivers are planned)")
+    from .platform.linux.buildhost import BuildHost, host_platform
     from .platform.linux.copying import HostFiles
     from .platform.linux.idmap import RangeError, parse_remap
     from .platform.linux.netdev import LinuxNetworkHost
@@ -92,14 +93,16 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
             containers = Containers(store, images, volumes, storage, runtime, supervisor, networks,
                                     dataset_root=str(root), logs=logs, events=events, locks=locks,
                                     isolation=isolation)
-            await reconcile(containers, images, networks, rootfs)
+            builds = Builder(store=store, images=images, containers=containers, networks=networks,
+                             storage=storage, files=HostFiles(), tmp_dir=root / "tmp",
+                             host=BuildHost(root / "buildcache", root / "tmp"), platform=host_platform())
+            await reconcile(containers, images, networks, rootfs, builds)
             services = Services(
                 store=store, volumes=volumes, networks=networks, images=images, containers=containers,
                 execs=Execs(containers, supervisor, events=events, detach_keys=config.detach_keys,
                             attach_buffer=config.attach_buffer), supervisor=supervisor, events=events,
                 version=_version([RuntimeVersion(name=runtime.name, version=runtime.version())]),
-                builds=Builder(store=store, images=images, containers=containers, networks=networks,
-                               storage=storage, files=HostFiles(), tmp_dir=root / "tmp"),
+                builds=builds,
                 stats=Stats(containers, supervisor, runtime, storage),
             )
             try:
@@ -116,7 +119,8 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
         store.close()
 
 
-async def reconcile(containers: Containers, images: Images, networks: Networks, rootfs: RootfsSource) -> None:
+async def reconcile(containers: Containers, images: Images, networks: Networks, rootfs: RootfsSource,
+                    builds: Builder) -> None:
     """Start-up: make the host match the store. Each step logs what it cannot do and the next
     one runs anyway: the daemon always comes up and serves what works."""
     steps = [
@@ -124,6 +128,7 @@ async def reconcile(containers: Containers, images: Images, networks: Networks, 
         ("reconcile containers", containers.reconcile),
         ("remove unused layers", images.collect_garbage),
         ("reconcile networks", networks.reconcile),
+        ("remove what builds left", builds.reconcile),
     ]
     for what, step in steps:
         try:

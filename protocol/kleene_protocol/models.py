@@ -158,6 +158,15 @@ class ImageBuildConfig(_Request):
     # the context arrives over the WebSocket as a tar stream after this frame (see docs/build.md),
     # instead of being read from the daemon host's `context` path.
     context_upload: bool = False
+    # the stage to build (`--target`; "" is the last one): only the stages it needs run;
+    target: str = ""
+    # the platform to build for (`--platform`); only the host's is accepted ("" is the host's);
+    platform: str = ""
+    # labels set on the image, over the Dockerfile's (`--label`);
+    labels: dict[str, str] = msgspec.field(default_factory=dict)
+    # secrets for `RUN --mount=type=secret,id=<id>` (`--secret`): id -> content, base64 in JSON. Never stored,
+    # logged, put in a layer or a cache key.
+    secrets: dict[str, bytes] = msgspec.field(default_factory=dict)
 
 
 class ImageCreateConfig(_Request):
@@ -305,6 +314,14 @@ class Image(_Response):
     shell: list[str] = msgspec.field(default_factory=list)
     healthcheck: HealthConfig | None = None
     onbuild: list[str] = msgspec.field(default_factory=list)
+
+
+class BuildPrune(_Response):
+    """Extension: `POST /build/prune` removed these RUN cache mounts (`RUN --mount=type=cache` ids, oldest
+    first) and the bytes their files took."""
+
+    cache_mounts: list[str]
+    bytes_reclaimed: int
 
 
 class Network(_Response):
