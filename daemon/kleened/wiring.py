@@ -26,6 +26,7 @@ from .core.execs import Execs
 from .core.images import Images
 from .core.logs import Logs
 from .core.networks import Networks
+from .core.oci.service import OciImages, RegistrySettings
 from .core.services import Services
 from .core.store import Store
 from .core.supervisor import Supervisor
@@ -46,6 +47,14 @@ def _version(runtimes: list[RuntimeVersion]) -> Version:
     )
 
 
+def _registry_settings(config: Config) -> RegistrySettings:
+    return RegistrySettings(
+        default_registry=config.default_registry, insecure=frozenset(config.insecure_registries),
+        auth_file=Path(config.registry_auth_file) if config.registry_auth_file else None,
+        concurrency=config.registry_concurrency, retries=config.registry_retries,
+    )
+
+
 @contextlib.asynccontextmanager
 async def open_services(config: Config) -> AsyncIterator[Services]:
     """Services ready to serve; on exit every container is stopped and the store closed."""
@@ -57,6 +66,9 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
     from .platform.linux.reaper import become_subreaper
     from .platform.linux.rootfs import HostRootfs
     from .platform.linux.runc import RuncRuntime
+    from .platform.linux.whiteouts import OverlayWhiteouts
+    from .platform.oci_layers import TarLayerFiles
+    from .platform.registry_http import HttpxTransport
 
     become_subreaper()
     root = Path(config.state_root)
@@ -78,14 +90,18 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
                                 is_running=supervisor.is_running, events=events)
             containers = Containers(store, images, volumes, storage, runtime, supervisor, networks,
                                     dataset_root=str(root), logs=logs, events=events)
+            transport = HttpxTransport(config.registry_ca_file)
+            oci = OciImages(store=store, images=images, storage=storage, transport=transport,
+                            files=TarLayerFiles(OverlayWhiteouts()), settings=_registry_settings(config))
             await containers.reconcile()
             await images.collect_garbage()
+            oci.reconcile()
             await networks.reconcile()
             services = Services(
                 store=store, volumes=volumes, networks=networks, images=images, containers=containers,
                 execs=Execs(containers, supervisor, events=events, detach_keys=config.detach_keys,
                             attach_buffer=config.attach_buffer), supervisor=supervisor, events=events,
-                version=_version([RuntimeVersion(name=runtime.name, version=runtime.version())]),
+                version=_version([RuntimeVersion(name=runtime.name, version=runtime.version())]), oci=oci,
                 builds=Builder(store=store, images=images, containers=containers, networks=networks,
                                supervisor=supervisor, storage=storage, files=HostFiles(), tmp_dir=root / "tmp"),
             )
@@ -96,6 +112,7 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
                     await supervisor.stop_all()
                 with trio.CancelScope(shield=True), trio.move_on_after(NETWORK_CLOSE_DEADLINE):
                     await networks.close()  # bridges, namespaces and the nft table: reconcile remakes them
+                    await transport.aclose()
                 nursery.cancel_scope.cancel()
     finally:
         store.close()

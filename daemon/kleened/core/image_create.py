@@ -114,7 +114,7 @@ async def create_image(
         )
         add(record)
     except BaseException:
-        await _discard(storage, layer_id)
+        await discard_layer(storage, layer_id)
         raise
     if detected is not None:
         await emit(f"Created image from the automatically detected version: {detected[0]} {detected[1]}.\n")
@@ -184,14 +184,14 @@ def _reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-async def _discard(storage: LayerStorage, layer_id: str) -> None:
+async def discard_layer(storage: LayerStorage, layer_id: str) -> None:
     """Remove the partial layer, shielded from the cancellation that may have caused this."""
     with trio.CancelScope(shield=True):
         with trio.move_on_after(_CLEANUP_TIMEOUT) as scope:
             try:
                 await storage.remove_layer(layer_id)
             except Exception:
-                log.warning("could not remove the partial layer %s of a failed image creation: it leaked",
+                log.warning("could not remove the partial layer %s: it leaked",
                             layer_id, exc_info=True)
                 return
         if scope.cancelled_caught:

@@ -14,6 +14,7 @@ from .events import Events
 from .execs import Execs
 from .images import Images
 from .networks import Networks
+from .oci.service import OciImages
 from .store import Store
 from .supervisor import Supervisor
 from .volumes import Volumes
@@ -33,6 +34,7 @@ class Services:
     version: Version
     builds: Builder
     events: Events  # publish after a change commits; logs: `containers.logs`
+    oci: OciImages  # pull, push, save, load (docs/images.md)
 
     async def start_on_startup(self) -> None:
         """Start every container whose restart policy is `on-startup`, detached."""

@@ -1,0 +1,167 @@
+"""The OCI image service: pull, push, save, load and registry logins, on top of `Images`.
+
+Images from registries and archives are ordinary images here: a layer stack plus the image
+config's Env, Cmd, Entrypoint, WorkingDir, User, ExposedPorts, Labels, Volumes, StopSignal,
+Healthcheck, Shell and OnBuild. They are named by their *familiar name* (`reference`), so
+`busybox` pulled from Docker Hub is the local `busybox:latest` that `klee run busybox` finds.
+Layers are shared by diff id (`layers`).
+
+Credentials for a registry come, in order, from the request, then the daemon's credentials file
+(`registry_auth_file`, the format of `kleene_protocol.auth`), else none (anonymous).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kleene_protocol import auth as authfile
+from kleene_protocol.ids import new_id
+from kleene_protocol.models import ImagePullConfig, RegistryCredentials, RegistryLogin
+
+from ...platform.base import HostCommandError, LayerStorage, TransportError
+from ..clock import now_iso
+from ..images import Images
+from ..records import ImageRecord
+from ..store import Store
+from .interfaces import HttpTransport, LayerFiles, Progress
+from .layers import LayerIndex
+from .manifest import ManifestError, image_fields, parse_platform
+from .pull import PullJob, pull, resolve
+from .reference import Reference, ReferenceError_, normalise_registry, parse
+from .registry import Credentials, RegistryClient, RegistryError
+
+log = logging.getLogger(__name__)
+
+FAILURES = (RegistryError, ManifestError, ReferenceError_, ValueError, TransportError, OSError, HostCommandError)
+
+
+class OciFailed(Exception):
+    """A pull, push, save or load failed for `reason` (for the client); nothing was left behind."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class RegistrySettings:
+    default_registry: str = "docker.io"
+    insecure: frozenset[str] = field(default_factory=frozenset)  # host[:port] spoken to over plain HTTP
+    auth_file: Path | None = None
+    concurrency: int = 3  # layers transferred at once per pull or push
+    retries: int = 3
+
+
+def failure_reason(exc: BaseException) -> str:
+    if isinstance(exc, HostCommandError):
+        return f"{exc.argv[0]} exited with {exc.returncode}: {exc.stderr}"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+class OciImages:
+    def __init__(self, *, store: Store, images: Images, storage: LayerStorage, transport: HttpTransport,
+                 files: LayerFiles, settings: RegistrySettings | None = None) -> None:
+        self.images = images
+        self.storage = storage
+        self.transport = transport
+        self.files = files
+        self.settings = settings or RegistrySettings()
+        self.index = LayerIndex(store, lambda layer: storage.layer_path(layer).is_dir())
+
+    # --- references and clients ---------------------------------------------------------------
+
+    def reference(self, text: str) -> Reference:
+        try:
+            return parse(text, self.settings.default_registry)
+        except ReferenceError_ as exc:
+            raise OciFailed(str(exc)) from None
+
+    def familiar(self, ref: Reference) -> tuple[str, str]:
+        return ref.familiar(normalise_registry(self.settings.default_registry))
+
+    def client(self, registry: str, given: RegistryCredentials | None = None,
+               extra: dict[str, RegistryCredentials] | None = None) -> RegistryClient:
+        """A client for `registry`: https unless the config lists it as insecure."""
+        scheme = "http" if registry in self.settings.insecure else "https"
+        endpoint = Reference(registry, "x").endpoint
+        return RegistryClient(self.transport, f"{scheme}://{endpoint}", self._credentials(registry, given, extra),
+                              retries=self.settings.retries)
+
+    def _credentials(self, registry: str, given: RegistryCredentials | None,
+                     extra: dict[str, RegistryCredentials] | None) -> Credentials | None:
+        if given is None and extra:
+            given = next((c for key, c in extra.items() if authfile.registry_key(key) == registry), None)
+        if given is not None and given.username:
+            return Credentials(given.username, given.password)
+        path = self.settings.auth_file
+        if path is None or not path.is_file():
+            return None
+        try:
+            found = authfile.lookup(authfile.decode(path.read_bytes()), registry)
+        except (OSError, ValueError) as exc:
+            log.warning("cannot read the registry credentials file %s: %s", path, exc)
+            return None
+        return Credentials(*found) if found else None
+
+    # --- pull ---------------------------------------------------------------------------------
+
+    async def pull(self, config: ImagePullConfig, progress: Progress) -> ImageRecord:
+        """Pull `config.reference`; raises `OciFailed`."""
+        return await self.pull_reference(config.reference, progress, platform=config.platform,
+                                         credentials=config.credentials)
+
+    async def pull_reference(self, text: str, progress: Progress, *, platform: str = "",
+                             credentials: RegistryCredentials | None = None,
+                             extra: dict[str, RegistryCredentials] | None = None) -> ImageRecord:
+        ref = self.reference(text)
+        try:
+            return await self._pull(ref, progress, platform, self.client(ref.registry, credentials, extra))
+        except FAILURES as exc:
+            raise OciFailed(failure_reason(exc)) from exc
+
+    async def _pull(self, ref: Reference, progress: Progress, platform: str, client: RegistryClient) -> ImageRecord:
+        manifest, digest, chosen = await resolve(client, ref, parse_platform(platform))
+        name, tag = self.familiar(ref)
+        if not ref.tag:
+            tag = ""
+        current = self.images.find(f"{name}:{tag}") if ref.tag else None
+        if current is not None and (current.digest, current.manifest_digest) == (digest, chosen):
+            log.info("image up to date", extra={"image": current.id, "reference": str(ref)})
+            return current
+        with self.images.pins.holding() as pin:
+            job = PullJob(client=client, reference=ref, storage=self.storage, files=self.files, index=self.index,
+                          pin=pin, progress=progress, concurrency=self.settings.concurrency,
+                          retries=self.settings.retries)
+            pulled = await pull(job, manifest, digest)
+            layers = pulled.layers
+            source = f"{ref.registry}/{ref.repository}" + (f":{ref.tag}" if ref.tag else "")
+            record = ImageRecord(
+                id=new_id(), name=name, tag=tag, instructions=[], created=now_iso(),
+                dataset=str(self.storage.layer_path(layers[-1])) if layers else "", layers=layers,
+                source=source, digest=pulled.digest, manifest_digest=chosen, **image_fields(pulled.config),
+            )
+            self.images.add(record)
+        log.info("image pulled", extra={"image": record.id, "reference": str(ref), "digest": digest,
+                                        "bytes": pulled.downloaded})
+        self.images.events.publish("image", "pull", record.id, name=record.nametag if record.name else None)
+        return record
+
+    # --- registry logins ------------------------------------------------------------------------
+
+    async def login(self, request: RegistryLogin) -> str:
+        """Check `request`'s credentials against its registry's API root; return the registry."""
+        registry = normalise_registry(request.registry or self.settings.default_registry)
+        client = self.client(registry, RegistryCredentials(username=request.username, password=request.password))
+        try:
+            await client.check()
+        except FAILURES as exc:
+            raise OciFailed(failure_reason(exc)) from exc
+        return registry
+
+    def reconcile(self) -> list[str]:
+        """At start-up, after the layer garbage collection: drop records of layers that are gone."""
+        return self.index.reconcile()

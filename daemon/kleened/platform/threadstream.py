@@ -1,0 +1,110 @@
+"""Byte streams between trio and a worker thread, so blocking tar and compression code can
+consume an async stream of chunks, or produce one, without holding either in memory.
+
+- `ChunkReader`: a file-like object *in the thread* that reads an async chunk iterator (each
+  chunk fetched with `trio.from_thread.run`, so a cancelled trio task ends the thread's read
+  with `trio.Cancelled`, and an error raised by the iterator surfaces in the thread);
+- `produced(job)`: an async context manager giving the chunks `job(write)` writes in a thread;
+  at most one chunk waits at a time, so a slow reader slows the thread down.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import trio
+
+CHUNK = 1 << 20
+
+
+class ChunkReader(io.RawIOBase):
+    """Read the async iterator `chunks` from a worker thread."""
+
+    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
+        self._chunks = chunks
+        self._view = memoryview(b"")
+        self._eof = False
+
+    async def _next(self) -> bytes:
+        return await self._chunks.__anext__()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._view and not self._eof:
+            try:
+                self._view = memoryview(trio.from_thread.run(self._next))
+            except StopAsyncIteration:
+                self._eof = True
+        n = min(len(buffer), len(self._view))
+        buffer[:n] = self._view[:n]
+        self._view = self._view[n:]
+        return n
+
+    def drain(self) -> None:
+        """Read to the end, so that whatever the iterator checks at its end is checked."""
+        while self.readinto(bytearray(CHUNK)):
+            pass
+
+
+class _ChunkWriter(io.RawIOBase):
+    """A write-only file in the thread that hands `CHUNK`-sized pieces to trio."""
+
+    def __init__(self, send: trio.MemorySendChannel[bytes]) -> None:
+        self._send = send
+        self._pending = bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self._pending += data
+        if len(self._pending) >= CHUNK:
+            self.flush_chunks()
+        return len(data)
+
+    def flush_chunks(self) -> None:
+        if self._pending:
+            chunk, self._pending = bytes(self._pending), bytearray()
+            trio.from_thread.run(self._send.send, chunk)
+
+
+@contextlib.asynccontextmanager
+async def produced(job: Callable[[io.RawIOBase], None]) -> AsyncIterator[AsyncIterator[bytes]]:
+    """The bytes `job(out)` writes to `out` in a worker thread, as an async iterator.
+
+    Leaving the block early stops the thread (its next write raises `trio.Cancelled`); an
+    error of the job is raised from the iterator.
+    """
+    send, receive = trio.open_memory_channel[bytes](1)
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        out = _ChunkWriter(send)
+        job(out)
+        out.flush_chunks()
+
+    async def worker() -> None:
+        try:
+            await trio.to_thread.run_sync(run)
+        except Exception as exc:
+            failure.append(exc)
+        finally:
+            await send.aclose()
+
+    async def chunks() -> AsyncIterator[bytes]:
+        async for chunk in receive:
+            yield chunk
+        if failure:
+            raise failure[0]
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(worker)
+        try:
+            yield chunks()
+        finally:
+            nursery.cancel_scope.cancel()
