@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import http.client
 import http.server
 import json
 import os
@@ -23,7 +24,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -233,3 +234,86 @@ def running_registry(workdir: Path, ca: trustme.CA, auth: str = "htpasswd") -> I
     else:
         with Registry(workdir, ca, auth) as registry:
             yield registry
+
+
+class FlakyProxy:
+    """A plain-HTTP front for a plain-HTTP registry that breaks blob downloads on demand.
+
+    Only layer-sized blobs (over 64 KiB) are touched. `cut`: how many blob responses to end after
+    half their body (the connection is closed);
+    `stall`: when set, blob responses stop after half their body until `release` is set;
+    `on_cut`: called when a response is cut (a test kills the registry there). `halfway` is set
+    whenever a blob response reached its middle.
+    """
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.cut = 0
+        self.stall = False
+        self.release = threading.Event()
+        self.halfway = threading.Event()
+        self.on_cut: Callable[[], None] | None = None
+        self.port = free_port()
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _handler(self) -> type[http.server.BaseHTTPRequestHandler]:
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _forward(self, method: str) -> None:
+                conn = http.client.HTTPConnection(proxy.upstream, timeout=30)
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                conn.request(method, self.path, headers=headers)
+                response = conn.getresponse()
+                body = response.read()
+                self.send_response(response.status)
+                for key, value in response.getheaders():
+                    if key.lower() not in ("transfer-encoding", "connection"):
+                        self.send_header(key, value)
+                self.end_headers()
+                blob = method == "GET" and "/blobs/" in self.path and response.status == 200 and len(body) > 65536
+                if not blob:
+                    self.wfile.write(body)
+                    return
+                half = len(body) // 2
+                self.wfile.write(body[:half])
+                self.wfile.flush()
+                proxy.halfway.set()
+                if proxy.cut > 0:
+                    proxy.cut -= 1
+                    if proxy.on_cut is not None:
+                        proxy.on_cut()
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                if proxy.stall:
+                    proxy.release.wait(60)
+                self.wfile.write(body[half:])
+
+            def do_GET(self) -> None:
+                self._forward("GET")
+
+            def do_HEAD(self) -> None:
+                self._forward("HEAD")
+
+            def log_message(self, *args: object) -> None:
+                return None
+
+        return Handler
+
+    def __enter__(self) -> FlakyProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release.set()
+        self._server.shutdown()
+        self._server.server_close()

@@ -15,7 +15,7 @@ import trustme
 from tests import rootfs
 from tests.conftest import require, require_root_runtime
 from tests.daemon import Daemon, running_daemon
-from tests.registry import PASSWORD, USER, Registry, running_registry
+from tests.registry import PASSWORD, USER, FlakyProxy, Registry, running_registry
 from tests.wsapi import Stream, run_stream
 
 
@@ -62,6 +62,12 @@ def plain_registry(workdir: Path, ca: trustme.CA) -> Iterator[Registry]:
         yield r
 
 
+@pytest.fixture(scope="package")
+def proxy(plain_registry: Registry) -> Iterator[FlakyProxy]:
+    with FlakyProxy(plain_registry.host) as p:
+        yield p
+
+
 def daemon_config(ca_file: Path, auth_file: Path, insecure: list[str]) -> dict[str, Any]:
     return {"registry_ca_file": str(ca_file), "registry_auth_file": str(auth_file), "insecure_registries": insecure,
             "registry_retries": 2}
@@ -77,10 +83,10 @@ def write_auth(path: Path, *hosts: str) -> Path:
 
 
 @pytest.fixture(scope="package")
-def oci_daemon(workdir: Path, registry: Registry, token_registry: Registry, plain_registry: Registry
-               ) -> Iterator[Daemon]:
+def oci_daemon(workdir: Path, registry: Registry, token_registry: Registry, plain_registry: Registry,
+               proxy: FlakyProxy) -> Iterator[Daemon]:
     auth = write_auth(workdir / "auth.json", registry.host)
-    extra = daemon_config(registry.ca_file, auth, [plain_registry.host])
+    extra = daemon_config(registry.ca_file, auth, [plain_registry.host, proxy.host])
     with running_daemon(workdir / "daemon", extra=extra) as d:
         yield d
 

@@ -19,8 +19,9 @@ import hashlib
 import logging
 import re
 import urllib.parse
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import msgspec
 import trio
@@ -31,6 +32,7 @@ from .manifest import ACCEPT, MAX_MANIFEST
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 BodyFactory = Callable[[], bytes | AsyncIterable[bytes] | None]
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"|(\w+)=([^\s,]+)')
 _TOKEN_LIMIT = 1024 * 1024
@@ -108,6 +110,9 @@ class RegistryClient:
 
     async def manifest(self, repository: str, target: str) -> tuple[bytes, str, str]:
         """(bytes, media type, digest) of a manifest or index; a digest target is verified."""
+        return await self._retried(self._manifest, repository, target)
+
+    async def _manifest(self, repository: str, target: str) -> tuple[bytes, str, str]:
         path = f"/v2/{repository}/manifests/{target}"
         async with self.send("GET", path, scope=_pull(repository), headers={"Accept": ACCEPT}) as reply:
             if reply.status == 404:
@@ -120,6 +125,22 @@ class RegistryClient:
         return data, media_type, digest
 
     async def read_blob(self, repository: str, digest: str, limit: int) -> bytes:
+        """A small blob (a config), read whole and verified; a broken transfer is tried again."""
+        return await self._retried(self._read_blob, repository, digest, limit)
+
+    async def _retried(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """`fn(*args)` again while it fails with a transient error (a body broken mid-transfer)."""
+        for attempt in range(self._retries):
+            try:
+                return await fn(*args)
+            except RegistryError as exc:
+                if not exc.transient:
+                    raise
+                log.warning("%s; trying again", exc)
+            await self.pause(attempt)
+        return await fn(*args)
+
+    async def _read_blob(self, repository: str, digest: str, limit: int) -> bytes:
         async with self.blob(repository, digest) as reply:
             data = await self._read(reply, limit, f"blob {digest}")
         verify(data, digest, f"blob {digest}")
