@@ -103,7 +103,8 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
                             attach_buffer=config.attach_buffer), supervisor=supervisor, events=events,
                 version=_version([RuntimeVersion(name=runtime.name, version=runtime.version())]), oci=oci,
                 builds=Builder(store=store, images=images, containers=containers, networks=networks,
-                               supervisor=supervisor, storage=storage, files=HostFiles(), tmp_dir=root / "tmp"),
+                               supervisor=supervisor, storage=storage, files=HostFiles(), tmp_dir=root / "tmp",
+                               pull=oci.pull_for_build),
             )
             try:
                 yield services

@@ -21,7 +21,7 @@ class AuthEntry(msgspec.Struct, omit_defaults=True):
     password: str = ""
 
 
-class AuthFile(msgspec.Struct, omit_defaults=True):
+class AuthFile(msgspec.Struct):
     auths: dict[str, AuthEntry] = msgspec.field(default_factory=dict)
 
 

@@ -115,12 +115,13 @@ class ImagePullConfig(_Request):
     `reference`: `[registry/]repository[:tag][@sha256:...]`; short names resolve as Docker's do
     (`busybox` is `docker.io/library/busybox:latest` with the default registry).
     `platform`: `os/arch[/variant]` to pick from a multi-platform index ("" is the host's).
-    `credentials`: used for this pull instead of the daemon's auth file.
+    `credentials`: registry host (`docker.io`, `host:port`) -> credentials; the entry of the
+    registry the reference resolves to is used instead of the daemon's auth file.
     """
 
     reference: str
     platform: str = ""
-    credentials: RegistryCredentials | None = None
+    credentials: dict[str, RegistryCredentials] = msgspec.field(default_factory=dict)
 
 
 class ImagePushConfig(_Request):
@@ -128,7 +129,7 @@ class ImagePushConfig(_Request):
 
     image: str
     reference: str = ""
-    credentials: RegistryCredentials | None = None
+    credentials: dict[str, RegistryCredentials] = msgspec.field(default_factory=dict)
 
 
 class ImageSaveConfig(_Request):

@@ -3,6 +3,8 @@
 Upstream klee's flags and output, plus:
 - `--no-cache`: this klee asks for the build cache by default (`"cache": true`, an extension field; upstream klee
   never sends it, so its builds behave as upstream's);
+- `--pull/--no-pull`: a FROM image that is not local is pulled from its registry (`"pull": true`, with the
+  credentials of `klee login`); the pull's lines come before the starting message;
 - `--upload/--no-upload`: send the context as a tar stream (`"context_upload": true`) instead of its path. The
   default is to upload when the host is not a unix socket, since the daemon then cannot be assumed to see PATH.
   The tar honours PATH/.dockerignore (the Dockerfile and .dockerignore always go), so ignored files never leave this
@@ -52,6 +54,8 @@ EXIT_BUILD_FAILED = 1  # upstream klee's
 @click.option("--rm", "cleanup", is_flag=True, default=False, help="Remove the image if the build fails.")
 @click.option("--build-arg", multiple=True, metavar="list", help="Set build-time variables: `--build-arg A=1`.")
 @click.option("--no-cache", is_flag=True, default=False, help="Run every step, reusing nothing from earlier builds.")
+@click.option("--pull/--no-pull", default=True, show_default=True,
+              help="Pull a FROM image that is not local from its registry.")
 @click.option("--upload/--no-upload", default=None,
               help="Send the context to kleened instead of its path (default: when the host is not a unix socket).")
 @click.option("--user", "-u", default="", help="Default user of the build container's processes.")
@@ -107,7 +111,15 @@ def build_config(context: str, *, upload: bool, **options: Any) -> dict[str, Any
         "networks": networks,
         "cache": not options["no_cache"],
         "context_upload": upload,
+        "pull": options.get("pull", False),
+        "credentials": _credentials() if options.get("pull", False) else {},
     }
+
+
+def _credentials() -> dict[str, dict[str, str]]:
+    from klee.commands.oci import credentials
+
+    return credentials()
 
 
 # --- the context as a tar stream ---------------------------------------------------------------------------------
@@ -195,7 +207,7 @@ def stream_build(session: Session, config: dict[str, Any], archive: Iterator[byt
             websocket.send(b"")  # the end of the context
         image_id = ""
         try:
-            first = json.loads(websocket.recv())
+            first = json.loads(_after_pull_lines(websocket, printer))
             if first.get("msg_type") == "error":
                 raise KleeError(str(first.get("message") or "kleened reported an error"), EXIT_BUILD_FAILED)
             image_id = str(first.get("data") or "")
@@ -217,6 +229,15 @@ def stream_build(session: Session, config: dict[str, Any], archive: Iterator[byt
     if data:
         printer.status(data)
     return data
+
+
+def _after_pull_lines(websocket: Any, printer: _Printer) -> str | bytes:
+    """The first frame that is not a line about pulling a FROM image (sent before the starting message)."""
+    while True:
+        frame = websocket.recv()
+        if not isinstance(frame, str) or frame.startswith("{"):
+            return frame
+        printer.frame(frame)
 
 
 def _closing(exc: Any) -> dict[str, Any] | None:

@@ -102,8 +102,9 @@ def test_token_auth_and_plain_http(oci_daemon, token_registry, plain_registry, w
     assert denied.close_code == 1011 and "authentication" in denied.close_reason["message"]
     pulled(oci_daemon, f"{token_registry.host}/public/busybox:t")
     creds = {"username": "tester", "password": "s3cret-pass"}
-    pulled(oci_daemon, f"{token_registry.host}/private/busybox:t", credentials=creds)
-    wrong = pull(oci_daemon, f"{token_registry.host}/private/busybox:t", credentials={**creds, "password": "x"})
+    pulled(oci_daemon, f"{token_registry.host}/private/busybox:t", credentials={token_registry.host: creds})
+    wrong = pull(oci_daemon, f"{token_registry.host}/private/busybox:t",
+                 credentials={token_registry.host: {**creds, "password": "x"}})
     assert wrong.close_code == 1011 and "refused the credentials" in wrong.close_reason["message"]
     pulled(oci_daemon, f"{plain_registry.host}/tests/busybox:t")
 

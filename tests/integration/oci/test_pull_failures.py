@@ -12,8 +12,8 @@ import pytest
 
 from tests.daemon import Daemon
 from tests.integration.oci.conftest import daemon_config, progress, pull, write_auth
-from tests.oci_layouts import Layout, blob_path, random_file, tar_of_dir, tar_of_entries
-from tests.registry import FlakyProxy, Registry, running_registry
+from tests.oci_layouts import Layout, random_file, tar_of_dir, tar_of_entries
+from tests.registry import Registry, running_registry
 from tests.wsapi import connect
 
 pytestmark = pytest.mark.integration

@@ -89,6 +89,17 @@ class _SetupFailed(Exception):
         self.steps, self.line = steps, line
 
 
+class _MissingImage(_SetupFailed):
+    def __init__(self, steps: list[int], ref: str) -> None:
+        super().__init__(steps, f"error: could not find image {ref}")
+        self.ref = ref
+
+
+# A FROM image that is not local, pulled when the build asks for it (`ImageBuildConfig.pull`):
+# `(reference, config, emit)` -> the image id; raises `ValueError` with the reason it could not be pulled.
+PullHook = Callable[[str, ImageBuildConfig, Emit], Awaitable[str]]
+
+
 @dataclass(eq=False)
 class _Build:
     id: str
@@ -105,8 +116,10 @@ class Builder:
     """The build service. `files` is the host driver for COPY and uploads; uploads unpack below `tmp_dir`."""
 
     def __init__(self, *, store: Store, images: Images, containers: Containers, networks: Networks,
-                 supervisor: Supervisor, storage: LayerStorage, files: BuildFiles, tmp_dir: Path) -> None:
+                 supervisor: Supervisor, storage: LayerStorage, files: BuildFiles, tmp_dir: Path,
+                 pull: PullHook | None = None) -> None:
         self._images = images
+        self._pull = pull
         self._containers = containers
         self._networks = networks
         self._supervisor = supervisor
@@ -140,7 +153,7 @@ class Builder:
             config_key=_config_key(config), cache=self._cache if config.cache else None,
         )
         try:
-            bases = self._plan(dockerfile, config)
+            bases = await self._plan_pulling(dockerfile, config, emit)
             build = _Build(id="", config=config, dockerfile=dockerfile, bases=bases, runner=runner)
             try:
                 build.id = await self._new_container(build, bases[-1], rename=False)
@@ -171,7 +184,22 @@ class Builder:
 
     # --- before the build container exists ----------------------------------------------------
 
-    def _plan(self, dockerfile: Dockerfile, config: ImageBuildConfig) -> list[_Base]:
+    async def _plan_pulling(self, dockerfile: Dockerfile, config: ImageBuildConfig, emit: Emit) -> list[_Base]:
+        """`_plan`, pulling each FROM image that is not local when the build asks for it."""
+        pulled: dict[str, str] = {}  # FROM reference -> the image pulled for it
+        while True:
+            try:
+                return self._plan(dockerfile, config, pulled)
+            except _MissingImage as exc:
+                if not config.pull or self._pull is None or exc.ref in pulled:
+                    raise
+                try:
+                    pulled[exc.ref] = await self._pull(exc.ref, config, emit)
+                except ValueError as failure:
+                    raise _SetupFailed(exc.steps, f"error: could not pull image {exc.ref}: {failure}") from None
+
+    def _plan(self, dockerfile: Dockerfile, config: ImageBuildConfig, pulled: dict[str, str] | None = None
+              ) -> list[_Base]:
         """Resolve each stage's FROM without side effects; raise `_SetupFailed` naming the steps to show."""
         try:
             parse_nametag(config.tag)
@@ -199,11 +227,13 @@ class Builder:
                 if earlier is not None and earlier.index < k:
                     bases.append(_Base(root=bases[earlier.index].root, stage=earlier.index))
                     continue
-            image, snapshot = self._parent(ref, steps)
+            image, snapshot = self._parent(ref, steps, pulled or {})
             bases.append(_Base(root=image, snapshot=snapshot))
         return bases
 
-    def _parent(self, ref: str, steps: list[int]) -> tuple[ImageRecord, str]:
+    def _parent(self, ref: str, steps: list[int], pulled: dict[str, str]) -> tuple[ImageRecord, str]:
+        if (record := self._images.get(pulled.get(ref, ""))) is not None:
+            return record, ""
         try:
             base, snapshot = split_snapshot(ref)
             image = self._images.find(base)
@@ -212,7 +242,7 @@ class Builder:
         except KleeneError as exc:
             raise _SetupFailed(steps, f"error: {exc.message}") from None
         if image is None:
-            raise _SetupFailed(steps, f"error: could not find image {ref}")
+            raise _MissingImage(steps, ref)
         if snapshot and snapshot not in image.snapshots:
             raise _SetupFailed(steps, f"error: invalid snapshot {snapshot}")
         return image, snapshot

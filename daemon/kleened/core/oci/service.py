@@ -18,10 +18,11 @@ from pathlib import Path
 
 from kleene_protocol import auth as authfile
 from kleene_protocol.ids import new_id
-from kleene_protocol.models import ImagePullConfig, RegistryCredentials, RegistryLogin
+from kleene_protocol.models import ImageBuildConfig, ImagePullConfig, RegistryCredentials, RegistryLogin
 
 from ...platform.base import HostCommandError, LayerStorage, TransportError
 from ..clock import now_iso
+from ..image_create import Emit
 from ..images import Images
 from ..records import ImageRecord
 from ..store import Store
@@ -83,20 +84,18 @@ class OciImages:
     def familiar(self, ref: Reference) -> tuple[str, str]:
         return ref.familiar(normalise_registry(self.settings.default_registry))
 
-    def client(self, registry: str, given: RegistryCredentials | None = None,
-               extra: dict[str, RegistryCredentials] | None = None) -> RegistryClient:
+    def client(self, registry: str, given: dict[str, RegistryCredentials] | None = None) -> RegistryClient:
         """A client for `registry`: https unless the config lists it as insecure."""
         scheme = "http" if registry in self.settings.insecure else "https"
         endpoint = Reference(registry, "x").endpoint
-        return RegistryClient(self.transport, f"{scheme}://{endpoint}", self._credentials(registry, given, extra),
+        return RegistryClient(self.transport, f"{scheme}://{endpoint}", self._credentials(registry, given),
                               retries=self.settings.retries)
 
-    def _credentials(self, registry: str, given: RegistryCredentials | None,
-                     extra: dict[str, RegistryCredentials] | None) -> Credentials | None:
-        if given is None and extra:
-            given = next((c for key, c in extra.items() if authfile.registry_key(key) == registry), None)
-        if given is not None and given.username:
-            return Credentials(given.username, given.password)
+    def _credentials(self, registry: str, given: dict[str, RegistryCredentials] | None) -> Credentials | None:
+        """The request's credentials for `registry`, else the daemon's auth file's, else None."""
+        entry = next((c for key, c in (given or {}).items() if authfile.registry_key(key) == registry), None)
+        if entry is not None and entry.username:
+            return Credentials(entry.username, entry.password)
         path = self.settings.auth_file
         if path is None or not path.is_file():
             return None
@@ -115,11 +114,10 @@ class OciImages:
                                          credentials=config.credentials)
 
     async def pull_reference(self, text: str, progress: Progress, *, platform: str = "",
-                             credentials: RegistryCredentials | None = None,
-                             extra: dict[str, RegistryCredentials] | None = None) -> ImageRecord:
+                             credentials: dict[str, RegistryCredentials] | None = None) -> ImageRecord:
         ref = self.reference(text)
         try:
-            return await self._pull(ref, progress, platform, self.client(ref.registry, credentials, extra))
+            return await self._pull(ref, progress, platform, self.client(ref.registry, credentials))
         except FAILURES as exc:
             raise OciFailed(failure_reason(exc)) from exc
 
@@ -150,12 +148,30 @@ class OciImages:
         self.images.events.publish("image", "pull", record.id, name=record.nametag if record.name else None)
         return record
 
+    async def pull_for_build(self, text: str, config: ImageBuildConfig, emit: Emit) -> str:
+        """The builder's hook for a FROM image that is not local: pull it, one text line per layer change."""
+        seen: dict[str, str] = {}
+
+        async def progress(layer: str, status: str, _current: int, _total: int) -> None:
+            if seen.get(layer) != status:
+                seen[layer] = status
+                await emit(f"{layer}: {status}\n")
+
+        await emit(f"Pulling {text}\n")
+        try:
+            record = await self.pull_reference(text, progress, credentials=config.credentials)
+        except OciFailed as exc:
+            raise ValueError(exc.reason) from None
+        await emit(f"Pulled {record.source or text} ({record.digest}) as image {record.id}\n")
+        return record.id
+
     # --- registry logins ------------------------------------------------------------------------
 
     async def login(self, request: RegistryLogin) -> str:
         """Check `request`'s credentials against its registry's API root; return the registry."""
         registry = normalise_registry(request.registry or self.settings.default_registry)
-        client = self.client(registry, RegistryCredentials(username=request.username, password=request.password))
+        client = self.client(registry, {registry: RegistryCredentials(username=request.username,
+                                                                      password=request.password)})
         try:
             await client.check()
         except FAILURES as exc:
