@@ -131,7 +131,7 @@ def load(session: Session, input_: str | None, tag: str) -> None:
 @click.argument("registry", required=False, default="docker.io")
 @pass_session
 def login(session: Session, registry: str, username: str | None, password_stdin: bool) -> None:
-    """Check credentials for REGISTRY (host[:port], default docker.io) with kleened and keep them in ~/.klee/auth.json."""
+    """Check credentials for REGISTRY (host[:port], default docker.io) with kleened; keep them in ~/.klee/auth.json."""
     from kleene_protocol import auth
 
     if username is None:
