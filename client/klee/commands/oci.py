@@ -75,7 +75,7 @@ def pull(session: Session, reference: str, platform: str) -> None:
 def push(session: Session, image_ident: str, reference: str) -> None:
     """Push IMAGE to REFERENCE (default: IMAGE's name:tag, which then names the registry)."""
     config = {"image": image_ident, "reference": reference, "credentials": credentials()}
-    session.out.line(run_stream(session, "/images/push", config))
+    session.out.line(f"sha256:{run_stream(session, '/images/push', config)}")
 
 
 @image.command(name="save", no_args_is_help=True, short_help="Save images to an OCI archive")

@@ -17,7 +17,7 @@ import trio
 from quart import Blueprint, websocket
 
 from kleene_protocol.codec import encode
-from kleene_protocol.models import IdResponse, ImagePullConfig, PullProgress, RegistryLogin
+from kleene_protocol.models import IdResponse, ImagePullConfig, ImagePushConfig, PullProgress, RegistryLogin
 from kleene_protocol.websocket import CLOSE_INTERNAL_ERROR, CLOSE_NORMAL, starting
 
 from ..core.errors import InvalidArgument
@@ -66,6 +66,19 @@ async def image_pull():
         return (await services().oci.pull(config, send_progress)).id
 
     await run_operation("pull", operation, "image pulled")
+
+
+@bp.websocket("/images/push")
+@ws_guard
+async def image_push():
+    """Push: progress frames, then close 1000 `image pushed` with the manifest digest's hex (the
+    whole `sha256:<hex>` does not fit a close frame beside the message)."""
+    config = await receive_config(ImagePushConfig)
+
+    async def operation() -> str:
+        return (await services().oci.push(config, send_progress)).removeprefix("sha256:")
+
+    await run_operation("push", operation, "image pushed")
 
 
 @bp.post("/registries/login")

@@ -36,8 +36,11 @@ class BlobRef(msgspec.Struct, kw_only=True, frozen=True):
 
 
 class PackedRef(msgspec.Struct, kw_only=True, frozen=True):
+    """Our own tar of the layer (`LayerFiles.pack`): its blob digest and size, and its diff id."""
+
     digest: str
     size: int
+    diff_id: str
 
 
 class LayerRecord(msgspec.Struct, kw_only=True):
@@ -45,7 +48,7 @@ class LayerRecord(msgspec.Struct, kw_only=True):
     diff_id: str
     created: str = ""
     blob: BlobRef | None = None
-    packed: dict[str, PackedRef] = msgspec.field(default_factory=dict)  # compression -> our tar's digest
+    packed: dict[str, PackedRef] = msgspec.field(default_factory=dict)  # "<compression>/<version>" -> our tar
 
 
 class LayerPins:

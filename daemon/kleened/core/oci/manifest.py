@@ -70,6 +70,15 @@ class Document(msgspec.Struct, kw_only=True, omit_defaults=True):
     annotations: dict[str, str] | None = None
 
 
+class ImageManifest(msgspec.Struct, kw_only=True):
+    """An image manifest as we write it (every key present, as registries require)."""
+
+    schemaVersion: int = 2
+    mediaType: str = OCI_MANIFEST
+    config: Descriptor
+    layers: list[Descriptor]
+
+
 class HealthCheck(msgspec.Struct, omit_defaults=True):
     Test: list[str] | None = None
     Interval: int = 0
@@ -94,7 +103,7 @@ class RunConfig(msgspec.Struct, omit_defaults=True):
     Shell: list[str] | None = None
 
 
-class RootFS(msgspec.Struct, omit_defaults=True):
+class RootFS(msgspec.Struct):
     type: str = "layers"
     diff_ids: list[str] = msgspec.field(default_factory=list)
 

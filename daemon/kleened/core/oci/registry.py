@@ -100,6 +100,7 @@ class RegistryClient:
         self._retries = retries
         self._authorization = ""
         self._scopes: list[str] = []
+        self._bearer = ""  # the registry's Bearer challenge, once it sent one
 
     # --- the API -------------------------------------------------------------------------------
 
@@ -203,6 +204,10 @@ class RegistryClient:
                    retry: bool = True) -> AsyncIterator[HttpReply]:
         """One request with auth and retries; the reply is any status but 401 (which raises)."""
         url = path if path.startswith(("http://", "https://")) else self.base + path
+        if self._bearer and any(s not in self._scopes for s in scope.split()):
+            # A token lacking a scope is not always refused: a mount without pull access to its
+            # source becomes a plain upload. Ask for a token that covers everything first.
+            await self._authenticate(self._bearer, scope)
         yielded = False  # exceptions from the caller's block are theirs, never retried here
         for attempt in range(self._retries + 1):
             authenticated = False
@@ -252,6 +257,7 @@ class RegistryClient:
         if scheme != "bearer" or not params.get("realm"):
             raise RegistryError(f"{self.base} requires an authentication this client does not know: {challenge!r}",
                                 status=401)
+        self._bearer = challenge
         for wanted in [*params.get("scope", "").split(" "), *scope.split(" ")]:
             if wanted and wanted not in self._scopes:
                 self._scopes.append(wanted)

@@ -18,7 +18,13 @@ from pathlib import Path
 
 from kleene_protocol import auth as authfile
 from kleene_protocol.ids import new_id
-from kleene_protocol.models import ImageBuildConfig, ImagePullConfig, RegistryCredentials, RegistryLogin
+from kleene_protocol.models import (
+    ImageBuildConfig,
+    ImagePullConfig,
+    ImagePushConfig,
+    RegistryCredentials,
+    RegistryLogin,
+)
 
 from ...platform.base import HostCommandError, LayerStorage, TransportError
 from ..clock import now_iso
@@ -30,6 +36,7 @@ from .interfaces import HttpTransport, LayerFiles, Progress
 from .layers import LayerIndex
 from .manifest import ManifestError, image_fields, parse_platform
 from .pull import PullJob, pull, resolve
+from .push import PushJob, push
 from .reference import Reference, ReferenceError_, normalise_registry, parse
 from .registry import Credentials, RegistryClient, RegistryError
 
@@ -164,6 +171,32 @@ class OciImages:
             raise ValueError(exc.reason) from None
         await emit(f"Pulled {record.source or text} ({record.digest}) as image {record.id}\n")
         return record.id
+
+    # --- push ---------------------------------------------------------------------------------
+
+    async def push(self, config: ImagePushConfig, progress: Progress) -> str:
+        """Push `config.image` to `config.reference` (default: its name:tag); return the manifest digest."""
+        record = self.images.find(config.image)
+        if record is None:
+            raise OciFailed(f"no such image '{config.image}'")
+        if not config.reference and not record.name:
+            raise OciFailed(f"image {record.id} has no name: give the reference to push to")
+        ref = self.reference(config.reference or record.nametag)
+        if ref.digest:
+            raise OciFailed(f"cannot push to a digest reference '{ref}': give a tag")
+        with self.images.pins.holding() as pin:
+            for layer in record.layers:
+                pin(layer)
+            job = PushJob(client=self.client(ref.registry, config.credentials), reference=ref, image=record,
+                          index=self.index, files=self.files, layer_path=self.storage.layer_path, progress=progress,
+                          concurrency=self.settings.concurrency)
+            try:
+                digest = await push(job)
+            except FAILURES as exc:
+                raise OciFailed(failure_reason(exc)) from exc
+        log.info("image pushed", extra={"image": record.id, "reference": str(ref), "digest": digest})
+        self.images.events.publish("image", "push", record.id, name=str(ref))
+        return digest
 
     # --- registry logins ------------------------------------------------------------------------
 
