@@ -14,21 +14,19 @@ no image stacks, which the start-up garbage collection removes (`Images.collect_
 
 from __future__ import annotations
 
-import hashlib
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import trio
 
-from ...platform.base import LayerStorage, TransportError
-from ..image_create import discard_layer
-from .interfaces import Chunks, LayerFiles, Progress
-from .layers import BlobRef, LayerIndex, LayerRecord
+from ...platform.base import TransportError
+from .interfaces import Progress
+from .layers import BlobRef
 from .manifest import (
     COMPRESSION,
     INDEXES,
     MAX_CONFIG,
+    OCI_LAYER_GZIP,
     Descriptor,
     Document,
     ImageConfig,
@@ -40,6 +38,7 @@ from .manifest import (
 )
 from .reference import Reference
 from .registry import RegistryClient, RegistryError
+from .unpack import LayerMaker, verified
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +58,10 @@ class Pulled:
 class PullJob:
     client: RegistryClient
     reference: Reference
-    storage: LayerStorage
-    files: LayerFiles
-    index: LayerIndex
-    pin: Callable[[str], None]
+    maker: LayerMaker  # makes the layers and removes them all if the pull fails
     progress: Progress
     concurrency: int = 3
     retries: int = 3
-    created: list[str] = field(default_factory=list)  # layers made by this pull, for the cleanup
 
 
 async def resolve(client: RegistryClient, ref: Reference, wanted: Platform) -> tuple[Document, str, str]:
@@ -88,9 +83,7 @@ async def pull(job: PullJob, manifest: Document, digest: str) -> Pulled:
     try:
         return await _pull(job, manifest, digest)
     except BaseException:
-        with trio.CancelScope(shield=True):
-            for layer_id in job.created:
-                await discard_layer(job.storage, layer_id)
+        await job.maker.discard_all()
         raise
 
 
@@ -105,9 +98,9 @@ async def _pull(job: PullJob, manifest: Document, digest: str) -> Pulled:
     for desc, diff_id in zip(manifest.layers, diff_ids, strict=True):
         if desc.mediaType not in COMPRESSION and desc.mediaType:
             raise ManifestError(f"unsupported layer type '{desc.mediaType}'")
-        found = job.index.find(diff_id, exclude=[s for s in stack if s])
+        found = job.maker.index.find(diff_id, exclude=[s for s in stack if s])
         if found is not None:
-            job.pin(found)
+            job.maker.pin(found)
         stack.append(found)
     for desc, found in zip(manifest.layers, stack, strict=True):
         await job.progress(short(desc.digest), "Already exists" if found else "Waiting", 0, desc.size)
@@ -144,55 +137,32 @@ async def _download_missing(job: PullJob, descs: list[Descriptor], diff_ids: lis
 
 async def _fetch(job: PullJob, desc: Descriptor, diff_id: str, moved: list[int]) -> str:
     """Download and unpack one layer into a new layer directory; return its id."""
-    compression = COMPRESSION.get(desc.mediaType or "application/vnd.oci.image.layer.v1.tar+gzip", "gzip")
-    attempt = 0
-    while True:
-        layer_id, path = await job.storage.create_layer()
-        job.created.append(layer_id)
-        job.pin(layer_id)
+    compression = COMPRESSION.get(desc.mediaType or OCI_LAYER_GZIP, "gzip")
+    layer, ref = short(desc.digest), job.reference
+    blob = BlobRef(digest=desc.digest, media_type=desc.mediaType, size=desc.size, registry=ref.registry,
+                   repository=ref.repository)
+
+    async def on_chunk(received: int) -> None:
+        moved[0] += received - sent[0]
+        sent[0] = received
+        await job.progress(layer, "Downloading" if received < desc.size else "Extracting", received, desc.size)
+
+    for attempt in range(job.retries + 1):
+        sent = [0]
         try:
-            async with job.client.blob(job.reference.repository, desc.digest) as reply:
-                unpacked = await job.files.unpack(path, compression, _verified(reply.chunks(), desc, job, moved))
-            if unpacked.diff_id != diff_id:
-                raise RegistryError(f"layer {desc.digest} does not match its diff id: expected {diff_id}, "
-                                    f"got {unpacked.diff_id}")
+            async with job.client.blob(ref.repository, desc.digest) as reply:
+                chunks = verified(reply.chunks(), desc.digest, desc.size, on_chunk)
+                layer_id = await job.maker.make(compression, chunks, diff_id, blob)
         except (RegistryError, TransportError) as exc:
-            with trio.CancelScope(shield=True):
-                await discard_layer(job.storage, layer_id)
-            job.created.remove(layer_id)
             if not exc.transient or attempt >= job.retries:
                 raise
             log.warning("layer %s: %s; trying again", desc.digest, exc)
-            await job.progress(short(desc.digest), "Retrying", 0, desc.size)
+            await job.progress(layer, "Retrying", 0, desc.size)
             await RegistryClient.pause(attempt)
-            attempt += 1
             continue
-        ref = job.reference
-        job.index.put(LayerRecord(id=layer_id, diff_id=diff_id, blob=BlobRef(
-            digest=desc.digest, media_type=desc.mediaType, size=desc.size, registry=ref.registry,
-            repository=ref.repository)))
-        await job.progress(short(desc.digest), "Pull complete", desc.size, desc.size)
+        await job.progress(layer, "Pull complete", desc.size, desc.size)
         return layer_id
-
-
-async def _verified(chunks: Chunks, desc: Descriptor, job: PullJob, moved: list[int]) -> Chunks:
-    """Pass `chunks` on, hashing them; a blob longer, shorter or other than `desc` raises at its end."""
-    algorithm, _, expected = desc.digest.partition(":")
-    hasher = hashlib.new(algorithm)
-    received = 0
-    layer = short(desc.digest)
-    async for chunk in chunks:
-        received += len(chunk)
-        if received > desc.size:
-            raise RegistryError(f"blob {desc.digest} is larger than its manifest says ({desc.size} bytes)")
-        hasher.update(chunk)
-        moved[0] += len(chunk)
-        await job.progress(layer, "Downloading", received, desc.size)
-        yield chunk
-    if received != desc.size or hasher.hexdigest() != expected:
-        raise RegistryError(f"digest mismatch for blob {desc.digest}: got {algorithm}:{hasher.hexdigest()} "
-                            f"({received} bytes)")
-    await job.progress(layer, "Extracting", received, desc.size)
+    raise AssertionError("unreachable")
 
 
 def short(digest: str) -> str:

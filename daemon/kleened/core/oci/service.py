@@ -13,6 +13,7 @@ Credentials for a registry come, in order, from the request, then the daemon's c
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +40,7 @@ from .pull import PullJob, pull, resolve
 from .push import PushJob, push
 from .reference import Reference, ReferenceError_, normalise_registry, parse
 from .registry import Credentials, RegistryClient, RegistryError
+from .unpack import LayerMaker
 
 log = logging.getLogger(__name__)
 
@@ -138,9 +140,8 @@ class OciImages:
             log.info("image up to date", extra={"image": current.id, "reference": str(ref)})
             return current
         with self.images.pins.holding() as pin:
-            job = PullJob(client=client, reference=ref, storage=self.storage, files=self.files, index=self.index,
-                          pin=pin, progress=progress, concurrency=self.settings.concurrency,
-                          retries=self.settings.retries)
+            job = PullJob(client=client, reference=ref, maker=self._maker(pin), progress=progress,
+                          concurrency=self.settings.concurrency, retries=self.settings.retries)
             pulled = await pull(job, manifest, digest)
             layers = pulled.layers
             source = f"{ref.registry}/{ref.repository}" + (f":{ref.tag}" if ref.tag else "")
@@ -197,6 +198,9 @@ class OciImages:
         log.info("image pushed", extra={"image": record.id, "reference": str(ref), "digest": digest})
         self.images.events.publish("image", "push", record.id, name=str(ref))
         return digest
+
+    def _maker(self, pin: Callable[[str], None]) -> LayerMaker:
+        return LayerMaker(storage=self.storage, files=self.files, index=self.index, pin=pin)
 
     # --- registry logins ------------------------------------------------------------------------
 
