@@ -67,6 +67,7 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
     from .platform.linux.rootfs import HostRootfs
     from .platform.linux.runc import RuncRuntime
     from .platform.linux.whiteouts import OverlayWhiteouts
+    from .platform.oci_archive import HostArchives
     from .platform.oci_layers import TarLayerFiles
     from .platform.registry_http import HttpxTransport
 
@@ -92,7 +93,8 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
                                     dataset_root=str(root), logs=logs, events=events)
             transport = HttpxTransport(config.registry_ca_file)
             oci = OciImages(store=store, images=images, storage=storage, transport=transport,
-                            files=TarLayerFiles(OverlayWhiteouts()), settings=_registry_settings(config))
+                            files=TarLayerFiles(OverlayWhiteouts()), archives=HostArchives(root / "tmp" / "oci"),
+                            settings=_registry_settings(config))
             await containers.reconcile()
             await images.collect_garbage()
             oci.reconcile()

@@ -17,13 +17,21 @@ import trio
 from quart import Blueprint, websocket
 
 from kleene_protocol.codec import encode
-from kleene_protocol.models import IdResponse, ImagePullConfig, ImagePushConfig, PullProgress, RegistryLogin
+from kleene_protocol.models import (
+    IdResponse,
+    ImageLoadConfig,
+    ImagePullConfig,
+    ImagePushConfig,
+    ImageSaveConfig,
+    PullProgress,
+    RegistryLogin,
+)
 from kleene_protocol.websocket import CLOSE_INTERNAL_ERROR, CLOSE_NORMAL, starting
 
 from ..core.errors import InvalidArgument
 from ..core.oci.service import OciFailed
 from .http import body, reply, services
-from .ws import close, discard_input, receive_config, ws_guard
+from .ws import binary_upload, close, discard_input, receive_config, ws_guard
 
 log = logging.getLogger(__name__)
 bp = Blueprint("oci", __name__)
@@ -33,14 +41,18 @@ async def send_progress(layer: str, status: str, current: int, total: int) -> No
     await websocket.send(encode(PullProgress(layer=layer, status=status, current=current, total=total)).decode())
 
 
-async def run_operation(what: str, operation: Callable[[], Awaitable[str]], done: str) -> None:
-    """Starting message, the operation (reading client frames meanwhile), then the close frame.
+async def run_operation(what: str, operation: Callable[[], Awaitable[str]], done: str, *,
+                        read_client: bool = True) -> None:
+    """Starting message, the operation, then the close frame.
 
-    `operation` returns the close frame's data; an `OciFailed` becomes the reason frame and 1011.
+    Client frames are read and dropped meanwhile (`read_client`), which is what notices a client
+    that went away, unless the operation reads them itself. `operation` returns the close frame's
+    data; an `OciFailed` becomes the reason frame and 1011.
     """
     await websocket.send(starting())
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(discard_input)  # reading is what notices a client that went away
+        if read_client:
+            nursery.start_soon(discard_input)
         try:
             data, reason = await operation(), ""
         except OciFailed as exc:
@@ -79,6 +91,47 @@ async def image_push():
         return (await services().oci.push(config, send_progress)).removeprefix("sha256:")
 
     await run_operation("push", operation, "image pushed")
+
+
+FRAME = 256 * 1024  # bytes per BINARY frame of a saved archive
+
+
+@bp.websocket("/images/save")
+@ws_guard
+async def image_save():
+    """Save: the archive in BINARY frames of at most 256 KiB, then close 1000 `image saved`."""
+    config = await receive_config(ImageSaveConfig)
+    pending = bytearray()
+
+    async def send(data: bytes) -> None:
+        pending.extend(data)
+        while len(pending) >= FRAME:
+            await websocket.send(bytes(pending[:FRAME]))
+            del pending[:FRAME]
+
+    async def operation() -> str:
+        await services().oci.save(config, send)
+        if pending:
+            await websocket.send(bytes(pending))
+        return ""
+
+    await run_operation("save", operation, "image saved")
+
+
+@bp.websocket("/images/load")
+@ws_guard
+async def image_load():
+    """Load: the client's config frame, then the archive in BINARY frames ended by an empty one; the
+    server answers a starting message, a line per layer, `Loaded image: <name:tag> (<id>)` per image,
+    then close 1000 `images loaded` with the ids, comma-separated (when they fit a close frame)."""
+    config = await receive_config(ImageLoadConfig)
+
+    async def operation() -> str:
+        records = await services().oci.load(config, binary_upload(OciFailed, "the archive"), websocket.send)
+        ids = ",".join(record.id for record in records)
+        return ids if len(ids) <= 64 else ""
+
+    await run_operation("load", operation, "images loaded", read_client=False)
 
 
 @bp.post("/registries/login")

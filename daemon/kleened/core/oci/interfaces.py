@@ -2,7 +2,7 @@
 
 - `HttpTransport`: HTTP(S) requests to registries (TLS, CA, redirects, streaming bodies);
 - `LayerFiles`: a layer's files to and from the tar streams of OCI layers, whiteouts included;
-- `ArchiveFiles`: spooling and reading OCI/Docker archives for load, writing them for save.
+- `ArchiveFiles`: spooling received OCI/Docker archives and reading their members (load).
 
 Failures: `TransportError` (platform.base) for the network, `ValueError` with a message for
 content that is refused (a hostile or corrupt tar), `OSError` for host trouble.
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -62,31 +61,25 @@ class LayerFiles(Protocol):
         ...
 
 
-class ArchiveFiles(Protocol):
-    def spooled(self, chunks: Chunks) -> contextlib.AbstractAsyncContextManager[SpooledArchive]:
-        """The archive `chunks` carry, written to a private file while the block runs."""
-        ...
-
-    def write(self, members: AsyncIterator[Member]) -> Chunks:
-        """A tar stream of `members`, produced while it is read."""
-        ...
-
-
-@dataclass(frozen=True)
-class Member:
-    """One file of an archive we write: bytes, or a stream of exactly `size` bytes."""
-
-    name: str
-    size: int
-    data: bytes | None = None
-    stream: Callable[[], Chunks] | None = None
-
-
 class SpooledArchive(Protocol):
+    """A received archive's members (regular files; member symlinks are followed)."""
+
     def names(self) -> list[str]: ...
     async def read(self, name: str, limit: int) -> bytes: ...
     def open(self, name: str) -> Chunks: ...
     def size(self, name: str) -> int: ...
+
+
+class ArchiveFiles(Protocol):
+    def spooled(self, chunks: Chunks) -> contextlib.AbstractAsyncContextManager[SpooledArchive]:
+        """The archive `chunks` carry (a tar, or a gzip of one), kept in a private file while the block runs.
+
+        Raises `ValueError` with a message for what is not a readable tar."""
+        ...
+
+    def remove_leftovers(self) -> list[Path]:
+        """At start-up: what loads of a killed daemon left."""
+        ...
 
 
 Progress = Callable[[str, str, int, int], Awaitable[None]]  # layer, status, current, total

@@ -21,8 +21,10 @@ from kleene_protocol import auth as authfile
 from kleene_protocol.ids import new_id
 from kleene_protocol.models import (
     ImageBuildConfig,
+    ImageLoadConfig,
     ImagePullConfig,
     ImagePushConfig,
+    ImageSaveConfig,
     RegistryCredentials,
     RegistryLogin,
 )
@@ -30,10 +32,11 @@ from kleene_protocol.models import (
 from ...platform.base import HostCommandError, LayerStorage, TransportError
 from ..clock import now_iso
 from ..image_create import Emit
-from ..images import Images
+from ..images import Images, parse_nametag
 from ..records import ImageRecord
 from ..store import Store
-from .interfaces import HttpTransport, LayerFiles, Progress
+from .archive import Loaded, Send, load, save
+from .interfaces import ArchiveFiles, Chunks, HttpTransport, LayerFiles, Progress
 from .layers import LayerIndex
 from .manifest import ManifestError, image_fields, parse_platform
 from .pull import PullJob, pull, resolve
@@ -74,11 +77,12 @@ def failure_reason(exc: BaseException) -> str:
 
 class OciImages:
     def __init__(self, *, store: Store, images: Images, storage: LayerStorage, transport: HttpTransport,
-                 files: LayerFiles, settings: RegistrySettings | None = None) -> None:
+                 files: LayerFiles, archives: ArchiveFiles, settings: RegistrySettings | None = None) -> None:
         self.images = images
         self.storage = storage
         self.transport = transport
         self.files = files
+        self.archives = archives
         self.settings = settings or RegistrySettings()
         self.index = LayerIndex(store, lambda layer: storage.layer_path(layer).is_dir())
 
@@ -91,7 +95,7 @@ class OciImages:
             raise OciFailed(str(exc)) from None
 
     def familiar(self, ref: Reference) -> tuple[str, str]:
-        return ref.familiar(normalise_registry(self.settings.default_registry))
+        return ref.familiar(self._default_registry)
 
     def client(self, registry: str, given: dict[str, RegistryCredentials] | None = None) -> RegistryClient:
         """A client for `registry`: https unless the config lists it as insecure."""
@@ -202,6 +206,61 @@ class OciImages:
     def _maker(self, pin: Callable[[str], None]) -> LayerMaker:
         return LayerMaker(storage=self.storage, files=self.files, index=self.index, pin=pin)
 
+    # --- archives -------------------------------------------------------------------------------
+
+    async def save(self, config: ImageSaveConfig, send: Send) -> None:
+        """Write the images of `config` as one OCI layout tar to `send`."""
+        records = []
+        for ident in config.images:
+            record = self.images.find(ident)
+            if record is None:
+                raise OciFailed(f"no such image '{ident}'")
+            records.append(record)
+        with self.images.pins.holding() as pin:
+            for layer in {layer for record in records for layer in record.layers}:
+                pin(layer)
+            try:
+                await save(records, index=self.index, files=self.files, layer_path=self.storage.layer_path,
+                           send=send, default_registry=self._default_registry)
+            except FAILURES as exc:
+                raise OciFailed(failure_reason(exc)) from exc
+
+    async def load(self, config: ImageLoadConfig, chunks: Chunks, emit: Emit) -> list[ImageRecord]:
+        """Load every image of the archive `chunks` carry; nothing is kept when it fails."""
+        with self.images.pins.holding() as pin:
+            maker = self._maker(pin)
+            try:
+                async with self.archives.spooled(chunks) as archive:
+                    loaded = await load(archive, maker, emit, self._default_registry)
+            except FAILURES as exc:
+                await maker.discard_all()
+                raise OciFailed(failure_reason(exc)) from exc
+            except BaseException:
+                await maker.discard_all()
+                raise
+            records = [self._loaded_record(item, config, len(loaded)) for item in loaded]
+            for record in records:
+                self.images.add(record)
+        for record in records:
+            self.images.events.publish("image", "load", record.id, name=record.nametag if record.name else None)
+            await emit(f"Loaded image: {record.nametag if record.name else '<untagged>'} ({record.id})\n")
+        return records
+
+    def _loaded_record(self, item: Loaded, config: ImageLoadConfig, count: int) -> ImageRecord:
+        name, tag = item.name, item.tag
+        if not name and config.tag and count == 1:
+            name, tag = parse_nametag(config.tag)
+        layers = item.layers
+        return ImageRecord(
+            id=new_id(), name=name, tag=tag, instructions=[], created=now_iso(),
+            dataset=str(self.storage.layer_path(layers[-1])) if layers else "", layers=layers,
+            digest=item.digest, **image_fields(item.config),
+        )
+
+    @property
+    def _default_registry(self) -> str:
+        return normalise_registry(self.settings.default_registry)
+
     # --- registry logins ------------------------------------------------------------------------
 
     async def login(self, request: RegistryLogin) -> str:
@@ -216,5 +275,9 @@ class OciImages:
         return registry
 
     def reconcile(self) -> list[str]:
-        """At start-up, after the layer garbage collection: drop records of layers that are gone."""
+        """At start-up, after the layer garbage collection: drop records of layers that are gone,
+        and the spool files of loads a killed daemon left."""
+        leftovers = self.archives.remove_leftovers()
+        if leftovers:
+            log.warning("removed %d spool files of interrupted loads", len(leftovers))
         return self.index.reconcile()
