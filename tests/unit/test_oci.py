@@ -240,3 +240,11 @@ def test_a_truncated_layer_is_an_error(tmp_path):
     with pytest.raises(ValueError):
         trio.run(main)
     assert stat.S_ISDIR(os.stat(tmp_path).st_mode)
+
+
+def test_the_httpcore_read_size_setting_still_exists():
+    import httpcore
+
+    from kleened.platform import registry_http
+
+    assert httpcore.AsyncHTTP11Connection.READ_NUM_BYTES == registry_http.READ_SIZE

@@ -10,6 +10,7 @@ cancels the handler, and the operation removes what it made.
 
 from __future__ import annotations
 
+import collections
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -37,12 +38,45 @@ log = logging.getLogger(__name__)
 bp = Blueprint("oci", __name__)
 
 
-async def send_progress(layer: str, status: str, current: int, total: int) -> None:
-    await websocket.send(encode(PullProgress(layer=layer, status=status, current=current, total=total)).decode())
+class ProgressFrames:
+    """`PullProgress` frames sent by a task of their own, so a slow client never slows a transfer.
+
+    Every status change is sent, in order; byte counts ("Downloading" 1 MiB, 2 MiB, ...) of a
+    layer whose status has not changed are coalesced to the latest when the client falls behind.
+    """
+
+    BYTES = frozenset({"Downloading", "Extracting", "Pushing"})
+
+    def __init__(self) -> None:
+        self._changes: collections.deque[PullProgress] = collections.deque()
+        self._latest: dict[str, PullProgress] = {}
+        self._status: dict[str, str] = {}
+        self._wake = trio.Event()
+
+    async def __call__(self, layer: str, status: str, current: int, total: int) -> None:
+        frame = PullProgress(layer=layer, status=status, current=current, total=total)
+        if status in self.BYTES and self._status.get(layer) == status:
+            self._latest[layer] = frame
+        else:
+            self._latest.pop(layer, None)
+            self._changes.append(frame)
+            self._status[layer] = status
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            await self.flush()
+
+    async def flush(self) -> None:
+        while self._changes or self._latest:
+            frame = self._changes.popleft() if self._changes else self._latest.pop(next(iter(self._latest)))
+            await websocket.send(encode(frame).decode())
 
 
 async def run_operation(what: str, operation: Callable[[], Awaitable[str]], done: str, *,
-                        read_client: bool = True) -> None:
+                        read_client: bool = True, progress: ProgressFrames | None = None) -> None:
     """Starting message, the operation, then the close frame.
 
     Client frames are read and dropped meanwhile (`read_client`), which is what notices a client
@@ -53,8 +87,12 @@ async def run_operation(what: str, operation: Callable[[], Awaitable[str]], done
     async with trio.open_nursery() as nursery:
         if read_client:
             nursery.start_soon(discard_input)
+        if progress is not None:
+            nursery.start_soon(progress.run)
         try:
             data, reason = await operation(), ""
+            if progress is not None:
+                await progress.flush()
         except OciFailed as exc:
             data, reason = "", exc.reason
         except Exception as exc:  # a bug: the client gets the message, the log the traceback
@@ -73,11 +111,12 @@ async def run_operation(what: str, operation: Callable[[], Awaitable[str]], done
 async def image_pull():
     """Pull: progress frames, then close 1000 `image pulled` with the image id."""
     config = await receive_config(ImagePullConfig)
+    progress = ProgressFrames()
 
     async def operation() -> str:
-        return (await services().oci.pull(config, send_progress)).id
+        return (await services().oci.pull(config, progress)).id
 
-    await run_operation("pull", operation, "image pulled")
+    await run_operation("pull", operation, "image pulled", progress=progress)
 
 
 @bp.websocket("/images/push")
@@ -86,11 +125,12 @@ async def image_push():
     """Push: progress frames, then close 1000 `image pushed` with the manifest digest's hex (the
     whole `sha256:<hex>` does not fit a close frame beside the message)."""
     config = await receive_config(ImagePushConfig)
+    progress = ProgressFrames()
 
     async def operation() -> str:
-        return (await services().oci.push(config, send_progress)).removeprefix("sha256:")
+        return (await services().oci.push(config, progress)).removeprefix("sha256:")
 
-    await run_operation("push", operation, "image pushed")
+    await run_operation("push", operation, "image pushed", progress=progress)
 
 
 FRAME = 256 * 1024  # bytes per BINARY frame of a saved archive

@@ -33,7 +33,7 @@ import zstandard
 from kleened.platform import posix_tar
 from kleened.platform.base import Packed, Unpacked
 from kleened.platform.posix_tar import OPAQUE, WHITEOUT, ExtractError, Limits
-from kleened.platform.threadstream import CHUNK, ChunkReader, produced
+from kleened.platform.threadstream import CHUNK, ChunkReader, prefetched, produced
 
 GZIP_LEVEL = 6
 _PACK_VERSION = f"tar1-zlib{zlib.ZLIB_RUNTIME_VERSION}-{GZIP_LEVEL}"  # what a kept digest depends on
@@ -54,8 +54,8 @@ class TarLayerFiles:
         self.limits = limits or Limits()
 
     async def unpack(self, dest: Path, compression: str, chunks: AsyncIterator[bytes]) -> Unpacked:
-        job = functools.partial(self._unpack, dest, compression, chunks)
-        return await trio.to_thread.run_sync(job)
+        async with prefetched(chunks) as ahead:
+            return await trio.to_thread.run_sync(functools.partial(self._unpack, dest, compression, ahead))
 
     def _unpack(self, dest: Path, compression: str, chunks: AsyncIterator[bytes]) -> Unpacked:
         raw = ChunkReader(chunks)

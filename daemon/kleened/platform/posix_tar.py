@@ -328,7 +328,7 @@ def extract(
 def extract_stream(stream: BinaryIO, writer: LayerWriter) -> Stats:
     """Extract the uncompressed tar `stream` with `writer` (an OCI layer: whiteouts when it has them)."""
     try:
-        with tarfile.open(fileobj=stream, mode="r|") as tar:
+        with tarfile.open(fileobj=stream, mode="r|", bufsize=CHUNK) as tar:
             _extract_all(writer, tar)
     except (tarfile.TarError, EOFError) as exc:
         raise ExtractError(f"could not extract tar archive: {exc}") from exc

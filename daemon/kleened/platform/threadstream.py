@@ -108,3 +108,36 @@ async def produced(job: Callable[[io.RawIOBase], None]) -> AsyncIterator[AsyncIt
             yield chunks()
         finally:
             nursery.cancel_scope.cancel()
+
+
+@contextlib.asynccontextmanager
+async def prefetched(chunks: AsyncIterator[bytes], depth: int = 8) -> AsyncIterator[AsyncIterator[bytes]]:
+    """`chunks`, read ahead by a task of its own (at most `depth` chunks waiting).
+
+    A worker thread that reads chunk by chunk through `ChunkReader` would otherwise leave the
+    network idle while it works on a chunk, and itself idle while the next one arrives. An
+    error of `chunks` is raised from the returned iterator once the chunks before it are read.
+    """
+    send, receive = trio.open_memory_channel[bytes](depth)
+    failure: list[BaseException] = []
+
+    async def pump() -> None:
+        async with send:
+            try:
+                async for chunk in chunks:
+                    await send.send(chunk)
+            except Exception as exc:
+                failure.append(exc)
+
+    async def ahead() -> AsyncIterator[bytes]:
+        async for chunk in receive:
+            yield chunk
+        if failure:
+            raise failure[0]
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(pump)
+        try:
+            yield ahead()
+        finally:
+            nursery.cancel_scope.cancel()
