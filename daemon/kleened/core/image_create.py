@@ -105,7 +105,7 @@ async def create_image(
             detected = await _fill(config, layer, source, emit)
             await _host_files(config, layer, source, emit)
         except _HOST_FAILURES as exc:
-            raise CreationFailed(_reason(exc)) from exc
+            raise CreationFailed(failure_reason(exc)) from exc
         if detected is not None and config.autotag:
             name, tag = detected[0], "latest"
         record = ImageRecord(
@@ -176,7 +176,8 @@ async def _host_files(config: ImageCreateConfig, layer: Path, source: RootfsSour
         await emit("'update' runs freebsd-update, which this host's images do not have: skipping...\n")
 
 
-def _reason(exc: BaseException) -> str:
+def failure_reason(exc: BaseException) -> str:
+    """A host failure as one line for the client."""
     if isinstance(exc, HostCommandError):
         return f"{exc.argv[0]} exited with {exc.returncode}: {exc.stderr}"
     if isinstance(exc, OSError) and exc.strerror:

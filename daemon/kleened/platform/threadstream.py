@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import trio
@@ -73,28 +73,23 @@ class _ChunkWriter(io.RawIOBase):
             trio.from_thread.run(self._send.send, chunk)
 
 
-@contextlib.asynccontextmanager
-async def produced(job: Callable[[io.RawIOBase], None]) -> AsyncIterator[AsyncIterator[bytes]]:
-    """The bytes `job(out)` writes to `out` in a worker thread, as an async iterator.
+Fill = Callable[[trio.MemorySendChannel[bytes]], Awaitable[None]]
 
-    Leaving the block early stops the thread (its next write raises `trio.Cancelled`); an
-    error of the job is raised from the iterator.
-    """
-    send, receive = trio.open_memory_channel[bytes](1)
+
+@contextlib.asynccontextmanager
+async def _fed(fill: Fill, depth: int) -> AsyncIterator[AsyncIterator[bytes]]:
+    """The chunks `fill(send)` sends from a task of its own, at most `depth` waiting; an error
+    of `fill` is raised from the iterator after the chunks sent before it. Leaving the block
+    early cancels `fill`."""
+    send, receive = trio.open_memory_channel[bytes](depth)
     failure: list[BaseException] = []
 
-    def run() -> None:
-        out = _ChunkWriter(send)
-        job(out)
-        out.flush_chunks()
-
-    async def worker() -> None:
-        try:
-            await trio.to_thread.run_sync(run)
-        except Exception as exc:
-            failure.append(exc)
-        finally:
-            await send.aclose()
+    async def feed() -> None:
+        async with send:
+            try:
+                await fill(send)
+            except Exception as exc:
+                failure.append(exc)
 
     async def chunks() -> AsyncIterator[bytes]:
         async for chunk in receive:
@@ -102,42 +97,50 @@ async def produced(job: Callable[[io.RawIOBase], None]) -> AsyncIterator[AsyncIt
         if failure:
             raise failure[0]
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(worker)
-        try:
-            yield chunks()
-        finally:
-            nursery.cancel_scope.cancel()
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(feed)
+            try:
+                yield chunks()
+            finally:
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # `feed` never raises, so the group holds what the block raised: raise it as it was, so that
+        # callers catch their own errors and not a group (trio groups whatever leaves a nursery).
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
 
 
-@contextlib.asynccontextmanager
-async def prefetched(chunks: AsyncIterator[bytes], depth: int = 8) -> AsyncIterator[AsyncIterator[bytes]]:
+def produced(job: Callable[[io.RawIOBase], None]) -> contextlib.AbstractAsyncContextManager[AsyncIterator[bytes]]:
+    """The bytes `job(out)` writes to `out` in a worker thread, as an async iterator.
+
+    Leaving the block early stops the thread (its next write raises `trio.Cancelled`); an
+    error of the job is raised from the iterator.
+    """
+
+    def run(send: trio.MemorySendChannel[bytes]) -> None:
+        out = _ChunkWriter(send)
+        job(out)
+        out.flush_chunks()
+
+    async def fill(send: trio.MemorySendChannel[bytes]) -> None:
+        await trio.to_thread.run_sync(run, send)
+
+    return _fed(fill, 1)
+
+
+def prefetched(chunks: AsyncIterator[bytes], depth: int = 8) -> contextlib.AbstractAsyncContextManager[
+        AsyncIterator[bytes]]:
     """`chunks`, read ahead by a task of its own (at most `depth` chunks waiting).
 
     A worker thread that reads chunk by chunk through `ChunkReader` would otherwise leave the
     network idle while it works on a chunk, and itself idle while the next one arrives. An
     error of `chunks` is raised from the returned iterator once the chunks before it are read.
     """
-    send, receive = trio.open_memory_channel[bytes](depth)
-    failure: list[BaseException] = []
 
-    async def pump() -> None:
-        async with send:
-            try:
-                async for chunk in chunks:
-                    await send.send(chunk)
-            except Exception as exc:
-                failure.append(exc)
+    async def fill(send: trio.MemorySendChannel[bytes]) -> None:
+        async for chunk in chunks:
+            await send.send(chunk)
 
-    async def ahead() -> AsyncIterator[bytes]:
-        async for chunk in receive:
-            yield chunk
-        if failure:
-            raise failure[0]
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(pump)
-        try:
-            yield ahead()
-        finally:
-            nursery.cancel_scope.cancel()
+    return _fed(fill, depth)

@@ -31,7 +31,7 @@ from kleene_protocol.models import (
 
 from ...platform.base import HostCommandError, LayerStorage, TransportError
 from ..clock import now_iso
-from ..image_create import Emit
+from ..image_create import Emit, failure_reason
 from ..images import Images, parse_nametag
 from ..records import ImageRecord
 from ..store import Store
@@ -65,14 +65,6 @@ class RegistrySettings:
     auth_file: Path | None = None
     concurrency: int = 3  # layers transferred at once per pull or push
     retries: int = 3
-
-
-def failure_reason(exc: BaseException) -> str:
-    if isinstance(exc, HostCommandError):
-        return f"{exc.argv[0]} exited with {exc.returncode}: {exc.stderr}"
-    if isinstance(exc, OSError) and exc.strerror:
-        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
-    return str(exc) or type(exc).__name__
 
 
 class OciImages:
