@@ -249,6 +249,8 @@ class FlakyProxy:
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
         self.cut = 0
+        self.redirect = False  # answer blob GETs with a 307 to the registry itself (blob storage's role)
+        self.authorizations: list[str] = []  # Authorization headers seen on redirected requests
         self.stall = False
         self.release = threading.Event()
         self.halfway = threading.Event()
@@ -269,6 +271,15 @@ class FlakyProxy:
             protocol_version = "HTTP/1.1"
 
             def _forward(self, method: str) -> None:
+                if "/redirected/" in self.path:
+                    proxy.authorizations.append(self.headers.get("Authorization", ""))
+                    self.path = self.path.replace("/redirected/", "/", 1)
+                elif proxy.redirect and method == "GET" and "/blobs/" in self.path:
+                    self.send_response(307)
+                    self.send_header("Location", f"http://localhost:{proxy.port}/redirected{self.path}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 conn = http.client.HTTPConnection(proxy.upstream, timeout=30)
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
                 conn.request(method, self.path, headers=headers)

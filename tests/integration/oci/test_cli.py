@@ -15,6 +15,7 @@ from tests.cli import Result, run_cli
 from tests.compat.conftest import UPSTREAM_KLEE
 from tests.conftest import require
 from tests.daemon import Daemon
+from tests.integration.oci.conftest import pulled
 from tests.oci_layouts import busybox_layout
 from tests.registry import PASSWORD, USER, Registry
 
@@ -70,3 +71,22 @@ def test_build_from_a_registry_image(oci_daemon, registry, workdir, tree, tmp_pa
     assert f"Pulling {registry.host}/tests/from:base" in built.stdout and "image created" in built.stdout
     ran = klee(oci_daemon, tmp_path, "run", "--rm", tag, "cat", "/etc/copy")
     assert "base layer" in ran.stdout, ran
+
+
+def test_upstream_klee_sees_pulled_images(oci_daemon, registry, workdir, tree):
+    require(UPSTREAM_KLEE.exists(), "upstream klee not installed (make upstream-klee)")
+    layout = workdir / "layout-upstream"
+    busybox_layout(layout, tree, "up")
+    registry.copy_in(layout, "tests/upstream:up")
+    reference = f"{registry.host}/tests/upstream:up"
+    image_id = pulled(oci_daemon, reference)
+
+    def upstream(*args: str) -> Result:
+        return run_cli([str(UPSTREAM_KLEE), "--host", oci_daemon.host, *args])
+
+    listed = upstream("image", "ls")
+    assert listed.returncode == 0 and image_id in listed.stdout, listed
+    shown = upstream("image", "inspect", reference)
+    assert shown.returncode == 0 and image_id in shown.stdout, shown
+    ran = upstream("run", reference, "/bin/echo", "upstream ran it")
+    assert "upstream ran it" in ran.stdout, ran

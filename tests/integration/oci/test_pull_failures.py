@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import trustme
 
 from tests.daemon import Daemon
 from tests.integration.oci.conftest import daemon_config, progress, pull, write_auth
@@ -121,3 +122,25 @@ def test_a_daemon_killed_mid_pull_leaves_nothing_after_restart(plain_registry, p
             assert api.get("/images/list").json() == []
     finally:
         daemon.stop()
+
+
+def test_redirects_to_blob_storage_are_followed_without_credentials(oci_daemon, plain_registry, proxy, workdir,
+                                                                     tree):
+    ref, _ = unique_image(workdir, tree, plain_registry, size=1 << 20)
+    proxy.upstream, proxy.redirect = plain_registry.host, True
+    proxy.authorizations.clear()
+    try:
+        stream = pull(oci_daemon, f"{proxy.host}/{ref}")
+    finally:
+        proxy.redirect = False
+    assert stream.close_code == 1000, stream
+    assert proxy.authorizations and set(proxy.authorizations) == {""}  # localhost is another host than 127.0.0.1
+
+
+def test_an_untrusted_certificate_is_refused_at_once(oci_daemon, workdir, tree):
+    other_ca = trustme.CA()
+    with running_registry(workdir / "registry-untrusted", other_ca, "htpasswd") as untrusted:
+        stream = pull(oci_daemon, f"{untrusted.host}/tests/anything:1")
+    assert stream.close_code == 1011
+    assert "CERTIFICATE_VERIFY_FAILED" in stream.close_reason["message"] or "certificate" in stream.text, stream
+    assert "giving up" not in stream.text  # not retried: a retry cannot fix it
