@@ -4,7 +4,9 @@ and the image config built from the image's fields. Shared by push and save."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import msgspec
 
@@ -37,7 +39,8 @@ class LayerBlob:
     own: bool
 
 
-async def own_blob(index: LayerIndex, files: LayerFiles, storage_path, layer_id: str, compression: str) -> LayerBlob:
+async def own_blob(index: LayerIndex, files: LayerFiles, storage_path: Callable[[str], Path], layer_id: str,
+                   compression: str) -> LayerBlob:
     """The layer as our own tar, measured now unless a measure for this tar format was kept."""
     key = f"{compression}/{files.version}"
     record = index.get(layer_id)
