@@ -28,7 +28,13 @@ class Daemon:
     prefix: str
     listeners: list[dict[str, Any]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)  # added to the daemon's environment
     proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
 
     @property
     def socket(self) -> Path:
@@ -65,7 +71,7 @@ class Daemon:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "kleened", "--config", str(self.config_path)],
-            stdout=log, stderr=log, stdin=subprocess.DEVNULL, cwd=ROOT,
+            stdout=log, stderr=log, stdin=subprocess.DEVNULL, cwd=ROOT, env={**os.environ, **self.env},
         )
         log.close()
         deadline = time.monotonic() + timeout
@@ -93,6 +99,14 @@ class Daemon:
 
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
+
+    def wait_dead(self, timeout: float = 60.0) -> int:
+        """Wait for the daemon to exit by itself (a fault point killed it); return its status."""
+        assert self.proc is not None
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"kleened did not die within {timeout} s:\n{self.log()}") from None
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

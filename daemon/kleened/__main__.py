@@ -66,7 +66,7 @@ async def run_daemon(config: Config, listeners: list[Listener]) -> None:
         # Stop the containers while the server still runs, so attached sessions end with their
         # close frame and exit code rather than a dropped connection.
         with trio.move_on_after(SHUTDOWN_STOP_DEADLINE):
-            await services.supervisor.stop_all()
+            await services.containers.stop_all()
         stop_serving.set()
     log.info("kleened stopped")
 

@@ -2,8 +2,21 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import sys
+
+# The id of the API request the current task serves ("" outside requests): every log line of
+# the request carries it, and an internal error's reply names it, so one can be found from
+# the other.
+REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+
+
+class _RequestId(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if (request_id := REQUEST_ID.get()) and not hasattr(record, "request"):
+            record.request = request_id
+        return True
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -30,6 +43,7 @@ class KeyValueFormatter(logging.Formatter):
 def setup(level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(KeyValueFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(_RequestId())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(_LEVELS[level])

@@ -23,7 +23,9 @@ from .core.builder.build import Builder
 from .core.containers import Containers
 from .core.events import Events
 from .core.execs import Execs
+from .core.image_create import RootfsSource
 from .core.images import Images
+from .core.lifecycle import Locks
 from .core.logs import Logs
 from .core.networks import Networks
 from .core.oci.service import OciImages, RegistrySettings
@@ -63,7 +65,7 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
     from .platform.linux.copying import HostFiles
     from .platform.linux.netdev import LinuxNetworkHost
     from .platform.linux.overlay import OverlayStorage
-    from .platform.linux.reaper import become_subreaper
+    from .platform.linux.reaper import become_subreaper, reap_orphans
     from .platform.linux.rootfs import HostRootfs
     from .platform.linux.runc import RuncRuntime
     from .platform.linux.whiteouts import OverlayWhiteouts
@@ -78,44 +80,67 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
     store = Store(root / "metadata.sqlite")
     storage = OverlayStorage(root)
     runtime = RuncRuntime(root, config.host_prefix)
+    rootfs = HostRootfs(root / "tmp")
     supervisor = Supervisor(runtime, grace=config.stop_timeout)
+    locks = Locks()
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(supervisor.run)
+            nursery.start_soon(reap_orphans)
             events = Events(history=config.events_history, buffer=config.events_buffer)
             logs = Logs(root / "logs", max_size=config.log_max_size, max_files=config.log_max_files,
                         buffer=config.log_buffer, recent=config.log_recent)
-            images = Images(store, storage, HostRootfs(root / "tmp"), events=events)
-            volumes = Volumes(store, storage, is_running=supervisor.is_running, events=events)
+            images = Images(store, storage, rootfs, events=events, locks=locks)
+            volumes = Volumes(store, storage, events=events, locks=locks)
             networks = Networks(store, LinuxNetworkHost(config.host_prefix), hosts_dir=root / "hosts",
-                                is_running=supervisor.is_running, events=events)
+                                is_running=supervisor.is_running, events=events, locks=locks)
             containers = Containers(store, images, volumes, storage, runtime, supervisor, networks,
-                                    dataset_root=str(root), logs=logs, events=events)
+                                    dataset_root=str(root), logs=logs, events=events, locks=locks)
             transport = HttpxTransport(config.registry_ca_file)
             oci = OciImages(store=store, images=images, storage=storage, transport=transport,
                             files=TarLayerFiles(OverlayWhiteouts()), archives=HostArchives(root / "tmp" / "oci"),
                             settings=_registry_settings(config))
-            await containers.reconcile()
-            await images.collect_garbage()
-            oci.reconcile()
-            await networks.reconcile()
+            await reconcile(containers, images, networks, rootfs, oci)
             services = Services(
                 store=store, volumes=volumes, networks=networks, images=images, containers=containers,
                 execs=Execs(containers, supervisor, events=events, detach_keys=config.detach_keys,
                             attach_buffer=config.attach_buffer), supervisor=supervisor, events=events,
                 version=_version([RuntimeVersion(name=runtime.name, version=runtime.version())]), oci=oci,
                 builds=Builder(store=store, images=images, containers=containers, networks=networks,
-                               supervisor=supervisor, storage=storage, files=HostFiles(), tmp_dir=root / "tmp",
-                               pull=oci.pull_for_build),
+                               storage=storage, files=HostFiles(), tmp_dir=root / "tmp", pull=oci.pull_for_build),
             )
             try:
                 yield services
             finally:
                 with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_STOP_DEADLINE):
-                    await supervisor.stop_all()
+                    await containers.stop_all()
+                    if not supervisor.running_containers():
+                        await runtime.close()
                 with trio.CancelScope(shield=True), trio.move_on_after(NETWORK_CLOSE_DEADLINE):
                     await networks.close()  # bridges, namespaces and the nft table: reconcile remakes them
                     await transport.aclose()
                 nursery.cancel_scope.cancel()
     finally:
         store.close()
+
+
+async def reconcile(containers: Containers, images: Images, networks: Networks, rootfs: RootfsSource,
+                    oci: OciImages) -> None:
+    """Start-up: make the host match the store. Each step logs what it cannot do and the next
+    one runs anyway: the daemon always comes up and serves what works."""
+
+    async def layer_records() -> None:
+        oci.reconcile()
+
+    steps = [
+        ("clear the work directory", lambda: trio.to_thread.run_sync(rootfs.cleanup)),
+        ("reconcile containers", containers.reconcile),
+        ("remove unused layers", images.collect_garbage),
+        ("drop the records of removed layers", layer_records),
+        ("reconcile networks", networks.reconcile),
+    ]
+    for what, step in steps:
+        try:
+            await step()
+        except Exception:
+            log.exception("start-up: could not %s; going on", what)

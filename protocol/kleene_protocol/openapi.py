@@ -41,7 +41,8 @@ ROUTES: list[Route] = [
     Route("post", "/containers/{container_id}/stop", "Stop a container", None, ((200, I), (404, E))),
     Route("get", "/containers/{container_id}/inspect", "Inspect a container", None,
           ((200, models.ContainerInspect), (404, E))),
-    Route("post", "/exec/create", "Create an execution instance", models.ExecConfig, ((201, I), (404, E))),
+    Route("post", "/exec/create", "Create an execution instance", models.ExecConfig,
+          ((201, I), (400, E), (404, E))),
     Route("get", "/exec/start", "Start an execution instance (WebSocket)", models.ExecStartConfig, (),
           websocket="First client frame: ExecStartConfig. Server: starting message, output frames, close frame "
           "with a JSON WebSocketMessage reason (1000 exited, 1001 detached, 1002 bad config, 1011 error). "
@@ -152,7 +153,7 @@ def openapi_document() -> dict[str, Any]:
             op["responses"]["101"] = {"description": "Switching to the WebSocket protocol"}
         elif route.body is not None:
             op["requestBody"] = {"required": True, "content": {"application/json": {"schema": by_type[route.body]}}}
-        for status, type_ in route.responses:
+        for status, type_ in (*route.responses, *_edge_responses(route)):
             entry: dict[str, Any] = {"description": "" if type_ is None else _describe(type_)}
             if type_ is not None:
                 schema = {"type": "object"} if type_ is dict else by_type[type_]
@@ -165,6 +166,19 @@ def openapi_document() -> dict[str, Any]:
         "paths": paths,
         "components": {"schemas": components},
     }
+
+
+def _edge_responses(route: Route) -> tuple[tuple[int, Any], ...]:
+    """What any route with a body or query may answer before it runs: 422 (the body or a query
+    parameter does not decode: `{"message", "errors"}`) and 413 (a body over `max_request_body`)."""
+    if route.websocket:
+        return ()
+    edge: list[tuple[int, Any]] = []
+    if route.body is not None or route.query:
+        edge.append((422, E))
+    if route.body is not None:
+        edge.append((413, E))
+    return tuple(edge)
 
 
 def _describe(type_: Any) -> str:

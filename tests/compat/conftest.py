@@ -9,7 +9,7 @@ import pytest
 from tests.cli import Klee, Result, run_cli
 from tests.conftest import require
 from tests.daemon import ROOT, Daemon
-from tests.integration.conftest import api, daemon  # noqa: F401  (fixtures shared with integration)
+from tests.integration.conftest import _host_matches_api, api, daemon  # noqa: F401  (fixtures shared with integration)
 
 UPSTREAM_KLEE = ROOT / ".venv-upstream" / "bin" / "klee"
 

@@ -11,6 +11,7 @@ import pytest
 
 from tests.conftest import require_root_runtime
 from tests.daemon import Daemon, running_daemon
+from tests.invariants import assert_clean
 
 
 @pytest.fixture(scope="session")
@@ -24,3 +25,12 @@ def daemon() -> Iterator[Daemon]:
 def api(daemon: Daemon):
     with daemon.client() as client:
         yield client
+
+
+@pytest.fixture(autouse=True)
+def _host_matches_api(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After every test that used the session daemon: nothing leaked, nothing orphaned, no
+    ghost, no zombie (tests/invariants.py)."""
+    yield
+    if "daemon" in request.fixturenames:
+        assert_clean(request.getfixturevalue("daemon"))

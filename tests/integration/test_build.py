@@ -307,7 +307,8 @@ def test_buildargs_apply_after_their_arg_31_35(daemon, base, tmp_path):
               "USER $username\nRUN whoami\nARG TESTVAR=user1\nUSER $TESTVAR\nRUN echo \"$(id)\"\n",
               buildargs={"username": "user1"})
     lines = [line for line in b.log if not line.startswith(("Step", SNAPSHOT))]
-    assert lines == ["nobody\n", "user1\n", "uid=1000(user1) gid=1000(user1)\n"]  # busybox's id
+    # busybox's id; the primary group is listed under groups= too, as initgroups(3) gives it
+    assert lines == ["nobody\n", "user1\n", "uid=1000(user1) gid=1000(user1) groups=1000(user1)\n"]
 
 
 def test_env_beats_arg_32_33_38(api, daemon, base, tmp_path):

@@ -117,18 +117,16 @@ def test_relative_destination_is_refused(api, image):
     assert r.status_code == 404 and "absolute" in r.json()["message"]
 
 
-def test_removing_a_volume_in_use_by_a_running_container_is_refused(api, daemon, image):
+def test_removing_a_volume_a_container_mounts_is_refused(api, daemon, image):
     vol = f"busy{secrets.token_hex(3)}"
     cid = create(api, image, ["/bin/sleep", "1000"], mounts=[mount(vol, "/v")])
     exec_stream(daemon, exec_create(api, cid), attach=False)
     r = api.delete(f"/volumes/{vol}")
     assert r.status_code == 409 and cid in r.json()["message"]
     api.post(f"/containers/{cid}/stop")
+    # Stopped, it still mounts the volume (as docker, unlike upstream): its data must be there at the next start.
+    r = api.delete(f"/volumes/{vol}")
+    assert r.status_code == 409 and r.json()["message"] == f"volume '{vol}' is in use by container(s): {cid}"
+    assert vol not in api.post("/volumes/prune").json()
+    assert api.delete(f"/containers/{cid}").status_code == 200
     assert api.delete(f"/volumes/{vol}").status_code == 200
-    # The container still mounts it: starting it again creates the volume afresh, as on first use.
-    assert api.get(f"/containers/{cid}/inspect").json()["container_mountpoints"][0]["source"] == vol
-    api.post(f"/containers/{cid}/update", json={"cmd": ["/bin/ls", "/v"]})
-    assert exec_stream(daemon, exec_create(api, cid)).close_reason["message"].endswith("exit-code 0")
-    assert api.get(f"/volumes/{vol}/inspect").json()["mountpoints"][0]["container_id"] == cid
-    api.delete(f"/containers/{cid}")
-    api.delete(f"/volumes/{vol}")

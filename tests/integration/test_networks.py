@@ -722,3 +722,40 @@ def test_wired_sigkill_and_restart_restores_connectivity(own_daemon):
             api.post(f"/containers/{cid}/update", json={"restart_policy": "no"})
             api.delete(f"/containers/{cid}")
         api.delete(f"/networks/{net['name']}")
+
+
+def get_url(address: str, tries: int = 50) -> bytes:
+    """GET from the host, retried while the server may still be starting (connection refused)."""
+    for _ in range(tries):
+        try:
+            with urllib.request.urlopen(address, timeout=5) as r:
+                return r.read()
+        except (ConnectionRefusedError, urllib.error.URLError):
+            time.sleep(0.1)
+    raise AssertionError(f"nothing answers at {address}")
+
+
+def test_wired_a_published_port_belongs_to_one_running_container(api, daemon, nets, image, containers):
+    """Issue reproduction: two containers with `-p P:P` were both accepted, the first got all the
+    traffic, and after it stopped P timed out (its rule stayed first in the table)."""
+    port = 20000 + secrets.randbelow(20000)
+    net = create_net(api, nets, type="bridge", subnet=subnets(daemon)[0], gateway="<auto>")
+    published = [{"interfaces": [], "host_port": str(port), "container_port": "8000", "protocol": "tcp"}]
+    first = container(api, image, containers, "vnet", server_cmd("first"), public_ports=published)
+    second = container(api, image, containers, "vnet", server_cmd("second"), public_ports=published)
+    for cid in (first, second):
+        assert connect(api, net["name"], cid).status_code == 204
+    start(api, daemon, first)
+    assert get_url(f"http://127.0.0.1:{port}/") == b"first\n"
+    r = api.post("/exec/create", json={"container_id": second, "cmd": []})
+    stream = exec_stream(daemon, r.json()["id"], attach=False, start_container=True)
+    assert stream.close_code == 1011 and "port is already allocated" in stream.close_reason["data"], stream
+    r = api.post("/containers/create", json={"image": image, "network_driver": "vnet", "public_ports": published})
+    assert r.status_code == 409 and "port is already allocated" in r.json()["message"], r.text
+    assert api.post(f"/containers/{first}/stop").status_code == 200
+    assert f"{port}" not in nft_table(daemon.prefix)  # rules exist only while their container runs
+    start(api, daemon, second)
+    assert get_url(f"http://127.0.0.1:{port}/") == b"second\n"
+    assert api.post(f"/containers/{second}/stop").status_code == 200
+    start(api, daemon, first)  # restored at start
+    assert get_url(f"http://127.0.0.1:{port}/") == b"first\n"

@@ -1,14 +1,16 @@
 """The quart-trio application: blueprints, limits and the error contract.
 
 Error contract (upstream's, made consistent): an unknown route is 404 with the plain-text body
-`not found`; a body that does not decode is 422 with a readable message; a core error is
-`{"message": ...}` with the status from `errors.STATUS`; anything unexpected is a JSON 500,
-never an HTML page.
+`not found`, a known route with the wrong method 405; a body that does not decode is 422 with a
+readable message; a core error is `{"message": ...}` with the status from `errors.STATUS`;
+anything unexpected is a JSON 500 with the whole message and the request id (never an HTML
+page). Every response carries `X-Request-Id`, and every log line of the request `request=<id>`.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 
 from quart import Response
 from quart_trio import QuartTrio
@@ -16,9 +18,10 @@ from werkzeug.exceptions import HTTPException
 
 from ..core.errors import KleeneError
 from ..core.services import Services
+from ..logs import REQUEST_ID
 from . import build, containers, execs, images, networks, oci, streams, system, volumes
 from .errors import status_for
-from .http import ValidationFailed, error_reply, reply
+from .http import ValidationFailed, error_reply, internal_message, reply
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +37,19 @@ def create_app(services: Services, *, max_request_body: int) -> QuartTrio:
     for bp in BLUEPRINTS:
         app.register_blueprint(bp)
 
+    @app.before_request
+    async def name_request() -> None:
+        REQUEST_ID.set(secrets.token_hex(6))
+
+    @app.before_websocket
+    async def name_websocket() -> None:
+        REQUEST_ID.set(secrets.token_hex(6))
+
+    @app.after_request
+    async def tag_response(response: Response) -> Response:
+        response.headers["X-Request-Id"] = REQUEST_ID.get()
+        return response
+
     @app.errorhandler(KleeneError)
     async def kleene_error(exc: KleeneError) -> Response:
         return error_reply(exc.message, status_for(exc))
@@ -45,8 +61,12 @@ def create_app(services: Services, *, max_request_body: int) -> QuartTrio:
 
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Response:
-        if exc.code in (404, 405):
+        if exc.code == 404:
             return Response("not found", status=404, content_type="text/plain")
+        if exc.code == 405:
+            response = error_reply("method not allowed", 405)
+            response.headers["Allow"] = ", ".join(getattr(exc, "valid_methods", None) or [])
+            return response
         if exc.code == 413:
             return error_reply(f"request body larger than {max_request_body} bytes", 413)
         return error_reply(exc.description or exc.name, exc.code or 500)
@@ -54,6 +74,6 @@ def create_app(services: Services, *, max_request_body: int) -> QuartTrio:
     @app.errorhandler(Exception)
     async def crash(exc: Exception) -> Response:
         log.exception("request failed")
-        return error_reply(f"internal error: {exc}", 500)
+        return error_reply(f"{internal_message(exc)} (request {REQUEST_ID.get()})", 500)
 
     return app

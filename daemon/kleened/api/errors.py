@@ -10,6 +10,7 @@ STATUS: dict[type[errors.KleeneError], int] = {
     errors.InvalidArgument: 400,
     errors.Conflict: 409,
     errors.Ambiguous: 409,
+    errors.ExecFailed: 400,
     errors.Unavailable: 501,
     errors.Internal: 500,
 }

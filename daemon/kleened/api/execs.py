@@ -23,7 +23,7 @@ from kleene_protocol.websocket import (
     starting,
 )
 
-from ..core.errors import KleeneError
+from ..core.errors import ExecFailed, KleeneError
 from ..core.execs import Session
 from .http import body, query_bool, reply, services
 from .ws import close, receive_config, window_size, ws_guard
@@ -53,6 +53,14 @@ async def exec_start():
     execs = services().execs
     try:
         session = await execs.start(config.exec_id, attach=config.attach, start_container=config.start_container)
+    except ExecFailed as exc:
+        if config.attach:  # as a shell reports it: the reason, then the exit code 127 or 126
+            await websocket.send(starting())
+            await websocket.send(f"{exc.message}\n".encode())
+            await close(CLOSE_NORMAL, "closing", f"{config.exec_id} has exited with exit-code {exc.exit_code}")
+        else:
+            await close(CLOSE_INTERNAL_ERROR, "error", "error starting exec instance", exc.message)
+        return
     except KleeneError as exc:
         await close(CLOSE_INTERNAL_ERROR, "error", "error starting exec instance", exc.message)
         return

@@ -31,6 +31,11 @@ def error_reply(message: str, status: int) -> Response:
     return reply(ErrorResponse(message=message), status)
 
 
+def internal_message(exc: BaseException) -> str:
+    """An unexpected error, whole: its type when it has no text of its own."""
+    return f"internal error: {exc}" if str(exc) else f"internal error: {type(exc).__name__}"
+
+
 def no_content() -> Response:
     return Response(b"", status=204)
 

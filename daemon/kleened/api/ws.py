@@ -26,6 +26,9 @@ from kleene_protocol.websocket import (
     close_reason,
 )
 
+from ..logs import REQUEST_ID
+from .http import internal_message
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -78,8 +81,8 @@ def ws_guard(handler: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[
         except ConfigRejected:
             return None
         except Exception as exc:  # Cancelled is a BaseException and passes through
-            log.exception("websocket handler failed")
-            await close(CLOSE_INTERNAL_ERROR, "error", f"internal error: {exc}")
+            log.exception("websocket handler failed")  # the whole message, with the request id
+            await close(CLOSE_INTERNAL_ERROR, "error", f"(request {REQUEST_ID.get()}) {internal_message(exc)}")
             return None
 
     return wrapper

@@ -1,15 +1,25 @@
-"""Containers: create, list, inspect, update, stop, remove, prune, and starting one.
+"""Containers: create, list, inspect, update, remove, prune, and the lifecycle of a run.
 
 As upstream, a container *runs while its main process runs*: starting it is an exec with
 `start_container`, and when that process exits the container is stopped and cleaned up (its
-filesystem unmounted, its runtime state deleted). Names are unique (upstream allows
-duplicates); an ambiguous ident is an error that names the candidates.
+filesystem unmounted, its network namespace and runtime state removed). Names are unique
+(upstream allows duplicates): the store refuses a second holder, so two racing creates cannot
+both win. An ambiguous ident is an error that names the candidates.
+
+Every change holds the container's lock (`lifecycle.Locks`) across its awaits and checks the
+container's state (`lifecycle.ContainerStates`) under it: a start, an exec launch, a removal, an
+update and the teardown after an exit never interleave on one container. Images and volumes a
+create uses are locked too, so they cannot be removed while it runs. Host side effects of a start
+are all named after the container id, and `_teardown` undoes every one of them, idempotently and
+shielded, whether the start failed, was cancelled by a vanished client, or the container exited.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import re
+import signal
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -24,35 +34,35 @@ from kleene_protocol.models import (
     MountPoint,
     PublishedPort,
 )
+from kleene_protocol.names import name_error
 
-from ..platform.base import BindMount, ContainerSpec, LayerStorage, ProcessSpec, Runtime, VolumeStorage
-from ..platform.rootpath import PathEscape, ensure_target, read_text_in_root, resolve_in_root
+from .. import faults
+from ..platform.base import BindMount, ContainerSpec, HostCommandError, LayerStorage, Runtime, VolumeStorage
+from ..platform.rootpath import PathEscape, ensure_target, resolve_in_root
 from .clock import now_iso
-from .environment import login_env, merge_env, validate_env
-from .errors import Conflict, InvalidArgument, NotFound
+from .container_spec import bind_mounts, check_destination, process_spec, with_entrypoint
+from .environment import merge_env, validate_env
+from .errors import Conflict, ExecFailed, Internal, InvalidArgument, KleeneError, NotFound
 from .events import Events
 from .fanout import Fanout
+from .lifecycle import ContainerStates, Locks, State
 from .logs import Logs
 from .networks import Networks
 from .records import CONTAINER, ContainerRecord, ImageRecord
 from .resolve import resolve
-from .store import Store
-from .supervisor import Run, Supervisor
-from .users import resolve_user
+from .store import NameTaken, Store
+from .supervisor import OnExit, Run, Supervisor
 from .volumes import MOUNT, Volumes, mount_key
 
 log = logging.getLogger(__name__)
 
-NAME_RULE = "/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$"
-_NAME = re.compile("^" + NAME_RULE)
-
-
-def with_entrypoint(entrypoint: list[str] | None, cmd: list[str] | None) -> list[str] | None:
-    """The command a container of an image with ENTRYPOINT runs: the entrypoint, then the
-    container's (or the image's) command as its arguments, as docker does."""
-    if not entrypoint:
-        return cmd
-    return [*entrypoint, *(cmd or [])]
+# Upstream's rule and message for container names; ours (kleene_protocol.names) accepts every
+# name upstream's does, plus one-character names, up to 128 characters.
+UPSTREAM_NAME_RULE = "/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$"
+HOSTNAME_MAX = 63  # sethostname(2) takes 64 bytes; a longer container name gives a shortened hostname
+TEARDOWN_DEADLINE = 60.0  # seconds to undo a start (runc delete waits up to 10 s for a killed init)
+NOT_RUNNING = "container is not running"
+__all__ = ["Containers", "with_entrypoint"]
 
 
 class ImageResolver(Protocol):
@@ -78,6 +88,7 @@ class Containers:
         dataset_root: str,
         logs: Logs | None = None,
         events: Events | None = None,
+        locks: Locks | None = None,
     ) -> None:
         self._store = store
         self._images = images
@@ -87,7 +98,11 @@ class Containers:
         self._supervisor = supervisor
         self._networks = networks
         self._dataset_root = dataset_root
-        self._start_locks: dict[str, trio.Lock] = {}
+        self.locks = locks if locks is not None else Locks()
+        self.states = ContainerStates()
+        self._creating: set[str] = set()  # names of containers being created (not yet stored)
+        # Called with the id of every removed container (e.g. its exec instances are forgotten).
+        self.removal_hooks: list[Callable[[str], None]] = []
         self.logs = logs if logs is not None else Logs(Path(dataset_root) / "logs")
         self._events = events if events is not None else Events()
 
@@ -100,80 +115,126 @@ class Containers:
             raise NotFound(message)
         return record
 
+    def _reload(self, container_id: str, message: str = "container not found") -> ContainerRecord:
+        """The stored record, read again under the container's lock (it may have gone meanwhile)."""
+        record = self._store.get(CONTAINER, container_id, ContainerRecord)
+        if record is None:
+            raise NotFound(message)
+        return record
+
     def is_running(self, container_id: str) -> bool:
         return self._supervisor.is_running(container_id)
 
-    def save(self, record: ContainerRecord) -> None:
+    def state(self, record: ContainerRecord) -> State:
+        return self.states.get(record.id, ever_started=bool(record.started_at))
+
+    def _move(self, record: ContainerRecord, new: State) -> State:
+        return self.states.move(record.id, new, ever_started=bool(record.started_at))
+
+    def _lock(self, container_id: str) -> contextlib.AbstractAsyncContextManager[None]:
+        return self.locks.hold(("container", container_id))
+
+    def _save(self, record: ContainerRecord) -> None:
+        """Write `record` (its name must be free: `NameTaken` otherwise). Call under its lock."""
         self._store.put(CONTAINER, record.id, record, name=record.name, created=record.created)
 
     # --- create -----------------------------------------------------------------------------
 
     async def create(self, config: ContainerConfig) -> ContainerRecord:
-        name = config.name.lstrip("/") if config.name else None
-        if config.name is not None and not _NAME.match(config.name):
-            raise InvalidArgument(f"{config.name} does not match {NAME_RULE}")
-        if name and (holders := self._store.ids_by_name(CONTAINER, name)):
-            raise Conflict(f"container name '{name}' is already in use by {holders[0]}")
+        name = self._check_create(config)
+        assert config.image is not None
+        image, snapshot = self._images.resolve_ref(config.image)
+        volumes = sorted({m.source for m in config.mounts or [] if m.type == "volume"})
+        async with self.locks.hold(("image", image.id), *(("volume", v) for v in volumes)):
+            if self._images.get(image.id) is None:
+                raise NotFound(f"no such image '{config.image}'")
+            if name is not None:
+                self._reserve_name(name)
+            try:
+                return await self._create_locked(config, name, image, snapshot)
+            finally:
+                self._creating.discard(name or "")
+
+    def _check_create(self, config: ContainerConfig) -> str | None:
+        """Everything about the request that needs no host: the name, image, env, params, mounts."""
+        name = config.name.removeprefix("/") if config.name is not None else None
+        if name is not None and name_error("container", name):
+            raise InvalidArgument(f"{config.name} does not match {UPSTREAM_NAME_RULE}"
+                                  if len(name) <= 128 else "container name is longer than 128 characters")
         if config.image is None:
             raise InvalidArgument("no image given")
-        image, snapshot = self._images.resolve_ref(config.image)
         if error := validate_env(config.env or []):
             raise InvalidArgument(error)
         try:
             self._runtime.check_params(config.jail_param or [])
         except ValueError as exc:
             raise InvalidArgument(str(exc)) from None
+        destinations = [check_destination(m.destination) for m in config.mounts or []]
+        if len(set(destinations)) < len(destinations):
+            raise InvalidArgument("two mounts have the same destination")
+        for m in config.mounts or []:
+            if m.type == "volume" and (error := name_error("volume", m.source)):
+                raise InvalidArgument(error)
+            if m.type == "nullfs" and (not Path(m.source).is_absolute() or not Path(m.source).exists()):
+                raise InvalidArgument(f"could not mount '{m.source}': no such file or directory on the host")
+        return name
+
+    def _reserve_name(self, name: str) -> None:
+        if name in self._creating or (holders := self._store.ids_by_name(CONTAINER, name)):
+            holder = holders[0] if name not in self._creating else "a container being created"
+            raise Conflict(f"container name '{name}' is already in use by {holder}")
+        self._creating.add(name)
+
+    async def _create_locked(self, config: ContainerConfig, name: str | None, image: ImageRecord,
+                             snapshot: str) -> ContainerRecord:
         container_id = new_id()
+        ports = self._networks.check_public_ports(config.network_driver, [
+            PublishedPort(interfaces=p.interfaces, host_port=p.host_port, container_port=p.container_port,
+                          protocol=p.protocol)
+            for p in config.public_ports or []
+        ])
+        self._networks.check_ports_free(container_id, ports)
         record = ContainerRecord(
-            id=container_id,
-            name=name,
-            image_id=image.id,
+            id=container_id, name=name, image_id=image.id,
             cmd=with_entrypoint(image.entrypoint, config.cmd if config.cmd else image.cmd),
-            user=config.user or image.user,
-            env=merge_env(image.env, config.env),
-            jail_param=list(config.jail_param or []),
-            network_driver=config.network_driver,
-            public_ports=self._networks.check_public_ports(config.network_driver, [
-                PublishedPort(interfaces=p.interfaces, host_port=p.host_port, container_port=p.container_port,
-                              protocol=p.protocol)
-                for p in config.public_ports or []
-            ]),
-            restart_policy=config.restart_policy,
-            persist=bool(config.persist),
-            created=now_iso(),
-            dataset=f"{self._dataset_root}/containers/{container_id}",
-            layers=image.layers_at(snapshot),
+            user=config.user or image.user, env=merge_env(image.env, config.env),
+            jail_param=list(config.jail_param or []), network_driver=config.network_driver, public_ports=ports,
+            restart_policy=config.restart_policy, persist=bool(config.persist), created=now_iso(),
+            dataset=f"{self._dataset_root}/containers/{container_id}", layers=image.layers_at(snapshot),
             workdir=image.workdir,
         )
         await self._storage.create_container_fs(container_id)
         try:
+            faults.point("container.create.fs")
             record.mounts = await self._create_mounts(record, config)
+            faults.point("container.create.mounts")
             with self._store.transaction():
-                self.save(record)
+                self._save(record)
                 for m in record.mounts:
                     self._store.put(MOUNT, mount_key(container_id, m.destination), m, name=m.source,
                                     created=record.created)
-        except BaseException:
-            await self._storage.remove_container_fs(container_id)
+        except BaseException as exc:
+            with trio.CancelScope(shield=True), trio.move_on_after(TEARDOWN_DEADLINE):
+                await self._storage.remove_container_fs(container_id)
+            if isinstance(exc, NameTaken):
+                raise Conflict(f"container name '{name}' is already in use") from None
             raise
         log.info("container created", extra={"container": container_id, "image": image.id})
         self._events.publish("container", "create", container_id, name=name, image=image.id)
         return record
 
     async def _create_mounts(self, record: ContainerRecord, config: ContainerConfig) -> list[MountPoint]:
+        """Mount records; volumes are created (caller holds their locks) and prefilled when new or empty."""
         mounts: list[MountPoint] = []
         prefill: list[tuple[str, str]] = []
         for m in config.mounts or []:
-            if not m.destination.startswith("/"):
-                raise InvalidArgument(f"mount destination '{m.destination}' must be an absolute path")
+            destination = check_destination(m.destination)
             if m.type == "volume":
                 existed = self._store.exists("volume", m.source)
-                await self._volumes.create(m.source)
+                await self._volumes.create_held(m.source)
                 if not existed or not any(self._storage.volume_path(m.source).iterdir()):
-                    prefill.append((m.source, m.destination))
-            elif not Path(m.source).is_absolute() or not Path(m.source).exists():
-                raise InvalidArgument(f"could not mount '{m.source}': no such file or directory on the host")
-            mounts.append(MountPoint(type=m.type, container_id=record.id, destination=m.destination,
+                    prefill.append((m.source, destination))
+            mounts.append(MountPoint(type=m.type, container_id=record.id, destination=destination,
                                      source=m.source, read_only=m.read_only))
         if prefill:
             await self._prefill_volumes(record, prefill)
@@ -184,21 +245,28 @@ class Containers:
         rootfs = await self._storage.mount_container_fs(record.id, record.layers)
         try:
             for volume, destination in prefill:
-                source = resolve_in_root(rootfs, destination)
-                if source.is_dir() and any(source.iterdir()):
+                try:
+                    source = resolve_in_root(rootfs, destination)
+                except PathEscape as exc:
+                    raise InvalidArgument(f"could not mount '{volume}' on '{destination}': {exc}") from None
+                if source.is_dir() and not source.is_symlink() and any(source.iterdir()):
                     await self._storage.populate_volume(volume, source)
         finally:
-            await self._storage.unmount_container_fs(record.id)
+            with trio.CancelScope(shield=True):
+                await self._storage.unmount_container_fs(record.id)
 
     # --- queries ----------------------------------------------------------------------------
 
     def list(self, *, all_: bool) -> list[ContainerSummary]:
         result = []
+        images: dict[str, ImageRecord | None] = {}  # one lookup per image, not per container
         for record in self._store.all(CONTAINER, ContainerRecord):
             running = self.is_running(record.id)
             if not all_ and not running:
                 continue
-            image = self._images.get(record.image_id)
+            if record.image_id not in images:
+                images[record.image_id] = self._images.get(record.image_id)
+            image = images[record.image_id]
             api = record.to_api(running=running)
             result.append(ContainerSummary(
                 **{f: getattr(api, f) for f in api.__struct_fields__},
@@ -208,8 +276,8 @@ class Containers:
         return result
 
     def _init_pid(self, container_id: str) -> int | None:
-        runs = [r for r in self._supervisor.runs_in(container_id) if r.is_init]
-        return runs[0].process.pid if runs else None
+        run = self._supervisor.init_run(container_id)
+        return run.process.pid if run is not None else None
 
     def inspect(self, ident: str) -> ContainerInspect:
         record = self.get(ident)
@@ -221,22 +289,35 @@ class Containers:
             container_mountpoints=record.mounts,
         )
 
+    def images_in_use(self) -> dict[str, list[str]]:
+        """image id -> ids of the containers created from it."""
+        used: dict[str, list[str]] = {}
+        for record in self._store.all(CONTAINER, ContainerRecord):
+            used.setdefault(record.image_id, []).append(record.id)
+        return used
+
     # --- changes ----------------------------------------------------------------------------
 
     async def update(self, ident: str, update: ContainerUpdate) -> ContainerRecord:
-        record = self.get(ident, f"no such container '{ident}'")
-        if update.name is not None and update.name.lstrip("/") != record.name:
-            new_name = update.name.lstrip("/")
-            if not _NAME.match(update.name):
+        """Change what the next start uses (and the name at once). Upstream's 409 messages."""
+        container_id = self.get(ident, f"no such container '{ident}'").id
+        async with self._lock(container_id):
+            record = self._reload(container_id, f"no such container '{ident}'")
+            if self.state(record) is State.REMOVING:
+                raise NotFound(f"no such container '{ident}'")
+            return self._update_locked(record, update)
+
+    def _update_locked(self, record: ContainerRecord, update: ContainerUpdate) -> ContainerRecord:
+        old_name = record.name
+        if update.name is not None and update.name.removeprefix("/") != record.name:
+            new_name = update.name.removeprefix("/")
+            if name_error("container", new_name):
                 raise Conflict(
-                    f"an error ocurred while updating the container: {update.name} does not match {NAME_RULE}"
+                    f"an error ocurred while updating the container: {update.name} does not match {UPSTREAM_NAME_RULE}"
                 )
-            if self._store.ids_by_name(CONTAINER, new_name):
+            if new_name in self._creating or self._store.ids_by_name(CONTAINER, new_name):
                 raise Conflict(f"an error ocurred while updating the container: name '{new_name}' is already in use")
-            old_name, record.name = record.name, new_name
-            self.save(record)
-            self._networks.container_renamed(record.id)
-            self._events.publish("container", "rename", record.id, name=new_name, old_name=old_name)
+            record.name = new_name
         if update.jail_param is not None:
             try:
                 self._runtime.check_params(update.jail_param)
@@ -251,191 +332,312 @@ class Containers:
             value = getattr(update, field)
             if value is not None:
                 setattr(record, field, value)
-        self.save(record)
+        try:
+            self._save(record)
+        except NameTaken:
+            raise Conflict(f"an error ocurred while updating the container: name '{record.name}' is already in use"
+                           ) from None
+        if record.name != old_name:
+            self._networks.container_renamed(record.id)
+            self._events.publish("container", "rename", record.id, name=record.name, old_name=old_name)
         return record
 
-    async def stop(self, ident: str) -> str:
+    async def stop(self, ident: str, *, grace: float | None = None) -> str:
+        """Stop a running container: its stop signal, the grace period, then KILL.
+
+        A container that is already stopping is waited for. Returns once it is stopped and its
+        host state is gone.
+        """
         record = self.get(ident)
-        if not self.is_running(record.id):
-            raise NotFound("container not running")
-        await self._supervisor.stop_container(record.id)
+        await self._stop(record.id, refuse=NotFound("container not running"), grace=grace)
         self._events.publish("container", "stop", record.id, name=record.name)
         return record.id
 
+    async def _stop(self, container_id: str, *, refuse: KleeneError | None, grace: float | None = None) -> None:
+        """The signal goes out under the lock (so it reaches this run, never a later one); the
+        wait does not hold it, since the teardown that ends the run takes the lock."""
+        async with self._lock(container_id):
+            record = self._reload(container_id)
+            state = self.state(record)
+            run = self._supervisor.init_run(container_id)
+            if state is State.RUNNING and run is not None:
+                self._move(record, State.STOPPING)
+                await self._supervisor.signal_container(container_id, signal.SIGTERM)
+                faults.point("container.stop.signalled")
+            elif state is not State.STOPPING:
+                if refuse is not None:
+                    raise refuse
+                return
+        if run is not None and not await self._supervisor.finish_stop(run, grace=grace):
+            raise Internal(f"container {container_id} did not stop: its processes survived SIGKILL")
+
+    async def stop_all(self) -> None:
+        """Stop every running container (daemon shutdown), concurrently."""
+        async with trio.open_nursery() as nursery:
+            for container_id in self._supervisor.running_containers():
+                nursery.start_soon(self._stop_quietly, container_id)
+
+    async def _stop_quietly(self, container_id: str) -> None:
+        try:
+            await self._stop(container_id, refuse=None)
+        except Exception:
+            log.exception("could not stop container", extra={"container": container_id})
+
     async def remove(self, ident: str) -> str:
-        record = self.get(ident, "no such container")
-        if self.is_running(record.id):
-            raise Conflict("you cannot remove a running container")
-        await self._destroy(record)
+        container_id = self.get(ident, "no such container").id
+        async with self._lock(container_id):
+            record = self._reload(container_id, "no such container")
+            self.states.require(record.id, {State.CREATED, State.STOPPED}, ever_started=bool(record.started_at),
+                                refusal={s: "you cannot remove a running container"
+                                         for s in (State.STARTING, State.RUNNING, State.STOPPING)})
+            await self._destroy(record)
         return record.id
 
     async def _destroy(self, record: ContainerRecord) -> None:
+        """Forget the container (one store write), then remove its host state. Call under its lock.
+
+        The records go first: a crash after that leaves only host state no record owns, which
+        start-up removes; never a listed container without a filesystem.
+        """
+        self._move(record, State.REMOVING)
         with self._store.transaction():
             for m in record.mounts:
                 self._store.delete(MOUNT, mount_key(record.id, m.destination))
             self._store.delete(CONTAINER, record.id)
-        await self._networks.remove_container(record.id)
-        await self._runtime.delete(record.id)
-        await self._storage.remove_container_fs(record.id)
-        self.logs.remove(record.id)
+            self._networks.forget_container(record.id)
+        self.states.forget(record.id)
+        for hook in self.removal_hooks:
+            hook(record.id)
+        faults.point("container.remove.forgotten")
+        with trio.CancelScope(shield=True), trio.move_on_after(TEARDOWN_DEADLINE):
+            try:
+                await self._networks.remove_container(record.id)
+                await self._runtime.delete(record.id)
+                await self._storage.remove_container_fs(record.id)
+            except (OSError, HostCommandError) as exc:
+                log.warning("container removed, but its host state stays until the next start: %s", exc,
+                            extra={"container": record.id})
+                raise Internal(f"container removed, but cleaning its files failed (retried at the next start): "
+                               f"{exc}") from None
+            finally:
+                self.logs.remove(record.id)
         log.info("container removed", extra={"container": record.id})
         self._events.publish("container", "remove", record.id, name=record.name)
 
     async def prune(self) -> list[str]:
+        """Remove every stopped container without `persist`, oldest first (upstream's order)."""
         removed = []
-        for record in self._store.all(CONTAINER, ContainerRecord):
-            if not record.persist and not self.is_running(record.id):
-                await self._destroy(record)
-                removed.append(record.id)
+        for record in self._store.all(CONTAINER, ContainerRecord, order="created ASC"):
+            if record.persist:
+                continue
+            async with self._lock(record.id):
+                current = self._store.get(CONTAINER, record.id, ContainerRecord)
+                if current is None or self.state(current) not in (State.CREATED, State.STOPPED):
+                    continue
+                await self._destroy(current)
+            removed.append(record.id)
         return removed
-
-    def images_in_use(self) -> dict[str, list[str]]:
-        """image id -> ids of the containers created from it."""
-        used: dict[str, list[str]] = {}
-        for record in self._store.all(CONTAINER, ContainerRecord):
-            used.setdefault(record.image_id, []).append(record.id)
-        return used
 
     # --- running ----------------------------------------------------------------------------
 
-    async def start(
-        self, record: ContainerRecord, *, exec_id: str, cmd: list[str], user: str, env: list[str], tty: bool,
-        fanout: Fanout,
-    ) -> Run:
-        """Start the container with `cmd` as its main process (the init runs it)."""
+    async def run_process(self, container_id: str, *, exec_id: str, cmd: list[str], user: str, env: list[str],
+                          tty: bool, fanout: Fanout, start_container: bool, on_exec_exit: OnExit) -> Run:
+        """Run a process in the container: an exec when it runs (`on_exec_exit` runs after it),
+        else (with `start_container`) start the container with the process as its main one.
+        Decided under the lock."""
+        async with self._lock(container_id):
+            record = self._reload(container_id)
+            state = self.state(record)
+            if state is State.RUNNING and self.is_running(record.id):
+                return await self._exec_locked(record, exec_id, cmd, user, env, tty, fanout, on_exec_exit)
+            if state in (State.CREATED, State.STOPPED):
+                if not start_container:
+                    raise Conflict("cannot start container when 'start_container' is false.")
+                return await self._start_locked(record, exec_id, cmd, user, env, tty, fanout)
+            raise Conflict(NOT_RUNNING if state is State.STOPPING else f"container is {state.value}")
+
+    async def start(self, record: ContainerRecord, *, exec_id: str, cmd: list[str], user: str, env: list[str],
+                    tty: bool, fanout: Fanout) -> Run:
+        """Start the stopped container `record` with `cmd` as its main process."""
+        async with self._lock(record.id):
+            record = self._reload(record.id)
+            self.states.require(record.id, {State.CREATED, State.STOPPED}, ever_started=bool(record.started_at),
+                                refusal={State.RUNNING: "container is already running"})
+            return await self._start_locked(record, exec_id, cmd, user, env, tty, fanout)
+
+    async def _exec_locked(self, record: ContainerRecord, exec_id: str, cmd: list[str], user: str, env: list[str],
+                           tty: bool, fanout: Fanout, on_exit: OnExit) -> Run:
+        spec = process_spec(self._storage.rootfs_path(record.id), record, cmd or record.cmd or [],
+                            user or self._default_user(record), env, tty)
+        try:
+            return await self._supervisor.exec(record.id, spec, exec_id, on_exit, fanout=fanout)
+        except HostCommandError as exc:
+            raise _launch_error(exc) from None
+
+    async def _start_locked(self, record: ContainerRecord, exec_id: str, cmd: list[str], user: str,
+                            env: list[str], tty: bool, fanout: Fanout) -> Run:
         argv = cmd or record.cmd or []
         if not argv:
             raise InvalidArgument("no command given and the container has none")
-        lock = self._start_locks.setdefault(record.id, trio.Lock())
-        async with lock:  # two starts of one stopped container must not mount it twice
-            if self.is_running(record.id):
-                raise Conflict("container is already running")
-            return await self._start_locked(record, exec_id, argv, user, env, tty, fanout)
-
-    async def _start_locked(self, record: ContainerRecord, exec_id: str, argv: list[str], user: str,
-                            env: list[str], tty: bool, fanout: Fanout) -> Run:
-        await self._ensure_volumes(record)
-        rootfs = await self._storage.mount_container_fs(record.id, record.layers)
+        previous = self._move(record, State.STARTING)
         container_log = None
         try:
-            process = self._process_spec(rootfs, record, argv, user or self._default_user(record), env, tty)
-            mounts = self._bind_mounts(rootfs, record)
-            hosts = self._networks.hosts_file(record.id)
-            if hosts is not None:
-                ensure_target(rootfs, "/etc/hosts", directory=False)
-                mounts.append(BindMount(source=hosts, destination="/etc/hosts", read_only=True))
+            await self._runtime.delete(record.id)  # a runtime state a failed teardown left behind
+            faults.point("container.start.begin")
+            rootfs = await self._storage.mount_container_fs(record.id, record.layers)
+            faults.point("container.start.mounted")
+            process = process_spec(rootfs, record, argv, user or self._default_user(record), env, tty)
+            mounts = bind_mounts(rootfs, record.mounts, self._storage.volume_path)
+            mounts += self._hosts_mount(rootfs, record)
             mode, netns_path = await self._networks.prepare(record)
+            faults.point("container.start.network")
             spec = ContainerSpec(
-                id=record.id,
-                rootfs=rootfs,
-                hostname=record.name or record.id,
-                process=process,
-                mounts=mounts,
-                network=mode,
-                netns_path=netns_path,
+                id=record.id, rootfs=rootfs, hostname=(record.name or record.id)[:HOSTNAME_MAX], process=process,
+                mounts=mounts, network=mode, netns_path=netns_path,
                 params=self._runtime.check_params(record.jail_param),
             )
             container_log = self.logs.open(record.id)
             run = await self._supervisor.start_container(spec, exec_id, self._after_exit, fanout=fanout,
                                                          log=container_log)
-        except BaseException:
+        except BaseException as exc:
             if container_log is not None:
                 container_log.abandon()
-            await self._runtime.delete(record.id)
-            await self._networks.release(record.id)
-            await self._storage.unmount_container_fs(record.id)
+            await self._teardown(record.id)
+            self._move(record, previous)
+            if isinstance(exc, HostCommandError):
+                raise _launch_error(exc) from None
             raise
+        self._move(record, State.RUNNING)
         record.started_at, record.finished_at, record.exit_code = now_iso(), None, None
-        self.save(record)
+        self._save(record)
         log.info("container started", extra={"container": record.id, "exec": exec_id})
         self._events.publish("container", "start", record.id, name=record.name)
         return run
 
-    def process_spec_in(self, record: ContainerRecord, cmd: list[str], user: str, env: list[str],
-                        tty: bool) -> ProcessSpec:
-        """The spec of an exec in the running container `record`."""
-        rootfs = self._storage.rootfs_path(record.id)
-        return self._process_spec(rootfs, record, cmd or record.cmd or [], user or self._default_user(record), env,
-                                  tty)
+    def _hosts_mount(self, rootfs: Path, record: ContainerRecord) -> list[BindMount]:
+        hosts = self._networks.hosts_file(record.id)
+        if hosts is None:
+            return []
+        try:
+            ensure_target(rootfs, "/etc/hosts", directory=False)
+        except PathEscape as exc:
+            raise InvalidArgument(f"could not provide /etc/hosts: {exc}") from None
+        return [BindMount(source=hosts, destination="/etc/hosts", read_only=True)]
+
+    def process_spec_in(self, record: ContainerRecord, cmd: list[str], user: str, env: list[str], tty: bool):
+        """The spec of an exec in the running container `record` (healthchecks, builds)."""
+        return process_spec(self._storage.rootfs_path(record.id), record, cmd or record.cmd or [],
+                            user or self._default_user(record), env, tty)
 
     def _default_user(self, record: ContainerRecord) -> str:
         """The container's user; the jail parameter `exec.jail_user` wins, as upstream."""
         return self._runtime.check_params(record.jail_param).get("exec.jail_user") or record.user
 
-    def _process_spec(self, rootfs: Path, record: ContainerRecord, argv: list[str], user_spec: str,
-                      env: list[str], tty: bool) -> ProcessSpec:
-        try:
-            user = resolve_user(user_spec, read_text_in_root(rootfs, "/etc/passwd"),
-                                read_text_in_root(rootfs, "/etc/group"))
-        except PathEscape as exc:
-            raise InvalidArgument(str(exc)) from None
-        cwd = record.workdir if record.workdir not in ("", "/") else user.home
-        try:
-            if not resolve_in_root(rootfs, cwd).is_dir():
-                cwd = "/"
-        except PathEscape:
-            cwd = "/"
-        base = login_env(user=user.name, home=user.home, cwd=cwd, tty=tty)
-        return ProcessSpec(args=list(argv), env=merge_env(base, record.env, env), cwd=cwd, uid=user.uid,
-                           gid=user.gid, additional_gids=list(user.groups), tty=tty)
-
-    async def _ensure_volumes(self, record: ContainerRecord) -> None:
-        """A volume removed since the container was created is created again, as on first use."""
-        for m in record.mounts:
-            if m.type == "volume" and not self._store.exists("volume", m.source):
-                await self._volumes.create(m.source)
-                self._store.put(MOUNT, mount_key(record.id, m.destination), m, name=m.source, created=now_iso())
-
-    def _bind_mounts(self, rootfs: Path, record: ContainerRecord) -> list[BindMount]:
-        binds = []
-        for m in record.mounts:
-            source = self._storage.volume_path(m.source) if m.type == "volume" else Path(m.source)
-            if not source.exists():
-                raise InvalidArgument(f"could not mount '{m.source}': it no longer exists")
-            try:
-                ensure_target(rootfs, m.destination, directory=source.is_dir())
-            except PathEscape as exc:
-                raise InvalidArgument(f"could not mount '{m.source}' on '{m.destination}': {exc}") from None
-            binds.append(BindMount(source=source, destination=m.destination, read_only=m.read_only))
-        return binds
-
     async def _after_exit(self, run: Run) -> None:
+        """The main process exited: tear the container down under its lock, record the exit."""
         if not run.is_init:
             return
-        try:
-            await self._runtime.delete(run.container_id)
-        finally:
-            try:
-                await self._networks.release(run.container_id)
-            finally:
-                await self._storage.unmount_container_fs(run.container_id)
-        record = self._store.get(CONTAINER, run.container_id, ContainerRecord)
-        if record is not None:
+        async with self._lock(run.container_id):
+            record = self._store.get(CONTAINER, run.container_id, ContainerRecord)
+            faults.point("container.exit.locked")
+            await self._teardown(run.container_id)
+            if record is None:
+                return
+            if self.state(record) is State.RUNNING:
+                self._move(record, State.STOPPING)
+            self._move(record, State.STOPPED)
             record.exit_code, record.finished_at = run.exit_code, now_iso()
-            self.save(record)
-        self._events.publish("container", "die", run.container_id, name=record.name if record else None,
-                             exit_code=run.exit_code)
+            self._save(record)
+        self._events.publish("container", "die", run.container_id, name=record.name, exit_code=run.exit_code)
+
+    async def _teardown(self, container_id: str) -> None:
+        """Undo a start: runtime state, network namespace and plugs, the filesystem mount. Each
+        step is idempotent and runs even when an earlier one failed; shielded, with a deadline.
+        What fails is logged and left to start-up reconcile (it is all named after the id)."""
+        steps = (("runtime state", self._runtime.delete), ("network", self._networks.release),
+                 ("filesystem mount", self._storage.unmount_container_fs))
+        with trio.CancelScope(shield=True), trio.move_on_after(TEARDOWN_DEADLINE) as scope:
+            for what, undo in steps:
+                try:
+                    await undo(container_id)
+                except Exception as exc:
+                    log.warning("could not remove the %s of a stopped container: %s", what, exc,
+                                extra={"container": container_id})
+        if scope.cancelled_caught:
+            log.warning("tearing down a stopped container timed out", extra={"container": container_id})
+
+    # --- build steps: the container's filesystem while it is stopped ------------------------------
+
+    @contextlib.asynccontextmanager
+    async def filesystem(self, container_id: str, layers: Sequence[str] | None = None) -> AsyncIterator[Path]:
+        """The stopped container's filesystem, mounted while the block runs (under its lock)."""
+        async with self._lock(container_id):
+            record = self._reload(container_id)
+            self.states.require(record.id, {State.CREATED, State.STOPPED}, ever_started=bool(record.started_at))
+            rootfs = await self._storage.mount_container_fs(container_id, record.layers if layers is None else layers)
+            try:
+                yield rootfs
+            finally:
+                with trio.CancelScope(shield=True):
+                    await self._storage.unmount_container_fs(container_id)
+
+    async def commit_layer(self, container_id: str) -> str:
+        """Turn the stopped container's writable layer into a new layer; return its id."""
+        async with self._lock(container_id):
+            record = self._reload(container_id)
+            self.states.require(record.id, {State.CREATED, State.STOPPED}, ever_started=bool(record.started_at))
+            return await self._storage.commit_container_fs(container_id)
+
+    def set_stack(self, container_id: str, layers: Sequence[str], workdir: str) -> ContainerRecord:
+        """Record a new layer stack and working directory (a build step's result)."""
+        record = self._reload(container_id)
+        self.states.require(record.id, {State.CREATED, State.STOPPED}, ever_started=bool(record.started_at))
+        record.layers, record.workdir = list(layers), workdir
+        self._save(record)
+        return record
 
     # --- start-up -----------------------------------------------------------------------------
 
     async def reconcile(self) -> None:
-        """After a crash: forget runtime containers and mounts no live process backs."""
-        stale = await self._runtime.list_containers()
-        for container_id in stale:
-            log.warning("removing a container left by a previous daemon", extra={"container": container_id})
-            await self._runtime.kill(container_id, 9, all_processes=True)
-            await self._runtime.delete(container_id)
-        for container_id in self._storage.mounted_container_fs():
-            await self._storage.unmount_container_fs(container_id)
+        """After a crash: no container runs, so every runtime container, mount, bundle and
+        cgroup of ours goes; then container directories and logs no record owns, and build
+        containers a crashed build left. Never raises: what fails is logged and skipped."""
+        await _guarded("remove runtime containers", self._runtime.cleanup)
+        await _guarded("remove container filesystems no record owns", self._storage.cleanup,
+                       {r.id for r in self._store.all(CONTAINER, ContainerRecord)})
         for record in self._store.all(CONTAINER, ContainerRecord):
             if record.name == f"builder_{record.id}":
                 log.warning("removing the container of a build a previous daemon left", extra={"container": record.id})
-                await self._destroy(record)
-                continue
-            if record.started_at and not record.finished_at:
+                await _guarded("remove a build container", self._destroy_quietly, record)
+            elif record.started_at and not record.finished_at:
                 record.finished_at = now_iso()
-                self.save(record)
+                self._save(record)
         self.logs.reconcile({record.id for record in self._store.all(CONTAINER, ContainerRecord)})
 
+    async def _destroy_quietly(self, record: ContainerRecord) -> None:
+        async with self._lock(record.id):
+            with contextlib.suppress(Internal):
+                await self._destroy(record)
+
     def on_startup(self) -> list[ContainerRecord]:
-        return [r for r in self._store.all(CONTAINER, ContainerRecord) if r.restart_policy == "on-startup"]
+        return [r for r in self._store.all(CONTAINER, ContainerRecord, order="created ASC")
+                if r.restart_policy == "on-startup"]
+
+
+def _launch_error(exc: HostCommandError) -> KleeneError:
+    """A failed runtime launch: the user's mistake (exit 126/127, as a shell and docker report
+    it, with the runtime's reason) or the host's (an internal error with the whole message)."""
+    reason = exc.stderr or str(exc)
+    lowered = reason.lower()
+    if "executable file not found" in lowered or "no such file or directory" in lowered:
+        return ExecFailed(reason, exit_code=127)
+    if "permission denied" in lowered or "is a directory" in lowered:
+        return ExecFailed(reason, exit_code=126)
+    return Internal(f"{exc.argv[0]} exited with {exc.returncode}: {reason}")
+
+
+async def _guarded(what: str, fn, *args) -> None:  # type: ignore[no-untyped-def]
+    try:
+        await fn(*args)
+    except Exception:
+        log.exception("start-up: could not %s; going on", what)

@@ -40,3 +40,12 @@ class Unavailable(KleeneError):
 
 class Internal(KleeneError):
     pass
+
+
+class ExecFailed(KleeneError):
+    """A process could not be started for a reason that is the user's (no such executable, not
+    executable): reported like the process's own failure, with a shell's exit code (127, 126)."""
+
+    def __init__(self, message: str, *, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -31,12 +31,16 @@ log = logging.getLogger(__name__)
 
 @dataclass(eq=False)
 class ExecInstance:
+    """An execution instance: created, then started exactly once (`started` goes true with no
+    await after the check, so two racing starts cannot both pass it)."""
+
     id: str
     container_id: str
     cmd: list[str]
     user: str
     env: list[str]
     tty: bool
+    started: bool = False
     run: Run | None = None
 
 
@@ -73,6 +77,7 @@ class Execs:
         self._containers = containers
         self._supervisor = supervisor
         self._instances: dict[str, ExecInstance] = {}
+        containers.removal_hooks.append(self._forget_container)
         self._events = events if events is not None else Events()
         self._detach_keys = parse_detach_keys(detach_keys)
         self._attach_buffer = attach_buffer  # bytes an attached client may fall behind before it is dropped
@@ -86,6 +91,11 @@ class Execs:
         self._instances[instance.id] = instance
         return instance
 
+    def _forget_container(self, container_id: str) -> None:
+        """The container was removed: its instances (started or not) go with it."""
+        for exec_id in [i.id for i in self._instances.values() if i.container_id == container_id]:
+            del self._instances[exec_id]
+
     def _get(self, exec_id: str) -> ExecInstance:
         instance = self._instances.get(exec_id)
         if instance is not None and instance.run is not None and instance.run.done.is_set():
@@ -96,30 +106,30 @@ class Execs:
         return instance
 
     async def start(self, exec_id: str, *, attach: bool, start_container: bool) -> Session:
-        """Start the instance; with `attach` the session's `output` gets every chunk."""
+        """Start the instance; with `attach` the session's `output` gets every chunk.
+
+        An instance starts once: a second start, even while the first is still starting, is
+        refused with upstream's "executable already started". A start that fails leaves the
+        instance startable again.
+        """
         instance = self._get(exec_id)
-        if instance.run is not None:
+        if instance.started:
             raise Conflict("executable already started")
-        record = self._containers.get(instance.container_id)
+        instance.started = True
         fanout = Fanout()
         output = fanout.subscribe(lossless=True) if attach else None
         try:
-            if self._containers.is_running(record.id):
-                spec = self._containers.process_spec_in(record, instance.cmd, instance.user, instance.env,
-                                                        instance.tty)
-                run = await self._supervisor.exec(record.id, spec, exec_id, self._forget, fanout=fanout)
-            elif start_container:
-                run = await self._containers.start(record, exec_id=exec_id, cmd=instance.cmd, user=instance.user,
-                                                   env=instance.env, tty=instance.tty, fanout=fanout)
-            else:
-                raise Conflict("cannot start container when 'start_container' is false.")
+            run = await self._containers.run_process(
+                instance.container_id, exec_id=exec_id, cmd=instance.cmd, user=instance.user, env=instance.env,
+                tty=instance.tty, fanout=fanout, start_container=start_container, on_exec_exit=self._forget)
         except BaseException:
+            instance.started = False
             if output is not None:
                 output.close()
             raise
         instance.run = run
         if not run.is_init:
-            self._events.publish("exec", "start", exec_id, container=record.id)
+            self._events.publish("exec", "start", exec_id, container=instance.container_id)
         return Session(instance=instance, run=run, output=output)
 
     async def _forget(self, run: Run) -> None:
@@ -132,7 +142,8 @@ class Execs:
             raise NotFound("execution instance have not been started")
         if stop_container:
             with trio.move_on_after(5) as scope:
-                await self._supervisor.stop_container(instance.container_id)
+                with contextlib.suppress(NotFound):  # it stopped meanwhile
+                    await self._containers.stop(instance.container_id)
             if scope.cancelled_caught:
                 raise NotFound("timed out while waiting for jail to stop")
         else:

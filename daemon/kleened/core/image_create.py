@@ -34,8 +34,10 @@ import trio
 
 from kleene_protocol.ids import new_id
 from kleene_protocol.models import ImageCreateConfig
+from kleene_protocol.names import image_name_error, shown
 from kleene_protocol.refs import InvalidReference, split_nametag
 
+from .. import faults
 from ..platform.base import HostCommandError, LayerStorage
 from .clock import now_iso
 from .records import ImageRecord
@@ -73,6 +75,10 @@ class RootfsSource(Protocol):
         """Copy a host file into the layer; False when the host has no such file."""
         ...
 
+    def cleanup(self) -> None:
+        """At start-up: delete what a previous daemon left in the work directory."""
+        ...
+
 
 class CreationFailed(Exception):
     """Image creation failed for `reason` (sent to the client as is); nothing was left behind."""
@@ -104,6 +110,7 @@ async def create_image(
         try:
             detected = await _fill(config, layer, source, emit)
             await _host_files(config, layer, source, emit)
+            faults.point("image.create.filled")
         except _HOST_FAILURES as exc:
             raise CreationFailed(failure_reason(exc)) from exc
         if detected is not None and config.autotag:
@@ -139,7 +146,9 @@ def _check(config: ImageCreateConfig, storage: LayerStorage) -> tuple[str, str]:
     except InvalidReference as exc:
         raise CreationFailed(str(exc)) from None
     if "@" in config.tag:
-        raise CreationFailed(f"invalid name and tag '{config.tag}': '@' is reserved for snapshots")
+        raise CreationFailed(f"invalid name and tag '{shown(config.tag)}': '@' is reserved for snapshots")
+    if error := image_name_error(name, tag):
+        raise CreationFailed(error)
     return name, tag
 
 

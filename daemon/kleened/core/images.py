@@ -23,12 +23,14 @@ import logging
 import msgspec
 
 from kleene_protocol.models import Image, ImageCreateConfig
+from kleene_protocol.names import image_name_error, shown
 from kleene_protocol.refs import InvalidReference, split_nametag, split_snapshot
 
 from ..platform.base import HostCommandError, LayerStorage
 from .errors import Ambiguous, Internal, InvalidArgument, NotFound
 from .events import Events
 from .image_create import CreationFailed, Emit, RootfsSource, create_image
+from .lifecycle import Locks
 from .oci.layers import LayerPins
 from .records import CONTAINER, IMAGE, ContainerRecord, ImageRecord
 from .store import Store
@@ -43,13 +45,16 @@ def _invalid(exc: InvalidReference) -> InvalidArgument:
 
 
 def parse_nametag(nametag: str) -> tuple[str, str]:
-    """`name[:tag]` -> (name, tag); a bare name gets tag "latest", "" gives ("", "")."""
+    """`name[:tag]` -> (name, tag) to give an image; a bare name gets tag "latest", "" gives
+    ("", ""). The name and tag must follow the reference grammar (`kleene_protocol.names`)."""
     try:
         name, tag = split_nametag(nametag)
     except InvalidReference as exc:
         raise _invalid(exc) from None
     if "@" in nametag:
-        raise InvalidArgument(f"invalid name and tag '{nametag}': '@' is reserved for snapshots")
+        raise InvalidArgument(f"invalid name and tag '{shown(nametag)}': '@' is reserved for snapshots")
+    if error := image_name_error(name, tag):
+        raise InvalidArgument(error)
     return name, tag
 
 
@@ -61,10 +66,11 @@ class Images:
     """
 
     def __init__(self, store: Store, storage: LayerStorage, creator: RootfsSource | None = None,
-                 events: Events | None = None) -> None:
+                 events: Events | None = None, locks: Locks | None = None) -> None:
         self._store = store
         self._storage = storage
         self._creator = creator
+        self._locks = locks if locks is not None else Locks()
         self.events = events if events is not None else Events()  # public: builds publish `image build`
         self.pins = LayerPins()  # layers a pull is about to stack: never removed meanwhile
 
@@ -78,7 +84,10 @@ class Images:
             raise _invalid(exc) from None
         if snapshot:
             raise InvalidArgument(f"'{ident}' names a snapshot of an image, not an image")
-        name, tag = parse_nametag(base)
+        try:
+            name, tag = split_nametag(base)
+        except InvalidReference as exc:
+            raise _invalid(exc) from None
         if not base:
             return None
         if self._store.exists(IMAGE, base):
@@ -182,13 +191,17 @@ class Images:
         dependents' ids, one per line). The record goes first, in one store write, then the
         layers: a layer that fails to go is reported (`Internal`) and left to the reconcile.
         """
-        record = self.find(ident)
-        if record is None:
+        found = self.find(ident)
+        if found is None:
             raise NotFound(f"Error: No such image: {ident}\n")
-        refusal = self._refusal(record.id)
-        if refusal is not None:
-            raise refusal
-        leaked = await self._delete(record)
+        async with self._locks.hold(("image", found.id)):
+            record = self.get(found.id)
+            if record is None:
+                raise NotFound(f"Error: No such image: {ident}\n")
+            refusal = self._refusal(record.id)
+            if refusal is not None:
+                raise refusal
+            leaked = await self._delete(record)
         if leaked:
             raise Internal(f"deleted image but could not remove its layers: {'; '.join(leaked)}")
         return record.id
@@ -238,7 +251,7 @@ class Images:
         return leaked
 
     async def prune(self, all_images: bool) -> list[str]:
-        """Remove unused images; return their ids in removal order.
+        """Remove unused images; return their ids in removal order: newest first, as upstream.
 
         `all_images=False` (`?all=false`) removes untagged images (name and tag both "") that no container or image
         depends on; `all_images=True` every image nothing depends on. Passes repeat until one removes
@@ -248,12 +261,14 @@ class Images:
         removed: list[str] = []
         while True:
             progress = False
-            for record in self.records():  # newest first: children before their parents
-                if not all_images and (record.name or record.tag):
-                    continue
-                if self._refusal(record.id) is not None:
-                    continue
-                await self._delete(record)
+            for candidate in self.records():  # newest first: children before their parents
+                async with self._locks.hold(("image", candidate.id)):
+                    record = self.get(candidate.id)
+                    if record is None or (not all_images and (record.name or record.tag)):
+                        continue
+                    if self._refusal(record.id) is not None:
+                        continue
+                    await self._delete(record)
                 removed.append(record.id)
                 progress = True
             if not progress:

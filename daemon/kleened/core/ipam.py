@@ -136,9 +136,9 @@ def validate_config(config: NetworkConfig) -> None:
     _check(config.subnet6, "subnet6", 6, gateway=False)
     _check(config.gateway, "gateway", 4, gateway=True)
     _check(config.gateway6, "gateway6", 6, gateway=True)
-    if config.interface and not _IFNAME.match(config.interface):
+    if config.interface and not _IFNAME.fullmatch(config.interface):
         raise Conflict(f"invalid interface name '{config.interface}': use up to 15 letters, digits, '_', '.' and '-'")
-    if config.nat not in ("", HOST_GATEWAY) and not _IFNAME.match(config.nat):
+    if config.nat not in ("", HOST_GATEWAY) and not _IFNAME.fullmatch(config.nat):
         raise Conflict(f"invalid nat interface name '{config.nat}'")
     if config.type == "custom" and not config.interface:
         raise Conflict("a custom network needs the name of an existing interface")
@@ -305,8 +305,27 @@ def check_ports(driver: str, ports: Sequence[PublishedPort], host_gateway: str) 
         raise InvalidArgument(f"cannot publish ports of a container using the '{driver}' network driver")
     for port in ports:
         parse_ports(port.host_port, port.container_port)
+    for i, port in enumerate(ports):
+        if port_overlap(port, ports[:i]) is not None:
+            raise InvalidArgument(f"host port {port.host_port}/{port.protocol} is published twice")
     default = [host_gateway] if host_gateway else []
     return [p if p.interfaces else msgspec.structs.replace(p, interfaces=default) for p in ports]
+
+
+def port_overlap(port: PublishedPort, others: Iterable[PublishedPort]) -> PublishedPort | None:
+    """The first of `others` that takes a host port `port` wants (same protocol, overlapping range).
+
+    Interfaces do not matter: every published port is also reachable through the host's
+    127.0.0.1, so two containers can never share a host port and protocol.
+    """
+    spec = parse_ports(port.host_port, port.container_port)
+    for other in others:
+        if other.protocol != port.protocol:
+            continue
+        taken = parse_ports(other.host_port, other.container_port)
+        if spec.host_first <= taken.host_last and taken.host_first <= spec.host_last:
+            return other
+    return None
 
 
 def first_addresses(endpoints: Sequence[EndpointRecord]) -> tuple[str, str]:

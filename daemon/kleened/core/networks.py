@@ -25,13 +25,16 @@ import trio
 
 from kleene_protocol.ids import new_id
 from kleene_protocol.models import EndPoint, EndPointConfig, Network, NetworkConfig, NetworkInspect, PublishedPort
+from kleene_protocol.names import name_error
 
+from .. import faults
 from ..platform.base import HostCommandError, NetworkMode
 from . import ipam
 from .clock import now_iso
-from .errors import Conflict, Internal, NotFound
+from .errors import Conflict, Internal, InvalidArgument, NotFound
 from .events import Events
 from .ipam import AUTO, ENDPOINT, HOST_GATEWAY, NETWORK, EndpointRecord, Live, NetworkHost, NetworkRecord, Plug
+from .lifecycle import Locks
 from .records import CONTAINER, ContainerRecord
 from .resolve import resolve
 from .store import Store
@@ -41,12 +44,16 @@ log = logging.getLogger(__name__)
 
 class Networks:
     def __init__(self, store: Store, host: NetworkHost, *, hosts_dir: Path,
-                 is_running: Callable[[str], bool] = lambda _id: False, events: Events | None = None) -> None:
+                 is_running: Callable[[str], bool] = lambda _id: False, events: Events | None = None,
+                 locks: Locks | None = None) -> None:
         self._events = events if events is not None else Events()
         self._store = store
         self._host = host
         self._hosts_dir = hosts_dir
         self._is_running = is_running
+        self._locks = locks if locks is not None else Locks()
+        # Guards every network, endpoint, plug and the nft table; always taken last (after any
+        # container lock), so connect, disconnect and a container's start never deadlock.
         self._lock = trio.Lock()
         self._live: dict[str, Live] = {}
         self._host_gateway = ""
@@ -93,6 +100,8 @@ class Networks:
 
         Unlike upstream, an existing interface is never destroyed unless the daemon made it.
         """
+        if error := name_error("network", config.name):
+            raise InvalidArgument(error)
         ipam.validate_config(config)
         async with self._lock:
             if self._store.ids_by_name(NETWORK, config.name):
@@ -163,27 +172,41 @@ class Networks:
 
     async def remove(self, ident: str) -> str:
         """Disconnect every container (unplugging running ones), forget, destroy our interface."""
-        record = self.get(ident, "network not found.")
         async with self._lock:
-            for endpoint in self._endpoints(network_id=record.id):
-                await self._unplug(endpoint)
-                self._store.delete(ENDPOINT, endpoint.id)
-            self._store.delete(NETWORK, record.id)
-            try:
-                await self._apply_firewall()
-                if record.owned:
-                    await self._host.destroy_interface(record.interface)
-            except HostCommandError as exc:
-                raise Internal(f"network removed, but cleaning the host failed: {exc}") from None
+            record = self.get(ident, "network not found.")
+            await self._remove_locked(record)
+        self._after_remove(record)
+        return record.id
+
+    async def _remove_locked(self, record: NetworkRecord) -> None:
+        for endpoint in self._endpoints(network_id=record.id):
+            await self._unplug(endpoint)
+            self._store.delete(ENDPOINT, endpoint.id)
+        self._store.delete(NETWORK, record.id)
+        try:
+            await self._apply_firewall()
+            if record.owned:
+                await self._host.destroy_interface(record.interface)
+        except HostCommandError as exc:
+            raise Internal(f"network removed, but cleaning the host failed: {exc}") from None
+
+    def _after_remove(self, record: NetworkRecord) -> None:
         self._refresh_hosts()
         log.info("network removed", extra={"network": record.id})
         self._events.publish("network", "remove", record.id, name=record.name)
-        return record.id
 
     async def prune(self) -> list[str]:
-        """Remove every network without endpoints (in name order)."""
-        used = {e.network_id for e in self._endpoints()}
-        return [await self.remove(r.id) for r in self._records() if r.id not in used]
+        """Remove every network without endpoints, oldest first (upstream's order)."""
+        removed = []
+        for candidate in self._store.all(NETWORK, NetworkRecord, order="created ASC"):
+            async with self._lock:
+                record = self._store.get(NETWORK, candidate.id, NetworkRecord)
+                if record is None or self._endpoints(network_id=record.id):
+                    continue  # removed, or connected, meanwhile
+                await self._remove_locked(record)
+            self._after_remove(record)
+            removed.append(record.id)
+        return removed
 
     # --- connect, disconnect -------------------------------------------------------------------
 
@@ -196,9 +219,10 @@ class Networks:
 
     async def connect(self, config: EndPointConfig) -> EndPoint:
         """Upstream's checks in upstream's order; a running ipnet container is plugged at once."""
-        container = self._container(config.container)
-        network = self.get(config.network)
-        async with self._lock:
+        container_id = self._container(config.container).id
+        async with self._locks.hold(("container", container_id)), self._lock:
+            container = self._container(container_id)
+            network = self.get(config.network)
             if self._endpoints(container_id=container.id, network_id=network.id):
                 raise Conflict("container already connected to the network")
             driver = container.network_driver
@@ -217,6 +241,7 @@ class Networks:
                 ip_address6=ipam.choose_address(config.ip_address6, network.subnet6, used, version=6),
             )
             self._store.put(ENDPOINT, endpoint.id, endpoint, name=container.id, created=endpoint.created)
+            faults.point("network.connect.stored")
             try:
                 if container.id in self._live:
                     await self._plug(container, endpoint, network)
@@ -234,13 +259,15 @@ class Networks:
 
     async def disconnect(self, network_ident: str, container_ident: str) -> None:
         """Upstream checks the container first. Running containers lose the plug at once."""
-        container = self._container(container_ident)
-        network = self.get(network_ident)
-        async with self._lock:
+        container_id = self._container(container_ident).id
+        async with self._locks.hold(("container", container_id)), self._lock:
+            container = self._container(container_id)
+            network = self.get(network_ident)
             endpoints = self._endpoints(container_id=container.id, network_id=network.id)
             if not endpoints:
                 raise NotFound("endpoint configuration not found")
             await self._unplug(endpoints[0])
+            faults.point("network.disconnect.unplugged")
             self._store.delete(ENDPOINT, endpoints[0].id)
             await self._apply_firewall()
         self._refresh_hosts()
@@ -279,20 +306,24 @@ class Networks:
     async def prepare(self, container: ContainerRecord) -> tuple[NetworkMode, str | None]:
         """Before start: the network mode and, for vnet/ipnet, the netns path runc joins.
 
-        The namespace is plugged into every network the container is connected to. If the start
-        fails afterwards, the caller must `release()`.
+        The namespace is plugged into every network the container is connected to, and its
+        published ports are allocated (409 `port is already allocated` when a running container
+        has one) and get their rules. The caller holds the container's lock; if the start fails
+        afterwards, it must `release()`.
         """
         if container.network_driver == "host":
             return NetworkMode.HOST, None
         if container.network_driver == "disabled":
             return NetworkMode.NONE, None
-        if container.id in self._live:
-            await self.release(container.id)
         async with self._lock:
+            await self._release(container.id)  # what a failed teardown may have left
+            self._check_ports_free(container.id, container.public_ports)
             try:
                 live = self._live[container.id] = Live(await self._host.create_netns(container.id))
                 for endpoint in self._endpoints(container_id=container.id):
                     await self._plug(container, endpoint, self.get(endpoint.network_id))
+                if container.public_ports:
+                    await self._apply_firewall()
             except BaseException as exc:
                 with trio.CancelScope(shield=True):
                     await self._release(container.id)
@@ -302,7 +333,8 @@ class Networks:
         return NetworkMode.NAMESPACE, live.netns_path
 
     async def release(self, container_id: str) -> None:
-        """After the container stopped (or failed to start): remove its plugs and namespace."""
+        """After the container stopped (or failed to start): remove its plugs, namespace and
+        port rules. Idempotent."""
         async with self._lock:
             await self._release(container_id)
 
@@ -315,17 +347,23 @@ class Networks:
                 await self._host.detach(plug.host_if, proxy_on=plug.proxy_on, cidrs=plug.cidrs)
             except HostCommandError as exc:
                 log.warning("could not remove plug %s: %s", plug.host_if, exc, extra={"container": container_id})
-        await self._host.destroy_netns(container_id)
+        try:
+            await self._host.destroy_netns(container_id)
+        finally:
+            record = self._store.get(CONTAINER, container_id, ContainerRecord)
+            if record is None or record.public_ports:
+                await self._apply_firewall()
+
+    def forget_container(self, container_id: str) -> None:
+        """Delete the container's endpoints (freeing their addresses); part of the container
+        removal's store transaction. The host side follows in `remove_container`."""
+        for endpoint in self._endpoints(container_id=container_id):
+            self._store.delete(ENDPOINT, endpoint.id)
 
     async def remove_container(self, container_id: str) -> None:
-        """On container removal: forget its endpoints (freeing their addresses) and hosts file."""
-        async with self._lock:
-            await self._release(container_id)
-            endpoints = self._endpoints(container_id=container_id)
-            for endpoint in endpoints:
-                self._store.delete(ENDPOINT, endpoint.id)
-            if endpoints:  # without an address the container never had rules in the table
-                await self._apply_firewall()
+        """After a container's removal: its namespace (if any is left), hosts file, and the
+        other containers' hosts files."""
+        await self.release(container_id)
         with contextlib.suppress(FileNotFoundError):
             (self._hosts_dir / container_id).unlink()
         self._refresh_hosts()
@@ -334,6 +372,26 @@ class Networks:
         """At container create: upstream's checks and messages; `interfaces: []` becomes the host
         gateway interface (when one was detected)."""
         return ipam.check_ports(driver, ports, self._host_gateway)
+
+    def check_ports_free(self, container_id: str, ports: Sequence[PublishedPort]) -> None:
+        """409 `port is already allocated` when a running container publishes one of `ports`."""
+        self._check_ports_free(container_id, ports)
+
+    def _check_ports_free(self, container_id: str, ports: Sequence[PublishedPort]) -> None:
+        if not ports:
+            return
+        taken = [(owner, p) for owner in self._live if owner != container_id
+                 for p in self._ports_of(owner)]
+        for port in ports:
+            clash = ipam.port_overlap(port, [p for _, p in taken])
+            if clash is not None:
+                owner = next(o for o, p in taken if p is clash)
+                raise Conflict(f"Bind for {port.host_port}/{port.protocol} failed: port is already allocated "
+                               f"(by container {owner})")
+
+    def _ports_of(self, container_id: str) -> list[PublishedPort]:
+        record = self._store.get(CONTAINER, container_id, ContainerRecord)
+        return list(record.public_ports) if record is not None else []
 
     def public_ports_of(self, container: ContainerRecord) -> list[PublishedPort]:
         """The container's published ports with the addresses they lead to (for inspect)."""
@@ -349,37 +407,48 @@ class Networks:
             return None
         self._hosts_dir.mkdir(parents=True, exist_ok=True)
         path = self._hosts_dir / container_id
-        self._write_hosts(path, record)
+        names, endpoints = self._hosts_inputs()
+        self._write_hosts(path, record, names, endpoints)
         return path
 
     def container_renamed(self, container_id: str) -> None:
         self._refresh_hosts()
 
     def _refresh_hosts(self) -> None:
-        if self._hosts_dir.is_dir():
-            for name in os.listdir(self._hosts_dir):
-                if (record := self._store.get(CONTAINER, name, ContainerRecord)) is not None:
-                    self._write_hosts(self._hosts_dir / name, record)
+        if not self._hosts_dir.is_dir():
+            return
+        names, endpoints = self._hosts_inputs()
+        for name in os.listdir(self._hosts_dir):
+            if (record := self._store.get(CONTAINER, name, ContainerRecord)) is not None:
+                self._write_hosts(self._hosts_dir / name, record, names, endpoints)
 
-    def _write_hosts(self, path: Path, container: ContainerRecord) -> None:
+    def _hosts_inputs(self) -> tuple[dict[str, tuple[str, ...]], list[EndpointRecord]]:
+        """The names of every connected container and every endpoint: read once per refresh,
+        not once per file (a refresh rewrites every container's file)."""
         endpoints = self._endpoints()
-        names = {c.id: (c.name, c.id) if c.name else (c.id,)
-                 for c in self._store.all(CONTAINER, ContainerRecord)
-                 if c.id == container.id or any(e.container_id == c.id for e in endpoints)}
+        connected = {e.container_id for e in endpoints}
+        names = {c.id: _host_names(c) for c in self._store.all(CONTAINER, ContainerRecord) if c.id in connected}
+        return names, endpoints
+
+    @staticmethod
+    def _write_hosts(path: Path, container: ContainerRecord, names: dict[str, tuple[str, ...]],
+                     endpoints: list[EndpointRecord]) -> None:
         # Rewritten in place, not renamed over: a bind mount keeps the inode it was made with.
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         with os.fdopen(fd, "w") as f:
-            f.write(ipam.hosts_for(container.id, names, endpoints))
+            f.write(ipam.hosts_for(container.id, {**names, container.id: _host_names(container)}, endpoints))
 
     # --- host state ----------------------------------------------------------------------------
 
     async def _apply_firewall(self) -> None:
+        """The whole table from the store: networks, and the published ports of the containers
+        that run now (a port's rules exist only while its container runs)."""
         records = self._records()
         await self._host.enable_forwarding(ipv6=any(r.subnet6 for r in records))
         endpoints = self._endpoints()
         ports: list[PublishedPort] = []
         for container in self._store.all(CONTAINER, ContainerRecord, order="created ASC"):
-            if container.public_ports:
+            if container.public_ports and container.id in self._live:
                 mine = [e for e in endpoints if e.container_id == container.id]
                 ports += ipam.with_addresses(container.public_ports, *ipam.first_addresses(mine))
         await self._host.apply_firewall([r.to_api() for r in records], ports)
@@ -442,3 +511,7 @@ class Networks:
             await self._host.remove_firewall()
             for name in await self._host.owned_interfaces():
                 await self._host.destroy_interface(name)
+
+
+def _host_names(container: ContainerRecord) -> tuple[str, ...]:
+    return (container.name, container.id) if container.name else (container.id,)

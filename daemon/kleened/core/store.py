@@ -11,6 +11,8 @@ hop, and the daemon has a single writer (the trio thread).
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +21,7 @@ from typing import Any, TypeVar
 import msgspec
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects (
@@ -31,6 +34,19 @@ CREATE TABLE IF NOT EXISTS objects (
 );
 CREATE INDEX IF NOT EXISTS objects_name ON objects (kind, name);
 """
+# Names are unique in the store itself, not only by a check before an await: an insert that
+# would give a second object of these kinds the same name fails (`NameTaken`). Images keep
+# their `name:tag` in `name` (NULL when untagged); mounts and endpoints use `name` as a
+# non-unique index.
+_UNIQUE_KINDS = ("container", "network", "volume", "image")
+_UNIQUE_INDEX = """
+CREATE UNIQUE INDEX IF NOT EXISTS objects_unique_name ON objects (kind, name)
+WHERE name IS NOT NULL AND kind IN ('container', 'network', 'volume', 'image');
+"""
+
+
+class NameTaken(Exception):
+    """An insert or update would give an object a name another object of its kind has."""
 
 
 class Store:
@@ -43,6 +59,32 @@ class Store:
         self._db.executescript(_SCHEMA)
         self._encoder = msgspec.json.Encoder()
         self._depth = 0
+        self._unique_names()
+
+    def _unique_names(self) -> None:
+        """Create the unique-name index; a store written before it existed may hold duplicate
+        names (two racing creates): those are renamed first, so the daemon always starts."""
+        kinds = ", ".join("?" * len(_UNIQUE_KINDS))
+        rows = self._db.execute(
+            f"SELECT kind, name, id FROM objects WHERE name IS NOT NULL AND kind IN ({kinds}) AND (kind, name) IN "
+            "(SELECT kind, name FROM objects WHERE name IS NOT NULL GROUP BY kind, name HAVING count(*) > 1) "
+            "ORDER BY kind, name, created, id",
+            _UNIQUE_KINDS,
+        ).fetchall()
+        seen: set[tuple[str, str]] = set()
+        for kind, name, id_ in rows:
+            if (kind, name) not in seen:
+                seen.add((kind, name))  # the oldest keeps its name
+                continue
+            new_name = None if kind == "image" else f"{name}-{id_}"
+            doc = json.loads(self._db.execute("SELECT doc FROM objects WHERE kind = ? AND id = ?",
+                                              (kind, id_)).fetchone()[0])
+            doc.update({"name": "", "tag": ""} if kind == "image" else {"name": new_name})
+            self._db.execute("UPDATE objects SET name = ?, doc = ? WHERE kind = ? AND id = ?",
+                             (new_name, json.dumps(doc).encode(), kind, id_))
+            log.warning("renamed a %s with a duplicate name", kind,
+                        extra={"id": id_, "old_name": name, "new_name": new_name})
+        self._db.executescript(_UNIQUE_INDEX)
 
     def close(self) -> None:
         self._db.close()
@@ -65,11 +107,17 @@ class Store:
             self._db.execute("COMMIT")
 
     def put(self, kind: str, id_: str, obj: Any, *, name: str | None = None, created: str) -> None:
-        """Insert or replace one object."""
-        self._db.execute(
-            "INSERT OR REPLACE INTO objects (kind, id, name, created, doc) VALUES (?, ?, ?, ?, ?)",
-            (kind, id_, name, created, self._encoder.encode(obj)),
-        )
+        """Insert or replace one object. Raises `NameTaken` (and writes nothing) when another
+        object of a kind with unique names already has `name`."""
+        try:
+            self._db.execute(
+                "INSERT INTO objects (kind, id, name, created, doc) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (kind, id) DO UPDATE SET name = excluded.name, created = excluded.created, "
+                "doc = excluded.doc",
+                (kind, id_, name, created, self._encoder.encode(obj)),
+            )
+        except sqlite3.IntegrityError as exc:
+            raise NameTaken(f"{kind} name '{name}' is taken") from exc
 
     def delete(self, kind: str, id_: str) -> None:
         self._db.execute("DELETE FROM objects WHERE kind = ? AND id = ?", (kind, id_))

@@ -1,16 +1,18 @@
 """The supervisor owns every process the daemon starts: container inits and execs.
 
-Each process gets one task in the supervisor's nursery. The task pumps the process's output
+Each running container has a task in the supervisor's nursery, and each of its processes a task
+in the container's own nursery: an exception in one container's supervision is logged and ends
+that container only. A process's task pumps its output
 into its `Fanout` (and a container's main process's output into the container log too, whose
 writer runs as a child of the same task), waits for the exit (the daemon is a child subreaper
 and reaps exactly the pids it started), records the exit code and runs the owner's cleanup,
 shielded. The container log is written to the end before that cleanup, so the log holds the
 last line when the container's `die` event goes out.
 
-Stopping a container is TERM to its init (tini forwards it), a grace period, then KILL to every
-process in it. At daemon shutdown `stop_all` stops every container before the nursery closes;
-a task cancelled anyway (a crash path) still KILLs its container before it returns, so a
-cancelled daemon never leaves a container running.
+Stopping a container is its stop signal (TERM by default) to its init (tini forwards it), a
+grace period, then KILL to every process in it; whether a stop is allowed is the container
+lifecycle's decision (`core.containers`). A task cancelled anyway (a crash path) still KILLs its
+container before it returns, so a cancelled daemon never leaves a container running.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ log = logging.getLogger(__name__)
 
 DRAIN_AFTER_EXIT = 1.0  # seconds: output a lingering grandchild still holds is cut after this
 KILL_WAIT = 5.0  # seconds to wait for a KILLed container to be reaped
+TEARDOWN_WAIT = 60.0  # seconds its cleanup may take on top (runc delete, umount)
 LOG_DRAIN = 10.0  # seconds the log writer gets to write what is pending once the output ended
 
 
@@ -46,7 +49,8 @@ class Run:
     # Writers of its stdin (its exec session, attached clients) take turns: a trio stream
     # allows one sender at a time, and a whole frame of input must not be interleaved.
     stdin_lock: trio.Lock = field(default_factory=trio.Lock)
-    done: trio.Event = field(default_factory=trio.Event)
+    exited: trio.Event = field(default_factory=trio.Event)  # the process has ended (cleanup may be running)
+    done: trio.Event = field(default_factory=trio.Event)  # ... and its cleanup has run
     exit_code: int | None = None
     container_exited: bool = False  # the container was gone when this process ended
 
@@ -61,6 +65,7 @@ class Supervisor:
         self._nursery: trio.Nursery | None = None
         self._inits: dict[str, Run] = {}
         self._runs: dict[str, Run] = {}
+        self._containers: dict[str, trio.Nursery] = {}  # container id -> the nursery of its processes
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -90,25 +95,48 @@ class Supervisor:
 
     async def start_container(self, spec: ContainerSpec, exec_id: str, on_exit: OnExit, *, fanout: Fanout,
                               log: ContainerLog | None = None) -> Run:
-        """Start a container whose init runs `spec.process`; `fanout` and `log` get its output."""
+        """Start a container whose init runs `spec.process`; `fanout` and `log` get its output.
+
+        The container gets a task of its own in the supervisor's nursery, whose nursery holds
+        the init and every exec started in the container: a failure in any of them is logged,
+        and ends (kills) that container only, never the daemon or other containers.
+        """
+        assert self._nursery is not None, "supervisor not running"
         process = await self._runtime.start(spec)
         run = Run(exec_id=exec_id, container_id=spec.id, process=process, is_init=True, fanout=fanout, log=log)
         self._inits[spec.id] = run
-        self._launch(run, on_exit)
+        self._runs[exec_id] = run
+        await self._nursery.start(self._container_task, run, on_exit)
         return run
+
+    async def _container_task(self, init: Run, on_exit: OnExit, *,
+                              task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        container_id = init.container_id
+        nursery: trio.Nursery | None = None
+        try:
+            async with trio.open_nursery() as nursery:
+                self._containers[container_id] = nursery
+                task_status.started()
+                await self._supervise(init, on_exit)
+                del self._containers[container_id]  # no new exec: the ones running end with the container
+        except Exception:
+            log.exception("supervising the container failed; it was stopped", extra={"container": container_id})
+        finally:
+            if nursery is not None and self._containers.get(container_id) is nursery:
+                del self._containers[container_id]
 
     async def exec(
         self, container_id: str, spec: ProcessSpec, exec_id: str, on_exit: OnExit, *, fanout: Fanout
     ) -> Run:
+        """Start `spec` in the running container; its task lives in the container's nursery."""
+        nursery = self._containers.get(container_id)
+        if nursery is None or container_id not in self._inits:
+            raise RuntimeError(f"container {container_id} is not running")
         process = await self._runtime.exec(container_id, spec)
         run = Run(exec_id=exec_id, container_id=container_id, process=process, is_init=False, fanout=fanout)
-        self._launch(run, on_exit)
+        self._runs[exec_id] = run
+        nursery.start_soon(self._supervise, run, on_exit)
         return run
-
-    def _launch(self, run: Run, on_exit: OnExit) -> None:
-        assert self._nursery is not None, "supervisor not running"
-        self._runs[run.exec_id] = run
-        self._nursery.start_soon(self._supervise, run, on_exit)
 
     async def _supervise(self, run: Run, on_exit: OnExit) -> None:
         try:
@@ -128,6 +156,7 @@ class Supervisor:
                 if run.is_init:
                     self._inits.pop(run.container_id, None)
                 run.container_exited = run.is_init or not self.is_running(run.container_id)
+                run.exited.set()
                 try:
                     await on_exit(run)
                 except Exception:
@@ -177,24 +206,23 @@ class Supervisor:
 
     # --- stopping ----------------------------------------------------------------------------
 
-    async def stop_container(self, container_id: str, *, grace: float | None = None) -> int | None:
-        """TERM, wait up to the grace period, then KILL; return the init's exit code.
+    async def signal_container(self, container_id: str, signum: int) -> None:
+        """Send `signum` to the container's init (tini forwards it to the main process)."""
+        await self._runtime.kill(container_id, signum)
 
-        Returns once the container's cleanup has run. None when it was not running.
-        """
-        run = self._inits.get(container_id)
-        if run is None:
-            return None
+    async def finish_stop(self, run: Run, *, grace: float | None = None) -> bool:
+        """After the stop signal: wait up to the grace period, then KILL every process of the
+        container. True once its cleanup has run; False if it did not end even after KILL."""
         grace = self._grace if grace is None else grace
-        await self._runtime.kill(container_id, signal.SIGTERM)
         with trio.move_on_after(grace):
             await run.done.wait()
         if not run.done.is_set():
-            log.info("container ignored TERM, killing", extra={"container": container_id})
-            await self._runtime.kill(container_id, signal.SIGKILL, all_processes=True)
-            with trio.move_on_after(KILL_WAIT):
+            log.info("container ignored its stop signal, killing", extra={"container": run.container_id})
+            if not run.exited.is_set():
+                await self._runtime.kill(run.container_id, signal.SIGKILL, all_processes=True)
+            with trio.move_on_after(KILL_WAIT + TEARDOWN_WAIT):
                 await run.done.wait()
-        return run.exit_code
+        return run.done.is_set()
 
     async def stop_exec(self, exec_id: str, *, force: bool) -> None:
         run = self._runs.get(exec_id)
@@ -203,14 +231,3 @@ class Supervisor:
         run.process.signal(signal.SIGKILL if force else signal.SIGTERM)
         with trio.move_on_after(5):
             await run.done.wait()
-
-    async def stop_all(self) -> None:
-        async with trio.open_nursery() as nursery:
-            for container_id in list(self._inits):
-                nursery.start_soon(self._stop_quietly, container_id)
-
-    async def _stop_quietly(self, container_id: str) -> None:
-        try:
-            await self.stop_container(container_id)
-        except Exception:
-            log.exception("could not stop container at shutdown", extra={"container": container_id})

@@ -14,7 +14,7 @@ class User:
     uid: int
     gid: int
     home: str
-    groups: tuple[int, ...] = ()
+    groups: tuple[int, ...] = ()  # supplementary groups, the primary one included (as `id` shows them)
 
 
 def _entries(text: str | None) -> list[list[str]]:
@@ -47,7 +47,6 @@ def resolve_user(spec: str, passwd: str | None, group: str | None) -> User:
             gid = int(group_part)
         else:
             raise InvalidArgument(f"unable to find group {group_part}: no matching entries in group file")
-    extra = tuple(
-        int(e[2]) for e in groups if len(e) >= 4 and name in e[3].split(",") and e[2].isdigit() and int(e[2]) != gid
-    )
-    return User(name=name, uid=uid, gid=gid, home=home, groups=extra)
+    # As initgroups(3): the primary group, then every group that lists the user, once each.
+    listed = [int(e[2]) for e in groups if len(e) >= 4 and name in e[3].split(",") and e[2].isdigit()]
+    return User(name=name, uid=uid, gid=gid, home=home, groups=tuple(dict.fromkeys([gid, *listed])))

@@ -13,7 +13,7 @@ Drivers raise `HostCommandError` when a host command fails; core translates it.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -104,6 +104,10 @@ class LayerStorage(Protocol):
         ...
     def list_container_fs(self) -> list[str]: ...
     def mounted_container_fs(self) -> list[str]: ...
+    async def cleanup(self, keep: Collection[str]) -> list[Path]:
+        """At start-up, when no container runs: unmount every container filesystem, delete the
+        ones whose id is not in `keep` and the leftovers of interrupted operations."""
+        ...
 
 
 # --- processes --------------------------------------------------------------------------------
@@ -184,5 +188,11 @@ class Runtime(Protocol):
         ...
     async def list_containers(self) -> dict[str, str]:
         """Containers this runtime knows of (ours only): id -> status."""
+        ...
+    async def cleanup(self) -> None:
+        """At start-up, when none of our containers may run: remove every trace of them."""
+        ...
+    async def close(self) -> None:
+        """At shutdown, once no container runs: release what all containers shared."""
         ...
     def process_count(self, container_id: str) -> int: ...

@@ -5,8 +5,8 @@ The stream (a tar, or a gzip of one, as `docker save | gzip` makes) is written t
 so the archive is never held in memory; the members are then listed once (`tarfile`, in a
 worker thread) and read at their offsets. Member symlinks (legacy `docker save` archives link
 `<id>/layer.tar` to shared blobs) are followed inside the archive. The file is removed when the
-block ends, whatever happened; a daemon killed meanwhile leaves it for the start-up clean-up
-(`remove_leftovers`).
+block ends, whatever happened; a daemon killed meanwhile leaves it in the work directory, which
+the start-up clears (`HostRootfs.cleanup`).
 """
 
 from __future__ import annotations
@@ -108,15 +108,6 @@ class HostArchives:
                 if written > self.max_bytes:
                     raise ArchiveError(f"the archive is larger than {self.max_bytes} bytes")
                 out.write(data)
-
-    def remove_leftovers(self) -> list[Path]:
-        """At start-up: the spool files of loads a killed daemon left."""
-        if not self.workdir.is_dir():
-            return []
-        found = [p for p in self.workdir.iterdir() if p.name.startswith(PREFIX)]
-        for path in found:
-            path.unlink(missing_ok=True)
-        return found
 
 
 class _Inflater:

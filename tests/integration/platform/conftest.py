@@ -126,6 +126,13 @@ def _cgroup_dirs_named(name: str) -> list[str]:
     return found
 
 
+def _container_cgroups(prefix: str) -> list[str]:
+    """Container cgroups (`<prefix>/<id>`) that exist; the `<prefix>` parents stay while the
+    runtime is in use (`RuncRuntime.close` removes them)."""
+    return [os.path.join(parent, d) for parent in _cgroup_dirs_named(prefix) for d in os.listdir(parent)
+            if os.path.isdir(os.path.join(parent, d))]
+
+
 def _fds() -> set[str]:
     return set(os.listdir("/proc/self/fd"))
 
@@ -147,10 +154,12 @@ def session_host() -> Iterator[Host]:
 
         yield Host(storage, runtime, run(make_base), workdir, prefix)
     finally:
+        run(runtime.close)
         leftover = mountinfo.mounts_under(workdir)
         if not leftover:
             shutil.rmtree(workdir)
         assert not leftover, f"mounts left under {workdir}: {leftover}"
+        assert _cgroup_dirs_named(prefix) == [], "cgroup parents left behind"
 
 
 @pytest.fixture
@@ -159,7 +168,7 @@ def host(session_host: Host) -> Iterator[Host]:
     yield session_host
     assert run(session_host.runtime.list_containers) == {}, "runc containers left behind"
     assert mountinfo.mounts_under(session_host.workdir) == [], "mounts left behind"
-    assert _cgroup_dirs_named(session_host.prefix) == [], "cgroup dirs left behind"
+    assert _container_cgroups(session_host.prefix) == [], "cgroup dirs left behind"
     assert session_host.storage.list_container_fs() == [], "container filesystems left behind"
     assert list(session_host.runtime.bundles.iterdir()) == [], "bundles left behind"
     assert _zombies() == [], "unreaped children"

@@ -43,7 +43,6 @@ from ..images import Images, parse_nametag
 from ..networks import Networks
 from ..records import ImageRecord
 from ..store import Store
-from ..supervisor import Supervisor
 from .cache import BuildCache, cache_key
 from .context import read_dockerfile, read_ignore, uploaded_context
 from .dockerfile import Dockerfile, DockerfileError, From
@@ -116,13 +115,11 @@ class Builder:
     """The build service. `files` is the host driver for COPY and uploads; uploads unpack below `tmp_dir`."""
 
     def __init__(self, *, store: Store, images: Images, containers: Containers, networks: Networks,
-                 supervisor: Supervisor, storage: LayerStorage, files: BuildFiles, tmp_dir: Path,
-                 pull: PullHook | None = None) -> None:
+                 storage: LayerStorage, files: BuildFiles, tmp_dir: Path, pull: PullHook | None = None) -> None:
         self._images = images
         self._pull = pull
         self._containers = containers
         self._networks = networks
-        self._supervisor = supervisor
         self._storage = storage
         self._files = files
         self._tmp_dir = tmp_dir
@@ -356,8 +353,8 @@ class Builder:
         if stage is None:
             return ""
         try:
-            layer = await self._storage.commit_container_fs(stage.container_id)  # the failed step's changes
-        except (OSError, HostCommandError):
+            layer = await self._containers.commit_layer(stage.container_id)  # the failed step's changes
+        except (OSError, HostCommandError, KleeneError):
             log.warning("could not keep the changes of a failed build step", extra={"image": build.id},
                         exc_info=True)
         else:
@@ -376,7 +373,7 @@ class Builder:
             for container_id in list(build.containers):
                 try:
                     if self._containers.is_running(container_id):
-                        await self._supervisor.stop_container(container_id, grace=STOP_GRACE)
+                        await self._containers.stop(container_id, grace=STOP_GRACE)
                     await self._containers.remove(container_id)
                 except NotFound:
                     pass

@@ -33,6 +33,7 @@ import trio
 from kleene_protocol.dockerignore import DockerIgnore
 from kleene_protocol.ids import new_id
 
+from ... import faults
 from ...platform.base import LayerStorage
 from ...platform.rootpath import PathEscape, ensure_target, read_text_in_root, resolve_in_root
 from ..containers import Containers
@@ -188,16 +189,13 @@ class StepRunner:
                 key = self._key(stage, "COPY", list(instr.sources), dest, into_dir, instr.chown, digest)
                 if await self._reuse(stage, key):
                     return await self._snapshot(stage)
-            rootfs = await self.storage.mount_container_fs(stage.container_id, stage.layers)
-            try:
-                uid, gid = self._owner(rootfs, instr.chown)
-                await trio.to_thread.run_sync(lambda: plan.apply(
-                    rootfs, dest, into_dir=into_dir, uid=uid, gid=gid, check=trio.from_thread.check_cancelled))
-            except ValueError as exc:
-                raise StepFailed(f"COPY failed: {exc}") from None
-            finally:
-                with trio.CancelScope(shield=True):
-                    await self.storage.unmount_container_fs(stage.container_id)
+            async with self.containers.filesystem(stage.container_id, stage.layers) as rootfs:
+                try:
+                    uid, gid = self._owner(rootfs, instr.chown)
+                    await trio.to_thread.run_sync(lambda: plan.apply(
+                        rootfs, dest, into_dir=into_dir, uid=uid, gid=gid, check=trio.from_thread.check_cancelled))
+                except ValueError as exc:
+                    raise StepFailed(f"COPY failed: {exc}") from None
         await self._commit(stage, key)
         return await self._snapshot(stage)
 
@@ -249,19 +247,16 @@ class StepRunner:
         key = self._key(stage, "WORKDIR", stage.workdir)
         if await self._reuse(stage, key, announce=False):
             return
-        rootfs = await self.storage.mount_container_fs(stage.container_id, stage.layers)
-        try:
-            target = resolve_in_root(rootfs, stage.workdir)
-            created = not target.is_dir()
-            if created:
-                if target.is_symlink() or target.exists():
-                    raise StepFailed(f"error: WORKDIR {stage.workdir}: a file is in the way")
-                ensure_target(rootfs, stage.workdir, directory=True)
-        except PathEscape as exc:
-            raise StepFailed(f"error: WORKDIR {stage.workdir}: {exc}") from None
-        finally:
-            with trio.CancelScope(shield=True):
-                await self.storage.unmount_container_fs(stage.container_id)
+        async with self.containers.filesystem(stage.container_id, stage.layers) as rootfs:
+            try:
+                target = resolve_in_root(rootfs, stage.workdir)
+                created = not target.is_dir()
+                if created:
+                    if target.is_symlink() or target.exists():
+                        raise StepFailed(f"error: WORKDIR {stage.workdir}: a file is in the way")
+                    ensure_target(rootfs, stage.workdir, directory=True)
+            except PathEscape as exc:
+                raise StepFailed(f"error: WORKDIR {stage.workdir}: {exc}") from None
         if created:
             await self._commit(stage, key)
         else:
@@ -288,7 +283,8 @@ class StepRunner:
         return True
 
     async def _commit(self, stage: Stage, key: str | None) -> None:
-        layer = await self.storage.commit_container_fs(stage.container_id)
+        layer = await self.containers.commit_layer(stage.container_id)
+        faults.point("build.step.committed")
         self.layers_made.add(layer)
         stage.layers.append(layer)
         self.sync(stage)
@@ -305,7 +301,4 @@ class StepRunner:
 
     def sync(self, stage: Stage) -> ContainerRecord:
         """Write the stage's stack and working directory to its container's record; return the record."""
-        record = self.containers.get(stage.container_id)
-        record.layers, record.workdir = list(stage.layers), stage.workdir
-        self.containers.save(record)
-        return record
+        return self.containers.set_stack(stage.container_id, stage.layers, stage.workdir)

@@ -77,9 +77,5 @@ class ArchiveFiles(Protocol):
         Raises `ValueError` with a message for what is not a readable tar."""
         ...
 
-    def remove_leftovers(self) -> list[Path]:
-        """At start-up: what loads of a killed daemon left."""
-        ...
-
 
 Progress = Callable[[str, str, int, int], Awaitable[None]]  # layer, status, current, total

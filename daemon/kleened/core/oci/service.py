@@ -267,9 +267,6 @@ class OciImages:
         return registry
 
     def reconcile(self) -> list[str]:
-        """At start-up, after the layer garbage collection: drop records of layers that are gone,
-        and the spool files of loads a killed daemon left."""
-        leftovers = self.archives.remove_leftovers()
-        if leftovers:
-            log.warning("removed %d spool files of interrupted loads", len(leftovers))
+        """At start-up, after the layer garbage collection: drop the records of layers that are gone.
+        (Spool files of interrupted loads live in the work directory, which the start-up clears.)"""
         return self.index.reconcile()

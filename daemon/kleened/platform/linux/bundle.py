@@ -85,7 +85,7 @@ def _required(key: str, value: str | None) -> str:
 
 def _hostname(key: str, value: str | None) -> str:
     value = _required(key, value)
-    if not _HOSTNAME.match(value):
+    if not _HOSTNAME.fullmatch(value):
         raise ValueError(f"invalid hostname '{value}' in jail parameter '{key}'")
     return value
 

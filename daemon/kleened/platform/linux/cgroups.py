@@ -92,3 +92,22 @@ def remove_dirs(relatives: list[str]) -> list[Path]:
                     raise
                 left.append(path)
     return left
+
+
+def remove_tree(relative: str) -> list[Path]:
+    """rmdir `relative` and every dir below it, deepest first, in every hierarchy; return what
+    is left (busy: processes inside). For start-up, when no container of ours runs."""
+    left = []
+    for _, top in candidate_dirs(relative):
+        if not top.is_dir():
+            continue
+        for dirpath, _dirs, _files in sorted(os.walk(top), key=lambda entry: -entry[0].count("/")):
+            try:
+                os.rmdir(dirpath)
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                if e.errno not in (errno.EBUSY, errno.ENOTEMPTY):
+                    raise
+                left.append(Path(dirpath))
+    return left

@@ -30,18 +30,22 @@ Rules this module keeps:
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import re
 import secrets
 import shutil
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import trio
 
 from kleene_protocol.ids import new_id
+from kleened.platform.base import HostCommandError
 from kleened.platform.linux import hostcmd, mountinfo
 from kleened.platform.linux.bundle import INIT_DESTINATION
+
+log = logging.getLogger(__name__)
 
 # Mountpoints the runtime binds over, relative to "/" (see the module docstring).
 INIT_LAYER_FILES = (INIT_DESTINATION.lstrip("/"),)
@@ -49,7 +53,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")  # no ',', ':', '=' or
 
 
 def _check_name(kind: str, name: str) -> str:
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise ValueError(f"invalid {kind} '{name}'")
     return name
 
@@ -264,17 +268,35 @@ class OverlayStorage:
         path.rename(trash)
         await trio.to_thread.run_sync(shutil.rmtree, trash)
 
-    async def remove_garbage(self) -> list[Path]:
-        """Delete `.tmp-*`/`.trash-*` leftovers of a crash (never through a mount); return them."""
+    async def cleanup(self, keep: Collection[str]) -> list[Path]:
+        """At start-up, when no container runs: unmount everything under the container dirs,
+        delete container dirs whose id is not in `keep` and every `.tmp-*`/`.trash-*`
+        leftover of a crash; return what was deleted. Logs (never raises for) one entry that
+        cannot go, and skips what it does not recognise."""
+        for m in sorted(mountinfo.mounts_under(self.containers), key=lambda m: -len(m.mountpoint.parts)):
+            try:
+                await hostcmd.run(["umount", m.mountpoint])
+            except HostCommandError as e:
+                log.warning("could not unmount %s: %s", m.mountpoint, e)
         removed = []
         for parent in (self.layers, self.containers, self.volumes):
             for p in parent.iterdir():
-                if p.name.startswith((".tmp-", ".trash-")):
-                    await self._delete_tree(p)
-                    removed.append(p)
-        for cdir in self.containers.iterdir():
-            if not cdir.name.startswith(".") and cdir.is_dir():
-                for p in cdir.glob(".tmp-upper-*"):
-                    await self._delete_tree(p)
-                    removed.append(p)
+                garbage = p.name.startswith((".tmp-", ".trash-"))
+                orphan = parent == self.containers and not garbage and p.name not in keep
+                if orphan and not _NAME.fullmatch(p.name):
+                    log.warning("leaving %s: not a container directory", p)
+                    continue
+                if garbage or orphan:
+                    removed += await self._delete_quietly(p)
+                elif parent == self.containers:
+                    for leftover in p.glob(".tmp-upper-*"):
+                        removed += await self._delete_quietly(leftover)
         return removed
+
+    async def _delete_quietly(self, path: Path) -> list[Path]:
+        try:
+            await self._delete_tree(path)
+        except (OSError, HostCommandError) as e:
+            log.warning("could not delete %s: %s", path, e)
+            return []
+        return [path]

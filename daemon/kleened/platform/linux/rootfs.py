@@ -34,6 +34,7 @@ from pathlib import Path
 import httpx
 import trio
 
+from kleened import faults
 from kleened.platform import posix_tar
 from kleened.platform.linux import hostcmd, mountinfo
 from kleened.platform.posix_tar import Limits
@@ -147,6 +148,22 @@ class HostRootfs:
         self.debootstrap = debootstrap
         self.etc = etc
 
+    def cleanup(self) -> None:
+        """At start-up: what the work dir holds is a previous daemon's (downloads, uploaded build
+        contexts a crash interrupted): delete it all, never through a mount."""
+        if not self.workdir.is_dir():
+            return
+        for entry in self.workdir.iterdir():
+            try:
+                if mountinfo.mounts_under(entry):
+                    log.warning("leaving %s: it has mounts below it", entry)
+                elif entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+            except OSError as e:
+                log.warning("could not delete %s: %s", entry, e)
+
     # --- fetch -----------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
@@ -199,6 +216,7 @@ class HostRootfs:
             if received > self.limits.max_bytes:
                 raise RootfsError(f"could not fetch file from url: larger than {self.limits.max_bytes} bytes")
             out.write(chunk)  # page-cache writes of <= 1 MiB: cheaper than a thread hop
+            faults.point("image.fetch.downloading")
             if received >= next_report:
                 next_report += step
                 share = f" ({100 * received // total}%)" if total else ""

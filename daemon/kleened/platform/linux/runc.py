@@ -48,7 +48,7 @@ DELETE_TIMEOUT = 20.0  # `runc delete -f` polls a killed init for up to 10 s
 
 
 def _check_id(container_id: str) -> str:
-    if not _NAME.match(container_id):
+    if not _NAME.fullmatch(container_id):
         raise ValueError(f"invalid container id '{container_id}'")
     return container_id
 
@@ -59,7 +59,7 @@ class RuncRuntime:
     name = "runc"
 
     def __init__(self, state_dir: Path, prefix: str, init_path: str = "/usr/bin/tini-static", runc: str = "runc"):
-        if not _PREFIX.match(prefix):
+        if not _PREFIX.fullmatch(prefix):
             raise ValueError(f"invalid host prefix '{prefix}'")
         state_dir.mkdir(parents=True, exist_ok=True)
         self.state_dir = state_dir.resolve()
@@ -286,11 +286,45 @@ class RuncRuntime:
             if mountinfo.mounts_under(bdir):  # never delete through a mount
                 raise OSError(errno.EBUSY, f"bundle {bdir} has mounts below it")
             await trio.to_thread.run_sync(shutil.rmtree, bdir)
-        leaf = self.cgroup_path(container_id)
-        left = cgroups.remove_dirs([leaf, self.prefix])
-        leaked = [str(p) for p in left if p.name == container_id]
-        if leaked:
-            log.warning("container cgroups left behind", extra={"container": container_id, "paths": leaked})
+        # Only the container's own cgroup: the `<prefix>` parent is shared, and removing it here
+        # would race another container's `runc create` (mkdir <prefix>/<id> after our rmdir).
+        left = cgroups.remove_dirs([self.cgroup_path(container_id)])
+        if left:
+            log.warning("container cgroups left behind", extra={"container": container_id,
+                                                                "paths": [str(p) for p in left]})
+
+    async def cleanup(self) -> None:
+        """At start-up, when no container of ours may run: kill and delete every runtime
+        container under our root, then remove bundles, console sockets and every cgroup under
+        the prefix. Logs (never raises for) what cannot go."""
+        try:
+            found = await self.list_containers()
+        except (HostCommandError, ValueError) as e:
+            log.warning("could not list the runtime's containers: %s", e)
+            found = {}
+        for container_id in found:
+            log.warning("removing a container left by a previous daemon", extra={"container": container_id})
+            try:
+                await self.kill(container_id, signal.SIGKILL, all_processes=True)
+                await self.delete(container_id)
+            except (HostCommandError, OSError, ValueError) as e:
+                log.warning("could not remove a container left by a previous daemon: %s", e,
+                            extra={"container": container_id})
+        for directory in (self.bundles, self.sockets):
+            for entry in directory.iterdir():
+                if mountinfo.mounts_under(entry):
+                    log.warning("leaving %s: it has mounts below it", entry)
+                elif entry.is_dir() and not entry.is_symlink():
+                    await trio.to_thread.run_sync(shutil.rmtree, entry)
+                else:
+                    entry.unlink()
+        left = cgroups.remove_tree(self.prefix)
+        if left:
+            log.warning("cgroups still busy at start", extra={"paths": [str(p) for p in left]})
+
+    async def close(self) -> None:
+        """At shutdown, once no container runs: remove the shared `<prefix>` cgroup parents."""
+        cgroups.remove_dirs([self.prefix])
 
     async def list_containers(self) -> dict[str, str]:
         out = await _run(self._argv("list", "--format", "json"))
