@@ -7,6 +7,7 @@ skopeo."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import tempfile
@@ -62,7 +63,7 @@ def run(runs: int = 5) -> dict[str, Any]:
         work = Path(tmp)
         layout, a_bytes, new_bytes = _layouts(work)
         with running_registry(work / "registry", trustme.CA(), "none") as registry, \
-                running_daemon(work / "daemon", extra={"log_level": "info",
+                running_daemon(work / "daemon", extra={"log_level": "info", "registry_concurrency": int(os.environ.get("KLEENE_BENCH_CONCURRENCY", "3")),
                                                        "insecure_registries": [registry.host]}) as daemon:
             for tag in ("a", "b"):
                 registry.copy_in(layout, f"bench/img:{tag}")
