@@ -26,6 +26,7 @@ from tests.rootfs import session_rootfs
 from tests.wsapi import run_stream
 
 MiB = 1024 * 1024
+CONCURRENCY = int(os.environ.get("KLEENE_BENCH_CONCURRENCY", "3"))  # the daemon's registry_concurrency
 LAYER_BYTES = 16 * MiB  # of random (incompressible) content per data layer
 
 
@@ -63,7 +64,7 @@ def run(runs: int = 5) -> dict[str, Any]:
         work = Path(tmp)
         layout, a_bytes, new_bytes = _layouts(work)
         with running_registry(work / "registry", trustme.CA(), "none") as registry, \
-                running_daemon(work / "daemon", extra={"log_level": "info", "registry_concurrency": int(os.environ.get("KLEENE_BENCH_CONCURRENCY", "3")),
+                running_daemon(work / "daemon", extra={"log_level": "info", "registry_concurrency": CONCURRENCY,
                                                        "insecure_registries": [registry.host]}) as daemon:
             for tag in ("a", "b"):
                 registry.copy_in(layout, f"bench/img:{tag}")
