@@ -30,6 +30,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "attach": ("klee.commands.streams", "attach", "Attach to a running container's main process"),
     "logs": ("klee.commands.streams", "logs", "Print a container's log"),
     "events": ("klee.commands.streams", "events", "Print kleened's events as they happen"),
+    "stats": ("klee.commands.stats", "stats", "Show live resource usage of running containers"),
+    "top": ("klee.commands.stats", "top", "List the processes of a running container"),
 }
 
 # shortcut -> (group, command)

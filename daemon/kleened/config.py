@@ -4,7 +4,9 @@ Upstream keys we honour: `api_listening_sockets` (with `address`, `tlscert`, `tl
 `tlscacert`, `tlsverify`; `tlsdh` is accepted and ignored because OpenSSL 3 picks ECDHE groups),
 `log_level`. Upstream keys that only mean something on a ZFS/pf host (`kleene_root`,
 `pf_config_template_path`, `pf_config_path`, `enable_logging`) are accepted and ignored, so an
-upstream config file loads unchanged. Our keys: `state_root`, `host_prefix`, and the limits.
+upstream config file loads unchanged. Our keys: `state_root`, `host_prefix`, the limits, and
+isolation (`seccomp_profile`, `default_pids_limit`, `userns_remap`; checked against the host
+when the daemon starts).
 """
 
 from __future__ import annotations
@@ -70,6 +72,10 @@ class Config(msgspec.Struct, kw_only=True):
     registry_auth_file: str = "/etc/kleened/registry-auth.json"
     registry_concurrency: int = 3  # layers downloaded or uploaded at once per pull or push
     registry_retries: int = 3  # attempts after the first for a request or a layer that breaks
+    # Isolation and resource control (docs/security.md).
+    seccomp_profile: str = ""  # "": the built-in profile; "unconfined"; or the path of a JSON profile
+    default_pids_limit: int = 2048  # tasks per container without a pids limit of its own; 0: none
+    userns_remap: str = ""  # "": off; USER[:GROUP] (ranges from /etc/subuid, /etc/subgid) or UID:GID:SIZE
     # Accepted for compatibility with upstream config files; meaningless here.
     kleene_root: str | None = None
     pf_config_template_path: str | None = None
@@ -165,6 +171,8 @@ def load(path: str | None) -> Config:
         raise ConfigError("'registry_concurrency' must be >= 1 and 'registry_retries' >= 0")
     if config.registry_ca_file is not None and not os.path.isfile(config.registry_ca_file):
         raise ConfigError(f"file in 'registry_ca_file' does not exist: {config.registry_ca_file}")
+    if config.default_pids_limit < 0:
+        raise ConfigError("'default_pids_limit' must be 0 (no default limit) or more")
     if len(config.host_prefix) > 8 or not config.host_prefix.isalnum():
         raise ConfigError("'host_prefix' must be 1 to 8 letters or digits (it starts 15-character interface names)")
     return config

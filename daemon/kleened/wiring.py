@@ -25,11 +25,13 @@ from .core.events import Events
 from .core.execs import Execs
 from .core.image_create import RootfsSource
 from .core.images import Images
+from .core.isolation import Isolation
 from .core.lifecycle import Locks
 from .core.logs import Logs
 from .core.networks import Networks
 from .core.oci.service import OciImages, RegistrySettings
 from .core.services import Services
+from .core.stats import Stats
 from .core.store import Store
 from .core.supervisor import Supervisor
 from .core.volumes import Volumes
@@ -63,6 +65,7 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
     if not sys.platform.startswith("linux"):
         raise SystemExit("kleened: this build has drivers for Linux only (FreeBSD drivers are planned)")
     from .platform.linux.copying import HostFiles
+    from .platform.linux.idmap import RangeError, parse_remap
     from .platform.linux.netdev import LinuxNetworkHost
     from .platform.linux.overlay import OverlayStorage
     from .platform.linux.reaper import become_subreaper, reap_orphans
@@ -77,9 +80,14 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
     root = Path(config.state_root)
     root.mkdir(parents=True, exist_ok=True)
     root.chmod(0o700)
+    try:
+        runtime = RuncRuntime(root, config.host_prefix, seccomp_profile=config.seccomp_profile)
+        userns = parse_remap(config.userns_remap) if config.userns_remap else None
+    except (ValueError, RangeError) as exc:
+        raise SystemExit(f"kleened: {exc}") from None
+    isolation = Isolation(runtime, default_pids_limit=config.default_pids_limit, userns=userns)
     store = Store(root / "metadata.sqlite")
     storage = OverlayStorage(root)
-    runtime = RuncRuntime(root, config.host_prefix)
     rootfs = HostRootfs(root / "tmp")
     supervisor = Supervisor(runtime, grace=config.stop_timeout)
     locks = Locks()
@@ -95,7 +103,8 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
             networks = Networks(store, LinuxNetworkHost(config.host_prefix), hosts_dir=root / "hosts",
                                 is_running=supervisor.is_running, events=events, locks=locks)
             containers = Containers(store, images, volumes, storage, runtime, supervisor, networks,
-                                    dataset_root=str(root), logs=logs, events=events, locks=locks)
+                                    dataset_root=str(root), logs=logs, events=events, locks=locks,
+                                    isolation=isolation)
             transport = HttpxTransport(config.registry_ca_file)
             oci = OciImages(store=store, images=images, storage=storage, transport=transport,
                             files=TarLayerFiles(OverlayWhiteouts()), archives=HostArchives(root / "tmp" / "oci"),
@@ -108,6 +117,7 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
                 version=_version([RuntimeVersion(name=runtime.name, version=runtime.version())]), oci=oci,
                 builds=Builder(store=store, images=images, containers=containers, networks=networks,
                                storage=storage, files=HostFiles(), tmp_dir=root / "tmp", pull=oci.pull_for_build),
+                stats=Stats(containers, supervisor, runtime, storage),
             )
             try:
                 yield services

@@ -33,6 +33,37 @@ class _Response(msgspec.Struct, kw_only=True):
     """Base of response bodies: every field is encoded."""
 
 
+# --- isolation and resource control (extensions, docs/security.md) ----------------------------
+# Every field below is optional. Absent, a container behaves as upstream's, plus kleened's two
+# deliberate hardenings: the default seccomp profile and the default pids limit.
+
+UsernsMode = Literal["", "host", "remap"]  # "": the daemon's setting (userns_remap)
+
+
+class Ulimit(msgspec.Struct, kw_only=True):
+    name: Literal["nofile", "nproc"]
+    soft: int
+    hard: int
+
+
+class Resources(msgspec.Struct, kw_only=True):
+    """A container's resource limits. Sizes are bytes; null is "not set" (in an update: keep).
+
+    `memory_swap` is memory plus swap (-1: unlimited swap; unset: twice `memory`, as docker);
+    `cpus` is a CPU quota over `cpu_period` microseconds (default 100000); `cpu_shares` a
+    relative weight (1024 is normal); `pids_limit` -1 or 0 means no limit at all (unset: the
+    daemon's default). In an update, 0 removes memory, cpus and cpu_shares, and [] the ulimits.
+    """
+
+    memory: int | None = None
+    memory_swap: int | None = None
+    cpus: float | None = None
+    cpu_period: int | None = None
+    cpu_shares: int | None = None
+    pids_limit: int | None = None
+    ulimits: list[Ulimit] | None = None
+
+
 # --- requests ---------------------------------------------------------------------------------
 
 
@@ -62,6 +93,11 @@ class ContainerConfig(_Request):
     public_ports: list[PublishedPortConfig] | None = msgspec.field(default_factory=list)
     restart_policy: RestartPolicy | None = "no"
     persist: bool | None = False
+    # Extensions: isolation and resource control (docs/security.md). seccomp: "" (the daemon's
+    # profile), "default", "unconfined" or a JSON profile.
+    resources: Resources | None = None
+    seccomp: str = ""
+    userns: UsernsMode = ""
 
 
 class ContainerUpdate(_Request):
@@ -79,6 +115,11 @@ class ContainerUpdate(_Request):
     persist: bool | None = None
     restart_policy: RestartPolicy | None = None
     jail_param: list[str] | None = None
+    # Extensions (docs/security.md): resources apply at once to a running container (ulimits
+    # at its next start); seccomp and userns at its next start.
+    resources: Resources | None = None
+    seccomp: str | None = None
+    userns: UsernsMode | None = None
 
 
 class ExecConfig(_Request):
@@ -243,6 +284,13 @@ class Container(_Response):
     exit_code: int | None = None
     started_at: str | None = None
     finished_at: str | None = None
+    # Extensions: isolation and resource control (docs/security.md). In inspect, `resources`
+    # holds the limits in force (daemon defaults included); `oom_killed`: the kernel killed a
+    # process of the last run for lack of memory.
+    resources: Resources = msgspec.field(default_factory=Resources)
+    seccomp: str = ""
+    userns: UsernsMode = ""
+    oom_killed: bool = False
 
 
 class ContainerSummary(Container):
@@ -446,3 +494,64 @@ class Event(msgspec.Struct, kw_only=True, frozen=True):
     action: str
     id: str
     attributes: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+# --- stats and top (extensions, docs/security.md) ------------------------------------------------
+
+
+class StatsConfig(_Request):
+    """First client frame of the `/containers/stats` WebSocket.
+
+    `containers`: idents to sample (empty: every running container, also those started later);
+    `interval`: seconds between samples; `stream` false: one sample, then the stream ends.
+    """
+
+    containers: list[str] = msgspec.field(default_factory=list)
+    interval: Annotated[float, msgspec.Meta(ge=0.1, le=60)] = 1.0
+    stream: bool = True
+
+
+class ContainerStats(msgspec.Struct, kw_only=True):
+    """One container in one sample. `cpu_percent`: CPU time over wall time since the previous
+    sample (100 is one whole CPU). Memory excludes page cache the kernel can drop. Network
+    counters are null for a container on the host's network stack; limits are null when unset."""
+
+    id: str
+    name: str | None
+    cpu_percent: float
+    memory: int
+    memory_limit: int | None
+    pids: int
+    pids_limit: int | None
+    net_rx: int | None
+    net_tx: int | None
+    block_read: int
+    block_write: int
+
+
+class StatsSample(msgspec.Struct, kw_only=True):
+    """One TEXT frame of `/containers/stats`: every sampled container at `time` (RFC 3339)."""
+
+    time: str
+    containers: list[ContainerStats]
+
+
+class ContainerProcess(_Response):
+    """One process of a container. `uid` as the container sees it (`host_uid` on the host:
+    they differ in a user namespace); `cpu_time` in seconds; `rss` in bytes."""
+
+    pid: int
+    ppid: int
+    uid: int
+    host_uid: int
+    user: str
+    state: str
+    cpu_time: float
+    rss: int
+    started: str
+    command: str
+
+
+class ContainerTop(_Response):
+    id: str
+    processes: list[ContainerProcess]

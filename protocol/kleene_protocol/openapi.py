@@ -121,6 +121,14 @@ ROUTES: list[Route] = [
           websocket="First client frame: EventsConfig. Server: starting message, then one TEXT frame per Event "
           "(JSON), the retained history since `since` first. Close 1000 'end of events' once `until` passed; "
           "1011 'reader too slow: dropped' (fell events_buffer events behind); 1002 bad filters or times."),
+    Route("get", "/containers/stats", "Stream resource usage of running containers (WebSocket, extension)",
+          models.StatsConfig, (),
+          websocket="First client frame: StatsConfig. Server: starting message, then one TEXT frame per interval, "
+          "a StatsSample (JSON) of every sampled running container. Close 1000 'end of stats' (after one sample "
+          "without `stream`, or once every named container stopped); 1002 'invalid parameters: ...' (an unknown "
+          "container, an interval outside 0.1 to 60 seconds)."),
+    Route("get", "/containers/{container_id}/top", "Processes of a running container (extension)", None,
+          ((200, models.ContainerTop), (404, E), (409, E))),
     Route("get", "/version", "Daemon and API version (extension)", None, ((200, models.Version),)),
     Route("get", "/openapi.json", "This document (extension)", None, ((200, dict),)),
 ]

@@ -32,6 +32,7 @@ from klee.commands.run import COMMAND_SETTINGS, create, exec_, restart, run, sta
 from klee.completion import complete_containers
 from klee.connection import api_path, query_bool
 from klee.errors import ApiError
+from klee.limits import limit_fields, limit_options
 from klee.printing import Column, Styled, ago
 from klee.session import Session, pass_session
 from klee.specs import RESTART_POLICIES, check_choice
@@ -132,6 +133,7 @@ def stop(session: Session, containers: tuple[str, ...]) -> None:
 )
 @click.option("--persist/--no-persist", "-P", default=None, help="Do (not) remove this container when pruning")
 @click.option("--restart", default=None, help="Restart policy: 'no' or 'on-startup'.")
+@limit_options
 @click.argument("container_ident", metavar="CONTAINER", shell_complete=complete_containers)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @pass_session
@@ -139,6 +141,8 @@ def update(session: Session, container_ident: str, command: tuple[str, ...], **o
     """Modify container properties. Properties that are not given keep their value.
 
     `--env` and `--jailparam` replace all the stored values; COMMAND replaces the stored command.
+    Limits change at once in a running container (ulimits, --security-opt and --userns at its
+    next start); 0 removes a memory, CPU or share limit.
     """
     restart = options["restart"]
     body = {
@@ -149,6 +153,7 @@ def update(session: Session, container_ident: str, command: tuple[str, ...], **o
         "cmd": list(command) or None,
         "persist": options["persist"],
         "restart_policy": None if restart is None else check_choice(restart, RESTART_POLICIES, "restart policy"),
+        **limit_fields(options),
     }
     session.out.line(
         reply_id(session.client.post(api_path("/containers/{}/update", container_ident), body=body, ok=(201,)))

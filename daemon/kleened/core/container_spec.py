@@ -79,7 +79,8 @@ def bind_mounts(rootfs: Path, mounts: Sequence[MountPoint], volume_path: Callabl
             raise InvalidArgument(f"could not mount '{m.source}' on '{m.destination}': {exc}") from None
         except OSError as exc:
             raise InvalidArgument(f"could not mount '{m.source}' on '{m.destination}': {exc.strerror}") from None
-        binds.append(BindMount(source=source, destination=m.destination, read_only=m.read_only))
+        binds.append(BindMount(source=source, destination=m.destination, read_only=m.read_only,
+                               remap=m.type == "volume"))
     return binds
 
 

@@ -45,6 +45,7 @@ from .environment import merge_env, validate_env
 from .errors import Conflict, ExecFailed, Internal, InvalidArgument, KleeneError, NotFound
 from .events import Events
 from .fanout import Fanout
+from .isolation import Isolation
 from .lifecycle import ContainerStates, Locks, State
 from .logs import Logs
 from .networks import Networks
@@ -89,6 +90,7 @@ class Containers:
         logs: Logs | None = None,
         events: Events | None = None,
         locks: Locks | None = None,
+        isolation: Isolation | None = None,
     ) -> None:
         self._store = store
         self._images = images
@@ -105,6 +107,7 @@ class Containers:
         self.removal_hooks: list[Callable[[str], None]] = []
         self.logs = logs if logs is not None else Logs(Path(dataset_root) / "logs")
         self._events = events if events is not None else Events()
+        self._isolation = isolation if isolation is not None else Isolation(runtime)
 
     # --- lookups ----------------------------------------------------------------------------
 
@@ -194,6 +197,7 @@ class Containers:
             for p in config.public_ports or []
         ])
         self._networks.check_ports_free(container_id, ports)
+        resources, seccomp, userns = self._isolation.check_create(config)
         record = ContainerRecord(
             id=container_id, name=name, image_id=image.id,
             cmd=with_entrypoint(image.entrypoint, config.cmd if config.cmd else image.cmd),
@@ -201,7 +205,7 @@ class Containers:
             jail_param=list(config.jail_param or []), network_driver=config.network_driver, public_ports=ports,
             restart_policy=config.restart_policy, persist=bool(config.persist), created=now_iso(),
             dataset=f"{self._dataset_root}/containers/{container_id}", layers=image.layers_at(snapshot),
-            workdir=image.workdir,
+            workdir=image.workdir, resources=resources, seccomp=seccomp, userns=userns,
         )
         await self._storage.create_container_fs(container_id)
         try:
@@ -283,6 +287,7 @@ class Containers:
         record = self.get(ident)
         api = record.to_api(running=self.is_running(record.id))
         api.public_ports = self._networks.public_ports_of(record)
+        api.resources = self._isolation.effective(record)
         return ContainerInspect(
             container=api,
             container_endpoints=self._networks.endpoints_of(record.id),
@@ -305,9 +310,9 @@ class Containers:
             record = self._reload(container_id, f"no such container '{ident}'")
             if self.state(record) is State.REMOVING:
                 raise NotFound(f"no such container '{ident}'")
-            return self._update_locked(record, update)
+            return await self._update_locked(record, update)
 
-    def _update_locked(self, record: ContainerRecord, update: ContainerUpdate) -> ContainerRecord:
+    async def _update_locked(self, record: ContainerRecord, update: ContainerUpdate) -> ContainerRecord:
         old_name = record.name
         if update.name is not None and update.name.removeprefix("/") != record.name:
             new_name = update.name.removeprefix("/")
@@ -332,6 +337,7 @@ class Containers:
             value = getattr(update, field)
             if value is not None:
                 setattr(record, field, value)
+        await self._isolation.update(record, update, running=self.state(record) is State.RUNNING)
         try:
             self._save(record)
         except NameTaken:
@@ -484,7 +490,8 @@ class Containers:
         try:
             await self._runtime.delete(record.id)  # a runtime state a failed teardown left behind
             faults.point("container.start.begin")
-            rootfs = await self._storage.mount_container_fs(record.id, record.layers)
+            isolation = self._isolation.spec_fields(record)  # limits, seccomp, userns
+            rootfs = await self._storage.mount_container_fs(record.id, record.layers, isolation["userns"])
             faults.point("container.start.mounted")
             process = process_spec(rootfs, record, argv, user or self._default_user(record), env, tty)
             mounts = bind_mounts(rootfs, record.mounts, self._storage.volume_path)
@@ -494,7 +501,7 @@ class Containers:
             spec = ContainerSpec(
                 id=record.id, rootfs=rootfs, hostname=(record.name or record.id)[:HOSTNAME_MAX], process=process,
                 mounts=mounts, network=mode, netns_path=netns_path,
-                params=self._runtime.check_params(record.jail_param),
+                params=self._runtime.check_params(record.jail_param), **isolation,
             )
             container_log = self.logs.open(record.id)
             run = await self._supervisor.start_container(spec, exec_id, self._after_exit, fanout=fanout,
@@ -509,6 +516,7 @@ class Containers:
             raise
         self._move(record, State.RUNNING)
         record.started_at, record.finished_at, record.exit_code = now_iso(), None, None
+        record.oom_killed = False
         self._save(record)
         log.info("container started", extra={"container": record.id, "exec": exec_id})
         self._events.publish("container", "start", record.id, name=record.name)
@@ -540,14 +548,17 @@ class Containers:
         async with self._lock(run.container_id):
             record = self._store.get(CONTAINER, run.container_id, ContainerRecord)
             faults.point("container.exit.locked")
+            oom_killed = self._isolation.oom_killed(run.container_id)  # before teardown drops the counters
             await self._teardown(run.container_id)
             if record is None:
                 return
             if self.state(record) is State.RUNNING:
                 self._move(record, State.STOPPING)
             self._move(record, State.STOPPED)
-            record.exit_code, record.finished_at = run.exit_code, now_iso()
+            record.exit_code, record.finished_at, record.oom_killed = run.exit_code, now_iso(), oom_killed
             self._save(record)
+        if oom_killed:
+            self._events.publish("container", "oom", run.container_id, name=record.name)
         self._events.publish("container", "die", run.container_id, name=record.name, exit_code=run.exit_code)
 
     async def _teardown(self, container_id: str) -> None:

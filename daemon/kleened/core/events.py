@@ -9,7 +9,7 @@ full is dropped (its stream ends with `dropped` set) instead of slowing the publ
 with no await in between, so a subscriber sees every event exactly once, in order.
 
 Vocabulary of events (type: actions, attributes):
-- container: create (name, image), start (name), die (name, exit_code), stop (name),
+- container: create (name, image), start (name), oom (name), die (name, exit_code), stop (name),
   rename (name, old_name), remove (name), attach (name), detach (name, reason)
 - exec: start (container), die (container, exit_code)
 - image: create (name), build (name), tag (name), remove (name)

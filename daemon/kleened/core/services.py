@@ -15,6 +15,7 @@ from .execs import Execs
 from .images import Images
 from .networks import Networks
 from .oci.service import OciImages
+from .stats import Stats
 from .store import Store
 from .supervisor import Supervisor
 from .volumes import Volumes
@@ -35,6 +36,7 @@ class Services:
     builds: Builder
     events: Events  # publish after a change commits; logs: `containers.logs`
     oci: OciImages  # pull, push, save, load (docs/images.md)
+    stats: Stats
 
     async def start_on_startup(self) -> None:
         """Start every container whose restart policy is `on-startup`, detached."""

@@ -50,3 +50,12 @@ def resolve_user(spec: str, passwd: str | None, group: str | None) -> User:
     # As initgroups(3): the primary group, then every group that lists the user, once each.
     listed = [int(e[2]) for e in groups if len(e) >= 4 and name in e[3].split(",") and e[2].isdigit()]
     return User(name=name, uid=uid, gid=gid, home=home, groups=tuple(dict.fromkeys([gid, *listed])))
+
+
+def passwd_names(passwd: str | None) -> dict[int, str]:
+    """uid -> user name (the first entry of each uid), for listings such as `top`."""
+    names: dict[int, str] = {}
+    for e in _entries(passwd):
+        if len(e) >= 3 and e[2].isdigit():
+            names.setdefault(int(e[2]), e[0])
+    return names

@@ -88,8 +88,13 @@ class LayerStorage(Protocol):
     async def create_container_fs(self, container_id: str) -> None:
         """The container's own writable layer, empty."""
         ...
-    async def mount_container_fs(self, container_id: str, layers: Sequence[str]) -> Path:
-        """Mount `layers` (bottom first) under the container's layer; return the rootfs path."""
+    async def mount_container_fs(self, container_id: str, layers: Sequence[str],
+                                 userns: UserNamespace | None = None) -> Path:
+        """Mount `layers` (bottom first) under the container's layer; return the rootfs path.
+
+        With `userns` the files' owners appear shifted into that range (root's files belong to
+        `uid_base`), while on disk they stay as in any other container.
+        """
         ...
     async def unmount_container_fs(self, container_id: str) -> None: ...
     async def remove_container_fs(self, container_id: str) -> None: ...
@@ -124,6 +129,66 @@ class BindMount:
     source: Path  # host path, already resolved and checked by core
     destination: str  # absolute path inside the container (resolved inside the root)
     read_only: bool = False
+    # Owned by the daemon (a volume): with a user namespace its owners are shifted into the
+    # container's range, so container root owns what host root owns. Host binds are not.
+    remap: bool = False
+
+
+# --- isolation and resource control -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits of a container; None: no limit. Drivers map them to cgroups (Linux) or
+    rctl rules (FreeBSD), see docs/security.md."""
+
+    memory: int | None = None  # bytes
+    memory_swap: int | None = None  # bytes of memory plus swap; -1: swap unlimited
+    cpu_quota: int | None = None  # microseconds of CPU time per `cpu_period`
+    cpu_period: int | None = None  # microseconds
+    cpu_shares: int | None = None  # relative weight, 1024 is the default share
+    pids: int | None = None  # tasks (processes and threads)
+    nofile: tuple[int, int] | None = None  # (soft, hard) open files per process
+    nproc: tuple[int, int] | None = None  # (soft, hard) processes per user
+
+
+@dataclass(frozen=True)
+class UserNamespace:
+    """Container ids 0..size-1 are host ids uid_base.. and gid_base.. (a subordinate range)."""
+
+    uid_base: int
+    gid_base: int
+    size: int
+
+
+@dataclass(frozen=True)
+class Usage:
+    """One sample of a running container's counters, as the kernel keeps them."""
+
+    cpu_ns: int  # CPU time used since the container started, all processes
+    memory: int  # bytes in use, page cache that can be dropped excluded
+    memory_limit: int | None
+    pids: int
+    pids_limit: int | None
+    block_read: int  # bytes
+    block_write: int
+    net_rx: int | None  # bytes; None: the container shares the host's network stack
+    net_tx: int | None
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    """One process of a container, as `top` lists it."""
+
+    pid: int  # host pid
+    ppid: int
+    uid: int  # as seen inside the container
+    host_uid: int
+    state: str  # R, S, D, Z, ...
+    cpu_seconds: float
+    rss: int  # bytes
+    started: float  # unix seconds
+    args: list[str]
 
 
 @dataclass(frozen=True)
@@ -148,6 +213,10 @@ class ContainerSpec:
     netns_path: str | None = None
     # Platform parameters already validated by `Runtime.check_params` (jail_param upstream).
     params: dict[str, str] = field(default_factory=dict)
+    limits: Limits = field(default_factory=Limits)
+    # Opaque to core: "" (the runtime's default), or a value `Runtime.check_seccomp` accepted.
+    seccomp: str = ""
+    userns: UserNamespace | None = None
 
 
 class Process(Protocol):
@@ -196,3 +265,22 @@ class Runtime(Protocol):
         """At shutdown, once no container runs: release what all containers shared."""
         ...
     def process_count(self, container_id: str) -> int: ...
+
+    # --- isolation and resource control (docs/security.md) ---
+    def check_seccomp(self, profile: str) -> str:
+        """Validate a container's seccomp setting ("", "default", "unconfined" or a profile in
+        JSON); return it normalised. Raise ValueError with a one-line message."""
+        ...
+    def check_userns(self) -> None:
+        """Raise ValueError saying why containers cannot run in a user namespace here."""
+        ...
+    async def update_limits(self, container_id: str, limits: Limits) -> None:
+        """Apply `limits` to the running container (unset fields are lifted)."""
+        ...
+    def oom_kills(self, container_id: str) -> int:
+        """How many processes the kernel killed for lack of memory in this run of the container."""
+        ...
+    def usage(self, container_id: str, pid: int) -> Usage | None:
+        """The container's counters (`pid`: its init); None once it is gone."""
+        ...
+    def processes(self, container_id: str) -> list[ProcessInfo]: ...

@@ -71,19 +71,27 @@ def read_text_in_root(root: Path, path: str, limit: int = 1 << 20) -> str | None
 
 
 def ensure_target(root: Path, path: str, *, directory: bool) -> Path:
-    """Create a mount target (a directory, or an empty file for a file bind mount) inside root."""
+    """Create a mount target (a directory, or an empty file for a file bind mount) inside root.
+
+    What is created belongs to the owner of the root directory: root's, except in a container
+    whose root is a host uid of a user namespace, which must own its mount targets.
+    """
     target = resolve_in_root(root, path)
+    owner = os.stat(root)
     if directory:
-        _makedirs_in_root(root, target)
+        _makedirs_in_root(root, target, owner)
     else:
-        _makedirs_in_root(root, target.parent)
+        _makedirs_in_root(root, target.parent, owner)
         if not target.exists():
             fd = os.open(target, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW, 0o644)
-            os.close(fd)
+            try:
+                os.fchown(fd, owner.st_uid, owner.st_gid)
+            finally:
+                os.close(fd)
     return target
 
 
-def _makedirs_in_root(root: Path, target: Path) -> None:
+def _makedirs_in_root(root: Path, target: Path, owner: os.stat_result) -> None:
     root = Path(os.path.realpath(root))
     relative = target.relative_to(root)
     current = root
@@ -91,6 +99,7 @@ def _makedirs_in_root(root: Path, target: Path) -> None:
         current = current / part
         try:
             os.mkdir(current, 0o755)
+            os.chown(current, owner.st_uid, owner.st_gid, follow_symlinks=False)
         except FileExistsError:
             if os.path.islink(current) or not os.path.isdir(current):
                 # resolve_in_root already followed links; a link here appeared meanwhile

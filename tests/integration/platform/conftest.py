@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import pytest
 import trio
 
-from kleened.platform.base import BindMount, ContainerSpec, NetworkMode, ProcessSpec
+from kleened.platform.base import BindMount, ContainerSpec, Limits, NetworkMode, ProcessSpec
 from kleened.platform.linux import mountinfo, reaper
 from kleened.platform.linux.overlay import OverlayStorage
 from kleened.platform.linux.process import RuncProcess
@@ -73,6 +73,7 @@ class Host:
         params: list[str] | None = None,
         process: ProcessSpec | None = None,
         tty: bool = False,
+        limits: Limits | None = None,
     ) -> AsyncIterator[tuple[str, RuncProcess]]:
         """A started container; on exit (also when cancelled) it is killed, reaped and removed.
 
@@ -83,7 +84,7 @@ class Host:
         try:
             root = await self.storage.mount_container_fs(cid, [self.base] if layers is None else layers)
             spec = self.spec(args, root, cid, mounts=mounts or [], network=network, process=process, tty=tty,
-                             params=self.runtime.check_params(params or []))  # fmt: skip
+                             params=self.runtime.check_params(params or []), limits=limits or Limits())  # fmt: skip
             proc = await self.runtime.start(spec)
             try:
                 yield cid, proc

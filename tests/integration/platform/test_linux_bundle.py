@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from kleened.platform.base import BindMount, ContainerSpec, NetworkMode, ProcessSpec
+from kleened.platform.base import BindMount, ContainerSpec, Limits, NetworkMode, ProcessSpec, UserNamespace
 from kleened.platform.linux import bundle, mountinfo
 
 BUNDLE = Path("/state/bundles/abc")
@@ -15,8 +15,10 @@ BUNDLE = Path("/state/bundles/abc")
 def config(**kw) -> dict:
     process = kw.pop("process", ProcessSpec(args=["sh", "-c", "echo hi"], env=["PATH=/bin"]))
     params = bundle.check_params(kw.pop("params", []))
+    seccomp = kw.pop("seccomp", None)
     spec = ContainerSpec(id="abc", rootfs=Path("/r"), hostname="abc", process=process, params=params, **kw)
-    return bundle.build_config(spec, bundle_dir=BUNDLE, init_path="/usr/bin/tini-static", cgroups_path="kt/abc")
+    return bundle.build_config(spec, bundle_dir=BUNDLE, init_path="/usr/bin/tini-static", cgroups_path="kt/abc",
+                               seccomp=seccomp)
 
 
 def test_defaults() -> None:
@@ -77,10 +79,51 @@ def test_params_map_to_config() -> None:
     assert c["hostname"] == "web"
     dev = c["mounts"][1]
     assert dev["type"] == "bind" and dev["source"] == str(BUNDLE / "dev")
+    # The linux.* limits reach the bundle as `ContainerSpec.limits` (core merges them).
+    assert set(c["linux"]["resources"]) == {"devices"}
+
+
+def test_limits_map_to_resources_and_rlimits() -> None:
+    limits = Limits(memory=64 << 20, memory_swap=128 << 20, cpu_quota=50_000, cpu_period=100_000, cpu_shares=512,
+                    pids=10, nofile=(100, 200), nproc=(5, 6))
+    c = config(limits=limits)
     resources = c["linux"]["resources"]
-    assert resources["memory"] == {"limit": 64 << 20, "swap": 64 << 20}
+    assert resources["memory"] == {"limit": 64 << 20, "swap": 128 << 20}
+    assert resources["cpu"] == {"quota": 50_000, "period": 100_000, "shares": 512}
     assert resources["pids"] == {"limit": 10}
-    assert resources["cpu"] == {"quota": 50_000, "period": 100_000}
+    assert c["process"]["rlimits"] == [{"type": "RLIMIT_NOFILE", "soft": 100, "hard": 200},
+                                       {"type": "RLIMIT_NPROC", "soft": 5, "hard": 6}]
+    assert "rlimits" not in config()["process"]
+
+
+def test_limit_update_lifts_what_is_unset() -> None:
+    """`runc update -r` keeps what it is not given: an update must say "unlimited" explicitly."""
+    assert bundle.limit_resources(Limits()) == {}
+    assert bundle.limit_resources(Limits(), lift=True) == {
+        "memory": {"limit": -1, "swap": -1}, "cpu": {"quota": -1, "shares": 1024}, "pids": {"limit": -1}}
+    assert bundle.limit_resources(Limits(pids=7), lift=True)["pids"] == {"limit": 7}
+
+
+def test_seccomp_goes_into_linux() -> None:
+    assert "seccomp" not in config()["linux"]
+    profile = {"defaultAction": "SCMP_ACT_ALLOW"}
+    assert config(seccomp=profile)["linux"]["seccomp"] == profile
+
+
+@pytest.mark.parametrize("network", [NetworkMode.NONE, NetworkMode.HOST, NetworkMode.NAMESPACE])
+def test_user_namespace(network: NetworkMode) -> None:
+    userns = UserNamespace(uid_base=100000, gid_base=200000, size=65536)
+    c = config(userns=userns, network=network, netns_path="/run/netns/x")
+    assert {"type": "user"} in c["linux"]["namespaces"]
+    assert c["linux"]["uidMappings"] == [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    assert c["linux"]["gidMappings"] == [{"containerID": 0, "hostID": 200000, "size": 65536}]
+    sys_mount = next(m for m in c["mounts"] if m["destination"] == "/sys")
+    if network is NetworkMode.NONE:  # runc's own network namespace belongs to the user namespace
+        assert sys_mount["type"] == "sysfs" and "/sys/fs/cgroup" not in c["linux"]["maskedPaths"]
+    else:  # sysfs needs the owner of the network namespace: the host's /sys, read-only, cgroups hidden
+        assert sys_mount["type"] == "bind" and "ro" in sys_mount["options"] and "rbind" in sys_mount["options"]
+        assert "/sys/fs/cgroup" in c["linux"]["maskedPaths"]
+    assert "uidMappings" not in config()["linux"]
 
 
 @pytest.mark.parametrize(
@@ -95,6 +138,7 @@ def test_params_map_to_config() -> None:
         (["allow.sysvipc"], {"allow.sysvipc": "true"}),
         (["linux.memory=1g", "linux.memory=4096"], {"linux.memory": "4096"}),
         (["linux.cpus=2"], {"linux.cpus": "2.0"}),
+        (["linux.seccomp=unconfined"], {"linux.seccomp": "unconfined"}),
         ([], {}),
     ],
 )
@@ -117,6 +161,7 @@ def test_check_params_normalises(given: list[str], expected: dict[str, str]) -> 
         ("linux.memory=0", "positive size"),
         ("linux.pids=-1", "positive integer"),
         ("linux.cpus=nan", "at least 0.01"),
+        ("linux.seccomp=/etc/profile.json", "'default' or 'unconfined'"),
     ],
 )
 def test_check_params_refuses(given: str, message: str) -> None:

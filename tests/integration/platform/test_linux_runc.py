@@ -9,7 +9,7 @@ import time
 import pytest
 import trio
 
-from kleened.platform.base import BindMount, HostCommandError, NetworkMode, ProcessSpec
+from kleened.platform.base import BindMount, HostCommandError, Limits, NetworkMode, ProcessSpec
 from kleened.platform.linux import cgroups
 from tests.integration.platform.conftest import ENV, Host, collect, run
 
@@ -282,9 +282,10 @@ CAP_NET_RAW = 13
 
 
 def test_params_raw_sockets_hostname_and_limits(host: Host) -> None:
-    async def status(params: list[str], uid: int = 0) -> tuple[dict[str, int], bytes, str]:
+    async def status(params: list[str], uid: int = 0, limits: Limits | None = None) -> tuple[dict[str, int], bytes,
+                                                                                              str]:
         process = ProcessSpec(args=["sh", "-c", "grep Cap /proc/self/status; hostname"], env=ENV, uid=uid, gid=uid)
-        async with host.container([], params=params, process=process) as (cid, proc):
+        async with host.container([], params=params, process=process, limits=limits) as (cid, proc):
             pids = [p for _, p in cgroups.candidate_dirs(host.runtime.cgroup_path(cid)) if (p / "pids.max").exists()]
             limit = pids[0].joinpath("pids.max").read_text().strip()
             code, out, _ = await collect(proc)
@@ -292,7 +293,7 @@ def test_params_raw_sockets_hostname_and_limits(host: Host) -> None:
             lines = out.splitlines()
             return _cap_sets(b"\n".join(lines[:-1])), lines[-1], limit
 
-    caps, hostname, limit = run(status, ["host.hostname=web", "linux.pids=42"])
+    caps, hostname, limit = run(status, ["host.hostname=web"], 0, Limits(pids=42))  # core maps linux.pids
     assert not caps["CapEff"] & (1 << CAP_NET_RAW) and not caps["CapBnd"] & (1 << CAP_NET_RAW)
     assert (hostname, limit) == (b"web", "42")
     caps, _, limit = run(status, ["allow.raw_sockets"])

@@ -27,6 +27,10 @@ accept the ones that mean something here, normalise them (`noX` -> `X=false`, ba
   k, m, g, t are powers of 1024.
 - `linux.pids=N`: maximum number of tasks (pids cgroup).
 - `linux.cpus=FLOAT`: CPU quota in CPUs (cfs quota over a 100 ms period).
+- `linux.seccomp=default|unconfined`: the container's seccomp profile (upstream klee has no
+  other way to say it).
+The `linux.*` limits are resource limits like the `resources` field of a container; core
+merges both (`core/isolation.py`), the field winning.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from kleened.platform.base import ContainerSpec, NetworkMode, ProcessSpec
+from kleened.platform.base import ContainerSpec, Limits, NetworkMode, ProcessSpec
 
 INIT_DESTINATION = "/.init"
 NODEV_DIR = "dev"  # under the bundle: /dev's source when mount.devfs=false
@@ -58,7 +62,6 @@ READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysr
 # (major, minor or None for all); runc adds the same set itself, listing them documents intent.
 _CHAR_DEVICES = [(1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0), (5, 2), (136, None)]
 
-CPU_PERIOD = 100_000  # microseconds
 
 
 # --- jail parameters ----------------------------------------------------------------------------
@@ -125,6 +128,12 @@ def _cpus(key: str, value: str | None) -> str:
     return repr(cpus)
 
 
+def _seccomp(key: str, value: str | None) -> str:
+    if value not in ("default", "unconfined"):
+        raise ValueError(f"jail parameter '{key}' expects 'default' or 'unconfined'")
+    return value
+
+
 _PARAMS: dict[str, Callable[[str, str | None], str]] = {
     "host.hostname": _hostname,
     "exec.jail_user": _required,
@@ -138,6 +147,7 @@ _PARAMS: dict[str, Callable[[str, str | None], str]] = {
     "linux.memory": _memory,
     "linux.pids": _pids,
     "linux.cpus": _cpus,
+    "linux.seccomp": _seccomp,
 }
 _NEGATABLE = {"exec.clean", "mount.devfs", "allow.raw_sockets", "allow.sysvipc", "exec.system_jail_user"}
 
@@ -183,14 +193,23 @@ def capabilities(params: dict[str, str]) -> list[str]:
     return caps
 
 
-def build_process(process: ProcessSpec, bounding: list[str], *, init: bool) -> dict[str, Any]:
+def rlimits(limits: Limits) -> list[dict[str, Any]]:
+    """`process.rlimits` for the ulimits in `limits`; the rest stay as the daemon's."""
+    found = [("RLIMIT_NOFILE", limits.nofile), ("RLIMIT_NPROC", limits.nproc)]
+    return [{"type": kind, "soft": pair[0], "hard": pair[1]} for kind, pair in found if pair is not None]
+
+
+def build_process(process: ProcessSpec, bounding: list[str], *, init: bool,
+                  limits: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The OCI `process` object. `init` prefixes tini, which forwards signals and reaps zombies.
 
     A non-root user gets empty effective/permitted sets (as a setuid(2) from root would leave
-    it) but keeps the bounding set, so setuid binaries still work up to that limit.
+    it) but keeps the bounding set, so setuid binaries still work up to that limit. `limits`:
+    `rlimits(...)`, which execs repeat (runc gives an exec no rlimits of its own).
     """
     caps = bounding if process.uid == 0 else []
-    return {
+    extra = {"rlimits": list(limits)} if limits else {}
+    return {**extra,
         "terminal": process.tty,
         "user": {"uid": process.uid, "gid": process.gid, "additionalGids": list(process.additional_gids)},
         "args": [INIT_DESTINATION, "--", *process.args] if init else list(process.args),
@@ -232,28 +251,64 @@ def _namespaces(spec: ContainerSpec) -> list[dict[str, str]]:
     return namespaces
 
 
-def _resources(params: dict[str, str]) -> dict[str, Any]:
+def limit_resources(limits: Limits, *, lift: bool = False) -> dict[str, Any]:
+    """`linux.resources` entries (memory, cpu, pids) for `limits`, as `config.json` and
+    `runc update -r` take them; the same data works on cgroup v1 and v2 (runc converts).
+
+    `lift`: unset limits become "unlimited" (-1, and the default share), so that an update
+    removes a limit that was there; without it they are left out.
+    """
+    unset = -1 if lift else None
+    memory = {"limit": _pick(limits.memory, unset), "swap": _pick(limits.memory_swap, unset)}
+    cpu = {"quota": _pick(limits.cpu_quota, unset), "period": limits.cpu_period,
+           "shares": _pick(limits.cpu_shares, 1024 if lift else None)}  # fmt: skip
+    pids = {"limit": _pick(limits.pids, unset)}
+    found = {"memory": memory, "cpu": cpu, "pids": pids}
+    return {key: {k: v for k, v in entry.items() if v is not None} for key, entry in found.items()
+            if any(v is not None for v in entry.values())}  # fmt: skip
+
+
+def _pick(value: int | None, unset: int | None) -> int | None:
+    return unset if value is None else value
+
+
+def _resources(limits: Limits) -> dict[str, Any]:
     devices: list[dict[str, Any]] = [{"allow": False, "access": "rwm"}]
     for major, minor in _CHAR_DEVICES:
         rule: dict[str, Any] = {"allow": True, "type": "c", "major": major, "access": "rwm"}
         if minor is not None:
             rule["minor"] = minor
         devices.append(rule)
-    resources: dict[str, Any] = {"devices": devices}
-    if "linux.memory" in params:
-        limit = int(params["linux.memory"])
-        resources["memory"] = {"limit": limit, "swap": limit}
-    if "linux.pids" in params:
-        resources["pids"] = {"limit": int(params["linux.pids"])}
-    if "linux.cpus" in params:
-        resources["cpu"] = {"quota": round(float(params["linux.cpus"]) * CPU_PERIOD), "period": CPU_PERIOD}
-    return resources
+    return {"devices": devices, **limit_resources(limits)}
 
 
-def build_config(spec: ContainerSpec, *, bundle_dir: Path, init_path: str, cgroups_path: str) -> dict[str, Any]:
+def _user_namespace(spec: ContainerSpec, linux: dict[str, Any], mounts: list[dict[str, Any]]) -> None:
+    """Run the container in a user namespace of `spec.userns`.
+
+    sysfs can only be mounted by the owner of the network namespace: with the host's stack or a
+    namespace the daemon made (vnet/ipnet), /sys is the host's, bound read-only, and the cgroup
+    hierarchies mounted under it are hidden.
+    """
+    userns = spec.userns
+    if userns is None:
+        return
+    linux["namespaces"].append({"type": "user"})
+    linux["uidMappings"] = [{"containerID": 0, "hostID": userns.uid_base, "size": userns.size}]
+    linux["gidMappings"] = [{"containerID": 0, "hostID": userns.gid_base, "size": userns.size}]
+    if spec.network is not NetworkMode.NONE:
+        for i, m in enumerate(mounts):
+            if m["destination"] == "/sys":
+                mounts[i] = {"destination": "/sys", "type": "bind", "source": "/sys",
+                             "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]}  # fmt: skip
+        linux["maskedPaths"].append("/sys/fs/cgroup")
+
+
+def build_config(spec: ContainerSpec, *, bundle_dir: Path, init_path: str, cgroups_path: str,
+                 seccomp: dict[str, Any] | None = None) -> dict[str, Any]:
     """The whole `config.json` for `spec`; `spec.params` must come from `check_params`.
 
-    `spec.rootfs` must be the real path: runc rejects a rootfs that is a symlink.
+    `spec.rootfs` must be the real path: runc rejects a rootfs that is a symlink. `seccomp` is
+    the rendered profile (`seccomp.render`), None for none; runc applies it to execs too.
     """
     params = spec.params
     mounts = _standard_mounts(devfs_enabled(params), bundle_dir)
@@ -261,17 +316,21 @@ def build_config(spec: ContainerSpec, *, bundle_dir: Path, init_path: str, cgrou
     for m in spec.mounts:
         mounts.append({"destination": m.destination, "type": "bind", "source": str(m.source),
                        "options": ["rbind", "ro" if m.read_only else "rw"]})  # fmt: skip
+    linux: dict[str, Any] = {
+        "cgroupsPath": cgroups_path,
+        "namespaces": _namespaces(spec),
+        "resources": _resources(spec.limits),
+        "maskedPaths": list(MASKED_PATHS),
+        "readonlyPaths": list(READONLY_PATHS),
+    }
+    if seccomp is not None:
+        linux["seccomp"] = seccomp
+    _user_namespace(spec, linux, mounts)
     return {
         "ociVersion": "1.0.2",
-        "process": build_process(spec.process, capabilities(params), init=True),
+        "process": build_process(spec.process, capabilities(params), init=True, limits=rlimits(spec.limits)),
         "root": {"path": str(spec.rootfs), "readonly": False},
         "hostname": params.get("host.hostname") or spec.hostname,
         "mounts": mounts,
-        "linux": {
-            "cgroupsPath": cgroups_path,
-            "namespaces": _namespaces(spec),
-            "resources": _resources(params),
-            "maskedPaths": list(MASKED_PATHS),
-            "readonlyPaths": list(READONLY_PATHS),
-        },
+        "linux": linux,
     }

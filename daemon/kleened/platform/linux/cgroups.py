@@ -28,35 +28,56 @@ def _own_cgroups() -> dict[str, str]:
     return own
 
 
-def _hierarchies() -> list[tuple[Path, str, str]]:
-    """(mountpoint, mount root, our path) for each mounted cgroup hierarchy we belong to."""
+def _hierarchies() -> list[tuple[Path, str, str, frozenset[str]]]:
+    """(mountpoint, mount root, our path, controllers) for each cgroup hierarchy we belong to;
+    the unified (v2) hierarchy has the empty controller set."""
     own = _own_cgroups()
     found = []
     for m in mountinfo.mounts():
         if m.fstype == "cgroup2" and "" in own:
-            found.append((m.mountpoint, m.root, own[""]))
+            found.append((m.mountpoint, m.root, own[""], frozenset()))
         elif m.fstype == "cgroup":
             options = set(m.super_options.split(","))
             for key, path in own.items():
                 if key and set(key.split(",")) <= options:
-                    found.append((m.mountpoint, m.root, path))
+                    found.append((m.mountpoint, m.root, path, frozenset(key.split(","))))
                     break
     return found
 
 
-def candidate_dirs(relative: str) -> list[tuple[str, Path]]:
-    """(fstype-ish key, dir) where runc may have created the cgroup `relative`; v1 first."""
-    dirs: list[tuple[str, Path]] = []
-    for mountpoint, root, own in _hierarchies():
+def _dirs(relative: str) -> list[tuple[str, Path, frozenset[str]]]:
+    dirs: list[tuple[str, Path, frozenset[str]]] = []
+    for mountpoint, root, own, controllers in _hierarchies():
         bases = [own, posixpath.dirname(own)]  # v1/hybrid nest under ours; pure v2 under our parent
         for base in bases:
             inner = posixpath.relpath(posixpath.join(base, relative), root)
             if inner.startswith(".."):
                 continue  # outside what this mount shows (a cgroup namespace)
             path = mountpoint / inner
-            if all(path != d for _, d in dirs):
-                dirs.append((str(mountpoint), path))
+            if all(path != d for _, d, _ in dirs):
+                dirs.append((str(mountpoint), path, controllers))
     return dirs
+
+
+def candidate_dirs(relative: str) -> list[tuple[str, Path]]:
+    """(fstype-ish key, dir) where runc may have created the cgroup `relative`; v1 first."""
+    return [(mountpoint, path) for mountpoint, path, _ in _dirs(relative)]
+
+
+def controller_dirs(relative: str) -> dict[str, Path]:
+    """Existing dirs of the cgroup `relative` by controller ("memory", "cpuacct", "pids",
+    "blkio", ...; "" for a v2 dir that has controllers enabled). Empty once it is gone."""
+    found: dict[str, Path] = {}
+    for _, path, controllers in _dirs(relative):
+        if not path.is_dir():
+            continue
+        if not controllers:
+            if (path / "cgroup.controllers").exists() and (path / "memory.current").exists():
+                found.setdefault("", path)
+            continue
+        for controller in controllers:
+            found.setdefault(controller, path)
+    return found
 
 
 def count_procs(relative: str) -> int:

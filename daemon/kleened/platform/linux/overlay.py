@@ -25,6 +25,15 @@ Rules this module keeps:
   leaves no half-present object;
 - new objects are built under a `.tmp-*` name and renamed into place; dot names never count
   as objects, and the daemon's reconcile can delete them.
+
+User namespaces (`idmap.py`): the overlay of such a container is mounted on idmapped views of
+`layers/`, `init/` and the container's dir, attached under `containers/<id>/.idmap/` only while
+`mount` runs (overlay keeps its own references to its layers). The container's root, a host
+uid of its range, must be able to reach its rootfs: the state root and `containers/` get the
+range's first gid as group with search permission only (0710), as Docker does for
+userns-remap, and the container's dir search permission for all (0711: only that group reaches
+it). No view shows a dir of that group: through a view its gid is unmapped, and host root
+would lose its right to enter it.
 """
 
 from __future__ import annotations
@@ -41,8 +50,8 @@ from pathlib import Path
 import trio
 
 from kleene_protocol.ids import new_id
-from kleened.platform.base import HostCommandError
-from kleened.platform.linux import hostcmd, mountinfo
+from kleened.platform.base import HostCommandError, UserNamespace
+from kleened.platform.linux import hostcmd, idmap, mountinfo
 from kleened.platform.linux.bundle import INIT_DESTINATION
 
 log = logging.getLogger(__name__)
@@ -50,6 +59,7 @@ log = logging.getLogger(__name__)
 # Mountpoints the runtime binds over, relative to "/" (see the module docstring).
 INIT_LAYER_FILES = (INIT_DESTINATION.lstrip("/"),)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")  # no ',', ':', '=' or '/' (mount data)
+IDMAP_VIEW = ".idmap"  # under a container's dir: idmapped views of its layers while its overlay is mounted
 
 
 def _check_name(kind: str, name: str) -> str:
@@ -90,6 +100,7 @@ class OverlayStorage:
         for d in (self.layers, self.containers, self.volumes):
             d.mkdir(mode=0o700, exist_ok=True)
         self._make_init_layer()
+        self._userns_fds = idmap.UsernsFds()
 
     def _make_init_layer(self) -> None:
         self.init_layer.mkdir(mode=0o755, exist_ok=True)
@@ -147,8 +158,12 @@ class OverlayStorage:
             shutil.rmtree(tmp, ignore_errors=True)  # only fresh empty dirs: never a mountpoint
             raise
 
-    async def mount_container_fs(self, container_id: str, layers: Sequence[str]) -> Path:
-        """Mount `layers` (bottom first) under the container's upper dir. Already mounted: no-op."""
+    async def mount_container_fs(self, container_id: str, layers: Sequence[str],
+                                 userns: UserNamespace | None = None) -> Path:
+        """Mount `layers` (bottom first) under the container's upper dir. Already mounted: no-op.
+
+        With `userns`, on an idmapped view of the state root (see the module docstring).
+        """
         cdir = self._container_dir(container_id)
         rootfs = cdir / "rootfs"
         for layer_id in layers:
@@ -158,9 +173,44 @@ class OverlayStorage:
             raise FileNotFoundError(errno.ENOENT, f"container filesystem {container_id} does not exist")
         if mountinfo.is_mountpoint(rootfs):
             return rootfs
-        await hostcmd.run(["mount", "-t", "overlay", "overlay", "-o", self._mount_data(container_id, layers), rootfs],
-                          cwd=self.layers)  # fmt: skip
+        argv = ["mount", "-t", "overlay", "overlay", "-o", self._mount_data(container_id, layers), rootfs]
+        if userns is None:
+            await hostcmd.run(argv, cwd=self.layers)
+            return rootfs
+        view = cdir / IDMAP_VIEW
+        await self._drop_view(view)  # a crash may have left one
+        self._grant_search(userns.gid_base, cdir)
+        view.mkdir(mode=0o700)
+        try:
+            fd = self._userns_fds.get(userns)
+            for name, source in (("layers", self.layers), ("init", self.init_layer), ("self", cdir)):
+                (view / name).mkdir()
+                idmap.bind(source, view / name, fd)
+            data = f"lowerdir={':'.join(['../init', *reversed(layers)])},upperdir=../self/upper,workdir=../self/work"
+            await hostcmd.run(["mount", "-t", "overlay", "overlay", "-o", data, rootfs], cwd=view / "layers")
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._drop_view(view)
         return rootfs
+
+    @staticmethod
+    async def _drop_view(view: Path) -> None:
+        if not view.exists():
+            return
+        for m in reversed(mountinfo.mounts_under(view)):
+            await hostcmd.run(["umount", m.mountpoint])
+        for entry in view.iterdir():
+            entry.rmdir()
+        view.rmdir()
+
+    def _grant_search(self, gid: int, cdir: Path) -> None:
+        """Let the container's root (group `gid`) reach `cdir`; see the module docstring."""
+        for d, mode in ((self.root, 0o710), (self.containers, 0o710), (cdir, 0o711)):
+            st = d.stat()
+            group = gid if mode == 0o710 else st.st_gid
+            if st.st_gid != group or st.st_mode & 0o777 != mode:
+                os.chown(d, -1, group)
+                os.chmod(d, mode)
 
     def _mount_data(self, container_id: str, layers: Sequence[str]) -> str:
         """overlay's options, relative to `layers/`; the top layer comes first in lowerdir."""
@@ -273,11 +323,13 @@ class OverlayStorage:
         delete container dirs whose id is not in `keep` and every `.tmp-*`/`.trash-*`
         leftover of a crash; return what was deleted. Logs (never raises for) one entry that
         cannot go, and skips what it does not recognise."""
-        for m in sorted(mountinfo.mounts_under(self.containers), key=lambda m: -len(m.mountpoint.parts)):
+        mounted = sorted((m.mountpoint for m in mountinfo.mounts_under(self.containers)),
+                         key=lambda p: -len(p.parts))  # deepest first, many per umount call
+        for batch in (mounted[i:i + 64] for i in range(0, len(mounted), 64)):
             try:
-                await hostcmd.run(["umount", m.mountpoint])
+                await hostcmd.run(["umount", *batch])
             except HostCommandError as e:
-                log.warning("could not unmount %s: %s", m.mountpoint, e)
+                log.warning("could not unmount everything under %s: %s", self.containers, e)
         removed = []
         for parent in (self.layers, self.containers, self.volumes):
             for p in parent.iterdir():
@@ -289,7 +341,7 @@ class OverlayStorage:
                 if garbage or orphan:
                     removed += await self._delete_quietly(p)
                 elif parent == self.containers:
-                    for leftover in p.glob(".tmp-upper-*"):
+                    for leftover in [*p.glob(".tmp-upper-*"), *p.glob(IDMAP_VIEW)]:
                         removed += await self._delete_quietly(leftover)
         return removed
 

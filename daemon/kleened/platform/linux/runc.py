@@ -34,9 +34,10 @@ from typing import Any
 
 import trio
 
-from kleened.platform.base import ContainerSpec, HostCommandError, ProcessSpec
-from kleened.platform.linux import bundle, cgroups, hostcmd, mountinfo, reaper
+from kleened.platform.base import ContainerSpec, HostCommandError, Limits, ProcessInfo, ProcessSpec, Usage
+from kleened.platform.linux import bundle, cgroups, hostcmd, mountinfo, reaper, usage
 from kleened.platform.linux.process import PtyStream, RuncProcess, receive_fd
+from kleened.platform.linux.security import Security
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ _PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 _UNIX_PATH_MAX = 107  # sun_path minus the NUL
 START_TIMEOUT = 60.0  # seconds for runc run/exec to return; milliseconds when healthy
 DELETE_TIMEOUT = 20.0  # `runc delete -f` polls a killed init for up to 10 s
+CLEANUP_CONCURRENCY = 16  # runc commands at once when start-up removes a previous daemon's containers
 
 
 def _check_id(container_id: str) -> str:
@@ -58,7 +60,8 @@ class RuncRuntime:
 
     name = "runc"
 
-    def __init__(self, state_dir: Path, prefix: str, init_path: str = "/usr/bin/tini-static", runc: str = "runc"):
+    def __init__(self, state_dir: Path, prefix: str, init_path: str = "/usr/bin/tini-static", runc: str = "runc",
+                 *, seccomp_profile: str = ""):
         if not _PREFIX.fullmatch(prefix):
             raise ValueError(f"invalid host prefix '{prefix}'")
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -75,6 +78,8 @@ class RuncRuntime:
             raise ValueError(f"state dir {state_dir} is too long for console socket paths")
         self.bundles.mkdir(mode=0o700, exist_ok=True)
         self.sockets.mkdir(mode=0o700, exist_ok=True)
+        self.security = Security(self.state_dir, seccomp_profile)  # ValueError: a bad host-wide profile
+        self._cgroups: dict[str, dict[str, Path]] = {}  # container id -> its cgroup dirs (stats read them often)
 
     # --- helpers ----------------------------------------------------------------------------
 
@@ -102,6 +107,12 @@ class RuncRuntime:
     def check_params(self, params: Sequence[str]) -> dict[str, str]:
         return bundle.check_params(params)
 
+    def check_seccomp(self, profile: str) -> str:
+        return self.security.check_seccomp(profile)
+
+    def check_userns(self) -> None:
+        self.security.check_userns()
+
     async def start(self, spec: ContainerSpec) -> RuncProcess:
         """Create and start the container detached; return its init (tini running `spec.process`).
 
@@ -113,13 +124,16 @@ class RuncRuntime:
             raise RuntimeError("the daemon must call reaper.become_subreaper() before starting containers")
         bdir = self._bundle(spec.id)
         spec = dataclasses.replace(spec, rootfs=spec.rootfs.resolve())  # runc refuses symlinked roots
-        config = bundle.build_config(spec, bundle_dir=bdir, init_path=self.init_path,
-                                     cgroups_path=self.cgroup_path(spec.id))  # fmt: skip
+        seccomp = self.security.render_seccomp(spec.seccomp, bundle.capabilities(spec.params))
         bdir.mkdir(mode=0o700)  # FileExistsError: a stale bundle; delete() the container first
         proc: RuncProcess | None = None
         try:
+            spec = self.security.remap_mounts(spec, bdir)  # idmapped views of volumes, undone below
+            config = bundle.build_config(spec, bundle_dir=bdir, init_path=self.init_path,
+                                         cgroups_path=self.cgroup_path(spec.id), seccomp=seccomp)  # fmt: skip
             if not bundle.devfs_enabled(spec.params):
-                _make_nodev(bdir / bundle.NODEV_DIR)
+                owner = (spec.userns.uid_base, spec.userns.gid_base) if spec.userns else (0, 0)
+                _make_nodev(bdir / bundle.NODEV_DIR, owner)
             (bdir / "config.json").write_text(json.dumps(config, indent=1))
             argv_tail = ["run", "-d", "--pid-file", bdir / "init.pid", "--bundle", bdir]
             with trio.CancelScope(shield=True):
@@ -130,6 +144,9 @@ class RuncRuntime:
             with trio.CancelScope(shield=True), trio.move_on_after(DELETE_TIMEOUT + 5):
                 await self._undo_start(spec.id, proc)
             raise
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.security.unmount_views(bdir)  # the container holds its own copies now
 
     async def _undo_start(self, container_id: str, proc: RuncProcess | None) -> None:
         """Kill, reap and delete a half-started container; log (never raise) what fails, so the
@@ -158,7 +175,8 @@ class RuncRuntime:
         bounding = config["process"]["capabilities"]["bounding"]
         name = f"exec-{secrets.token_hex(6)}"
         process_file = bdir / f"{name}.json"
-        process_file.write_text(json.dumps(bundle.build_process(process, bounding, init=False)))
+        spec = bundle.build_process(process, bounding, init=False, limits=config["process"].get("rlimits"))
+        process_file.write_text(json.dumps(spec))
         try:
             argv_tail = ["exec", "-d", "--pid-file", bdir / f"{name}.pid", "--process", process_file]
             with trio.CancelScope(shield=True):
@@ -283,9 +301,11 @@ class RuncRuntime:
             if "does not exist" not in e.stderr:
                 raise
         if bdir.exists():
+            await self.security.unmount_views(bdir)  # left by a crash between mount and start
             if mountinfo.mounts_under(bdir):  # never delete through a mount
                 raise OSError(errno.EBUSY, f"bundle {bdir} has mounts below it")
             await trio.to_thread.run_sync(shutil.rmtree, bdir)
+        self._cgroups.pop(container_id, None)
         # Only the container's own cgroup: the `<prefix>` parent is shared, and removing it here
         # would race another container's `runc create` (mkdir <prefix>/<id> after our rmdir).
         left = cgroups.remove_dirs([self.cgroup_path(container_id)])
@@ -302,16 +322,19 @@ class RuncRuntime:
         except (HostCommandError, ValueError) as e:
             log.warning("could not list the runtime's containers: %s", e)
             found = {}
-        for container_id in found:
-            log.warning("removing a container left by a previous daemon", extra={"container": container_id})
-            try:
-                await self.kill(container_id, signal.SIGKILL, all_processes=True)
-                await self.delete(container_id)
-            except (HostCommandError, OSError, ValueError) as e:
-                log.warning("could not remove a container left by a previous daemon: %s", e,
-                            extra={"container": container_id})
+        if found:
+            log.warning("removing %d containers left by a previous daemon", len(found))
+        # Concurrently and in two passes: every container is killed first, so the deletes (which
+        # wait for each init to die) overlap instead of adding up.
+        limiter = trio.CapacityLimiter(CLEANUP_CONCURRENCY)
+        for step in (self._kill_quietly, self._delete_quietly):
+            async with trio.open_nursery() as nursery:
+                for container_id in found:
+                    nursery.start_soon(step, container_id, limiter)
         for directory in (self.bundles, self.sockets):
             for entry in directory.iterdir():
+                if directory == self.bundles and entry.is_dir():
+                    await self.security.unmount_views(entry)  # left by a crash during a start
                 if mountinfo.mounts_under(entry):
                     log.warning("leaving %s: it has mounts below it", entry)
                 elif entry.is_dir() and not entry.is_symlink():
@@ -326,6 +349,22 @@ class RuncRuntime:
         """At shutdown, once no container runs: remove the shared `<prefix>` cgroup parents."""
         cgroups.remove_dirs([self.prefix])
 
+    async def _kill_quietly(self, container_id: str, limiter: trio.CapacityLimiter) -> None:
+        async with limiter:
+            try:
+                await self.kill(container_id, signal.SIGKILL, all_processes=True)
+            except (HostCommandError, ValueError) as e:
+                log.warning("could not kill a container left by a previous daemon: %s", e,
+                            extra={"container": container_id})
+
+    async def _delete_quietly(self, container_id: str, limiter: trio.CapacityLimiter) -> None:
+        async with limiter:
+            try:
+                await self.delete(container_id)
+            except (HostCommandError, OSError, ValueError) as e:
+                log.warning("could not remove a container left by a previous daemon: %s", e,
+                            extra={"container": container_id})
+
     async def list_containers(self) -> dict[str, str]:
         out = await _run(self._argv("list", "--format", "json"))
         entries: list[dict[str, Any]] | None = json.loads(out or "null")
@@ -333,6 +372,33 @@ class RuncRuntime:
 
     def process_count(self, container_id: str) -> int:
         return cgroups.count_procs(self.cgroup_path(_check_id(container_id)))
+
+    # --- resource control -----------------------------------------------------------------------
+
+    async def update_limits(self, container_id: str, limits: Limits) -> None:
+        """`runc update -r -`: memory, swap, CPU and pids change at once (ulimits do not)."""
+        resources = bundle.limit_resources(limits, lift=True)
+        await _run(self._argv("update", "-r", "-", _check_id(container_id)), input=json.dumps(resources).encode())
+
+    def _cgroup_dirs(self, container_id: str) -> dict[str, Path]:
+        """Where the container's cgroups are; the paths only depend on the id, so they are kept
+        once found (until `delete`)."""
+        found = self._cgroups.get(container_id)
+        if found is None:
+            found = cgroups.controller_dirs(self.cgroup_path(_check_id(container_id)))
+            if found:
+                self._cgroups[container_id] = found
+        return found
+
+    def oom_kills(self, container_id: str) -> int:
+        return usage.oom_kills(self._cgroup_dirs(container_id))
+
+    def usage(self, container_id: str, pid: int) -> Usage | None:
+        return usage.read_usage(self._cgroup_dirs(container_id), pid)
+
+    def processes(self, container_id: str) -> list[ProcessInfo]:
+        base, size = self.security.uid_range(self._bundle(container_id))
+        return usage.processes(self._cgroup_dirs(container_id), base, size)
 
 
 # --- module helpers -------------------------------------------------------------------------------
@@ -358,10 +424,10 @@ def _read_pid(path: Path) -> int:
 _LOGRUS_MSG = re.compile(r'msg="((?:[^"\\]|\\.)*)"')
 
 
-async def _run(argv: list[str], timeout: float = hostcmd.DEFAULT_TIMEOUT) -> str:
+async def _run(argv: list[str], timeout: float = hostcmd.DEFAULT_TIMEOUT, input: bytes | None = None) -> str:
     """A runc command whose failure carries runc's message, not logrus' `time=... level=...` line."""
     try:
-        return await hostcmd.run(argv, timeout=timeout)
+        return await hostcmd.run(argv, timeout=timeout, input=input)
     except HostCommandError as e:
         found = _LOGRUS_MSG.findall(e.stderr)
         if not found:
@@ -388,9 +454,14 @@ def _runc_error(e: HostCommandError, log_file: Path, offset: int) -> HostCommand
     return HostCommandError(e.argv, e.returncode, message)
 
 
-def _make_nodev(path: Path) -> None:
-    """/dev for mount.devfs=false: only the null device runc insists on, and ptmx for terminals."""
+def _make_nodev(path: Path, owner: tuple[int, int]) -> None:
+    """/dev for mount.devfs=false: only the null device runc insists on, and ptmx for terminals.
+
+    `owner`: the container's root on the host, which must be able to make /dev/pts in it.
+    """
     path.mkdir(mode=0o755)
     os.mknod(path / "null", 0o666 | 0o020000, os.makedev(1, 3))  # S_IFCHR
     os.chmod(path / "null", 0o666)
     (path / "ptmx").symlink_to("pts/ptmx")
+    for entry in (path, path / "null", path / "ptmx"):
+        os.chown(entry, *owner, follow_symlinks=False)
