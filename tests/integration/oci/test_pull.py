@@ -146,3 +146,14 @@ def test_pull_events_and_json_progress(oci_daemon, busybox_repo):
     assert stream.close_code == 1011 and "invalid digest" in stream.close_reason["message"]
     name = f"tests/busybox:{secrets.token_hex(2)}"
     assert json.loads(pull(oci_daemon, busybox_repo).frames[0])["msg_type"] == "starting" and name
+
+
+def test_image_routes_take_any_ident(oci_daemon, busybox_repo):
+    with oci_daemon.client() as api:
+        for ident in ("a%0Ab", "x/y/z:1"):  # %0A: a newline once decoded
+            r = api.get(f"/images/{ident}/inspect")
+            assert (r.status_code, r.json()) == (404, {"message": "image not found"}), ident
+        r = api.post("/images/a%0Ab/tag", params={"nametag": "x:1"})
+        assert r.status_code == 404 and r.headers["content-type"].startswith("application/json")
+        r = api.delete("/images/no/such/image:1")
+        assert r.status_code == 404 and "No such image" in r.json()["message"]
