@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,3 +32,10 @@ def run_cli(argv: Sequence[str], *, input: str | None = None, timeout: float = 6
     proc = subprocess.run(list(argv), capture_output=True, text=True, input=input, timeout=timeout,
                           env=environment, cwd=cwd, stdin=None if input is not None else subprocess.DEVNULL)
     return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def run_klee(host: str, *args: str, flags: list[str] | None = None, env: dict[str, str] | None = None,
+             timeout: float = 120, input: str | None = None, cwd: Path | None = None) -> Result:
+    """Our klee against `host`, with no config file of the user's."""
+    return run_cli([sys.executable, "-m", "klee", "--host", host, *(flags or []), *args],
+                   env={"HOME": "/nonexistent", **(env or {})}, timeout=timeout, input=input, cwd=cwd)

@@ -21,6 +21,7 @@ from klee.session import Session
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "container": ("klee.commands.container", "container", "Manage containers"),
     "image": ("klee.commands.oci", "image", "Manage images"),  # the group, with build, pull, push, save, load
+    "builder": ("klee.commands.builder", "builder", "Manage the image builder's caches"),
     "network": ("klee.commands.network", "network", "Manage networks"),
     "volume": ("klee.commands.volume", "volume", "Manage volumes"),
     "version": ("klee.commands.version", "version", "Show the version of klee and kleened"),

@@ -64,6 +64,7 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
     """Services ready to serve; on exit every container is stopped and the store closed."""
     if not sys.platform.startswith("linux"):
         raise SystemExit("kleened: this build has drivers for Linux only (FreeBSD drivers are planned)")
+    from .platform.linux.buildhost import BuildHost, host_platform
     from .platform.linux.copying import HostFiles
     from .platform.linux.idmap import RangeError, parse_remap
     from .platform.linux.netdev import LinuxNetworkHost
@@ -109,14 +110,17 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
             oci = OciImages(store=store, images=images, storage=storage, transport=transport,
                             files=TarLayerFiles(OverlayWhiteouts()), archives=HostArchives(root / "tmp" / "oci"),
                             settings=_registry_settings(config))
-            await reconcile(containers, images, networks, rootfs, oci)
+            builds = Builder(store=store, images=images, containers=containers, networks=networks,
+                             storage=storage, files=HostFiles(), tmp_dir=root / "tmp",
+                             host=BuildHost(root / "buildcache", root / "tmp"), platform=host_platform(),
+                             pull=oci.pull_for_build)
+            await reconcile(containers, images, networks, rootfs, builds, oci)
             services = Services(
                 store=store, volumes=volumes, networks=networks, images=images, containers=containers,
                 execs=Execs(containers, supervisor, events=events, detach_keys=config.detach_keys,
                             attach_buffer=config.attach_buffer), supervisor=supervisor, events=events,
                 version=_version([RuntimeVersion(name=runtime.name, version=runtime.version())]), oci=oci,
-                builds=Builder(store=store, images=images, containers=containers, networks=networks,
-                               storage=storage, files=HostFiles(), tmp_dir=root / "tmp", pull=oci.pull_for_build),
+                builds=builds,
                 stats=Stats(containers, supervisor, runtime, storage),
             )
             try:
@@ -135,7 +139,7 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
 
 
 async def reconcile(containers: Containers, images: Images, networks: Networks, rootfs: RootfsSource,
-                    oci: OciImages) -> None:
+                    builds: Builder, oci: OciImages) -> None:
     """Start-up: make the host match the store. Each step logs what it cannot do and the next
     one runs anyway: the daemon always comes up and serves what works."""
 
@@ -148,6 +152,7 @@ async def reconcile(containers: Containers, images: Images, networks: Networks, 
         ("remove unused layers", images.collect_garbage),
         ("drop the records of removed layers", layer_records),
         ("reconcile networks", networks.reconcile),
+        ("remove what builds left", builds.reconcile),
     ]
     for what, step in steps:
         try:

@@ -213,6 +213,15 @@ class ImageBuildConfig(_Request):
     pull: bool = False
     # registry host -> credentials for those pulls (the daemon's own auth file is used too).
     credentials: dict[str, RegistryCredentials] = msgspec.field(default_factory=dict)
+    # the stage to build (`--target`; "" is the last one): only the stages it needs run;
+    target: str = ""
+    # the platform to build for (`--platform`); only the host's is accepted ("" is the host's);
+    platform: str = ""
+    # labels set on the image, over the Dockerfile's (`--label`);
+    labels: dict[str, str] = msgspec.field(default_factory=dict)
+    # secrets for `RUN --mount=type=secret,id=<id>` (`--secret`): id -> content, base64 in JSON. Never stored,
+    # logged, put in a layer or a cache key.
+    secrets: dict[str, bytes] = msgspec.field(default_factory=dict)
 
 
 class ImageCreateConfig(_Request):
@@ -381,6 +390,14 @@ class PullProgress(msgspec.Struct, kw_only=True, frozen=True):
     status: str
     current: int = 0
     total: int = 0
+
+
+class BuildPrune(_Response):
+    """Extension: `POST /build/prune` removed these RUN cache mounts (`RUN --mount=type=cache` ids, oldest
+    first) and the bytes their files took."""
+
+    cache_mounts: list[str]
+    bytes_reclaimed: int
 
 
 class Network(_Response):

@@ -34,7 +34,9 @@ ROUTES: list[Route] = [
     Route("get", "/containers/list", "List containers", None, ((200, list[models.ContainerSummary]),),
           (("all", "boolean", False),)),
     Route("post", "/containers/create", "Create a container", models.ContainerConfig, ((201, I), (404, E))),
-    Route("delete", "/containers/{container_id}", "Remove a container", None, ((200, I), (404, E), (409, E))),
+    Route("delete", "/containers/{container_id}", "Remove a container (volumes=true: and the anonymous volumes "
+          "its image's VOLUMEs made, extension)", None, ((200, I), (404, E), (409, E)),
+          (("volumes", "boolean", False),)),
     Route("post", "/containers/prune", "Remove stopped, non-persistent containers", None, ((200, IDS),)),
     Route("post", "/containers/{container_id}/update", "Update a container (absent or null: unchanged)",
           models.ContainerUpdate, ((201, I), (404, E), (409, E))),
@@ -49,14 +51,17 @@ ROUTES: list[Route] = [
           "Client frames after start are stdin; a TEXT frame that is exactly a WindowSize object resizes the TTY."),
     Route("post", "/exec/{exec_id}/stop", "Stop an execution instance", None, ((200, I), (404, E)),
           (("force_stop", "boolean", True), ("stop_container", "boolean", True))),
+    Route("post", "/build/prune", "Remove the RUN cache mounts no build uses (extension)", None,
+          ((200, models.BuildPrune),)),
     Route("get", "/images/build", "Build an image (WebSocket)", models.ImageBuildConfig, (),
           websocket="First client frame: ImageBuildConfig. With `context_upload` (extension) the client then sends "
           "the build context as a tar stream (plain, gzip, xz, bzip2 or zstd) in BINARY frames of at most 1 MiB, "
           "ended by an empty BINARY frame or the TEXT frame {\"type\":\"context-end\"}; `context` is then ignored "
           "and .dockerignore is applied by the daemon too. Server: starting message (data: image id), TEXT frames "
           "only: 'Step n/N : <line>' and process output (both omitted when quiet), '--> Using cache' (cache hits, "
-          "extension), '--> Snapshot created: @<12hex>' after every RUN and COPY (always), error lines; close 1000 "
-          "'image created' (data: id) or 1011 'image build failed' (data: the last snapshot, 'no snapshots "
+          "extension), '--> Snapshot created: @<12hex>' after every RUN, COPY and ADD (always), other '--> ' "
+          "notes, error lines; close 1000 'image created' (data: the image id: the build's, or an identical "
+          "existing image's) or 1011 'image build failed' (data: the last snapshot, 'no snapshots "
           "available', or '' when nothing was kept). A Dockerfile that cannot be processed: starting message with "
           "data '', the error text, close 1011 'failed to process Dockerfile'. An upload that cannot be received or "
           "unpacked: starting message with data '', 'error: <reason>', close 1011 'failed to receive the build "

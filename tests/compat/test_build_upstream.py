@@ -85,3 +85,17 @@ def test_build_errors(klee, base, tmp_path):
     assert r.returncode == 1 and "'ENV A=1' not permitted before a FROM instruction" in r.stdout
     r = klee("build", "--from", base, str(context(tmp_path / "c", "FROM nonexisting\nRUN echo ok\n")))
     assert r.returncode == 0 and f"Using user-supplied parent image: '{base}'" in r.lines
+
+
+def test_dockerfiles_as_people_write_them(klee, base, tmp_path):
+    """The new syntax needs nothing new from the client: upstream klee builds it, and its output stays readable
+    (the notes kleened adds end in a newline, as upstream klee prints them as output)."""
+    dockerfile = (f"# syntax=docker/dockerfile:1\nFROM --platform=$BUILDPLATFORM {base} AS build\n"
+                  "RUN <<EOF\necho from a heredoc\nEOF\nFROM build\nCOPY --chmod=755 <<EOF /usr/local/bin/hi\n"
+                  "#!/bin/sh\necho hi\nEOF\nVOLUME /data\nSTOPSIGNAL SIGQUIT\nHEALTHCHECK CMD true\nCMD hi\n")
+    r = klee("build", "-t", f"cbnew{secrets.token_hex(2)}", str(context(tmp_path, dockerfile)))
+    assert r.returncode == 0, r
+    assert "--> # syntax=docker/dockerfile:1 is ignored: kleened builds Dockerfiles with its own parser" in r.lines
+    assert "from a heredoc" in r.lines and r.lines[-2] == "image created"
+    inspect = json.loads(klee("image", "inspect", r.lines[-1]).stdout)
+    assert (inspect["volumes"], inspect["stop_signal"]) == (["/data"], "SIGQUIT")  # extension keys, ignored by klee

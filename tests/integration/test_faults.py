@@ -12,13 +12,10 @@ One state root serves the whole matrix, so each restart also reconciles what ear
 from __future__ import annotations
 
 import contextlib
-import functools
-import http.server
 import json
 import secrets
 import subprocess
 import tempfile
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -28,6 +25,7 @@ from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import require_root_runtime
 from tests.daemon import Daemon, running_daemon
+from tests.httpserve import serve_directory
 from tests.invariants import assert_clean
 from tests.rootfs import session_tarball
 from tests.wsapi import connect, create_image, exec_stream, run_stream
@@ -65,14 +63,8 @@ def _run(daemon: Daemon, api: httpx.Client, cid: str, *, attach: bool = True):
 def http_tarball(faulty: Daemon) -> Iterator[str]:
     """The busybox tarball over plain http on 127.0.0.1."""
     tarball = session_tarball(faulty.workdir)
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tarball.parent))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/{tarball.name}"
-    finally:
-        server.shutdown()
+    with serve_directory(tarball.parent) as url:
+        yield f"{url}/{tarball.name}"
 
 
 def _crash_at(daemon: Daemon, point: str, operation: Callable[[httpx.Client], object]) -> None:
@@ -176,7 +168,9 @@ def test_image_download_killed(faulty, http_tarball):
 def test_build_killed_after_a_step(faulty, tmp_path):
     context = tmp_path / "ctx"
     context.mkdir()
-    (context / "Dockerfile").write_text("FROM fb\nRUN echo one > /one\nRUN echo two > /two\n")
+    # Two stages: the kill comes while an earlier stage's container (`builder_<id>_stage0`) exists too.
+    (context / "Dockerfile").write_text("FROM fb AS first\nRUN echo one > /one\n"
+                                        "FROM fb\nCOPY --from=first /one /one\nRUN echo two > /two\n")
     config = {"context": str(context), "dockerfile": "Dockerfile", "tag": "built:1",
               "container_config": {"network_driver": "host"}}
 

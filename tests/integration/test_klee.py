@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -13,17 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli import Klee, Result, run_cli
+from tests.cli import Klee, run_klee
 from tests.conftest import require_root_runtime
 from tests.daemon import Daemon
 from tests.rootfs import file_url, session_tarball
 from tests.tls import TlsDaemon, running_tls_daemon
-
-
-def run_klee(host: str, *args: str, flags: list[str] | None = None, env: dict[str, str] | None = None,
-             timeout: float = 120, input: str | None = None) -> Result:
-    return run_cli([sys.executable, "-m", "klee", "--host", host, *(flags or []), *args],
-                   env={"HOME": "/nonexistent", **(env or {})}, timeout=timeout, input=input)
 
 
 @pytest.fixture

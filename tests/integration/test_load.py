@@ -35,6 +35,7 @@ def loaded() -> Iterator[Daemon]:
         yield d
 
 
+@pytest.mark.timeout(1200)  # 1000 cycles: about a minute alone, several on a busy machine
 def test_many_clients_create_start_remove_without_errors(loaded, capsys):
     image = create_image(loaded, tag="loadbox")
     errors: list[str] = []

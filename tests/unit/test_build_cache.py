@@ -17,10 +17,12 @@ def test_hits_misses_and_stale_entries(tmp_path):
     existing = {"l1", "l2"}
     cache = BuildCache(store, lambda: image_layers, existing.__contains__)
     assert cache.lookup("k1") is None
-    cache.record("k1", "l1")
+    cache.record("k1", "l1", "@abcdefabcdef")
     cache.record("k2", "l2")  # a layer no image holds (an earlier stage's, a cancelled build's)
     cache.record("k3", "")  # a step that needed no layer
-    assert cache.lookup("k1") == "l1" and cache.lookup("k3") == ""
+    hit = cache.lookup("k1")
+    assert hit is not None and (hit.layer, hit.snapshot) == ("l1", "@abcdefabcdef")  # the snapshot name comes back
+    assert cache.lookup("k3").layer == ""  # type: ignore[union-attr]
     assert cache.lookup("k2") is None and not store.exists(BUILDCACHE, "k2")  # dropped
     image_layers.clear()
     assert cache.lookup("k1") is None  # its image was removed: never reuse a layer that may be freed

@@ -25,7 +25,8 @@ from kleened.core.builder.dockerfile import (
     join_workdir,
     parse,
 )
-from kleened.core.builder.expand import BuildScope, ExpansionError, quote
+from kleened.core.builder.expand import ExpansionError, quote
+from kleened.core.builder.scope import BuildScope
 
 
 def resolve_all(text: str, buildargs: dict[str, str] | None = None) -> tuple[list[Instruction], BuildScope]:
@@ -145,7 +146,7 @@ def test_missing_continuation_is_invalid_instruction() -> None:  # item 54
 
 
 def test_unknown_instruction() -> None:
-    assert error_of("FROM x\nADD a b") == "error in 'ADD a b': invalid instruction"
+    assert error_of("FROM x\nBOGUS a b") == "error in 'BOGUS a b': invalid instruction"
     assert error_of("FROM x\nRÜN a") == "error in 'RÜN a': invalid instruction"
 
 
@@ -178,14 +179,14 @@ def test_one_character_names_are_valid() -> None:
         ("RUN", "RUN requires an argument"),
         ("RUN   ", "RUN requires an argument"),
         ("RUN []", "RUN requires a command"),
-        ("RUN --mount=type=cache,target=/x make", "RUN --mount is not supported"),
-        ("FROM --platform=linux/amd64 y", "FROM --platform is not supported"),
+        ("RUN --mount=type=ssh make", "RUN --mount=type=ssh is not supported"),
+        ("FROM --bogus=linux/amd64 y", "FROM --bogus is not a known flag"),
         ("FROM a b", "FROM takes an image"),
         ("FROM a AS 1bad", "invalid stage name '1bad'"),
         ("COPY a", "COPY requires at least two arguments"),
         ('COPY ["a"]', "COPY requires at least two arguments"),
         ('COPY "a b', "COPY requires at least two arguments: <src>... <dest> (is a quote unterminated?)"),
-        ("COPY --chmod=755 a b", "COPY --chmod is not supported"),
+        ("COPY --chmod=999 a b", "invalid --chmod '999'"),
         ("COPY --from a b", "COPY --from requires a value"),
         ("ENV A", "ENV requires a value"),
         ("EXPOSE 80 http", "invalid port 'http'"),

@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 
 from kleened.core.builder.expand import (
     SUBSTITUTION_FAILED,
-    BuildScope,
     ExpansionError,
     Limits,
     expand_word,
@@ -19,6 +18,7 @@ from kleened.core.builder.expand import (
     quote,
     split_words,
 )
+from kleened.core.builder.scope import BuildScope
 
 ENV = {"A": "a", "E": "", "SP": "x  y", "B": "x:y"}
 

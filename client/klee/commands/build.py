@@ -5,6 +5,9 @@ Upstream klee's flags and output, plus:
   never sends it, so its builds behave as upstream's);
 - `--pull/--no-pull`: a FROM image that is not local is pulled from its registry (`"pull": true`, with the
   credentials of `klee login`); the pull's lines come before the starting message;
+- `--target`, `--platform` (the daemon's own only), `--label` (repeatable), `--secret id=ID,src=FILE` or
+  `id=ID,env=VAR` (repeatable; read here, sent in the config frame, never written anywhere): Docker's flags, sent
+  as the extension fields `target`, `platform`, `labels` and `secrets` only when given;
 - `--upload/--no-upload`: send the context as a tar stream (`"context_upload": true`) instead of its path. The
   default is to upload when the host is not a unix socket, since the daemon then cannot be assumed to see PATH.
   The tar honours PATH/.dockerignore (the Dockerfile and .dockerignore always go), so ignored files never leave this
@@ -19,6 +22,7 @@ This module also gives the `image` group its `build` command; `klee.cli` loads t
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -42,7 +46,7 @@ if TYPE_CHECKING:
 __all__ = ["build", "image"]
 
 CHUNK = 256 * 1024  # bytes per uploaded frame: far below kleened's 1 MiB frame limit
-STATUS_PREFIXES = ("--> Snapshot created: @", "--> Using cache", "Using user-supplied parent image:")
+STATUS_PREFIXES = ("--> ", "Using user-supplied parent image:")  # snapshots, cache hits, triggers, notes
 EXIT_BUILD_FAILED = 1  # upstream klee's
 
 
@@ -56,6 +60,11 @@ EXIT_BUILD_FAILED = 1  # upstream klee's
 @click.option("--no-cache", is_flag=True, default=False, help="Run every step, reusing nothing from earlier builds.")
 @click.option("--pull/--no-pull", default=True, show_default=True,
               help="Pull a FROM image that is not local from its registry.")
+@click.option("--target", default="", help="The build stage to build (default: the last one).")
+@click.option("--platform", default="", help="The platform to build for: only the daemon's own is accepted.")
+@click.option("--label", multiple=True, metavar="list", help="Set a label on the image: `--label a=1`.")
+@click.option("--secret", multiple=True, metavar="list",
+              help="A secret for RUN --mount=type=secret: `id=ID,src=FILE` or `id=ID,env=VARIABLE`.")
 @click.option("--upload/--no-upload", default=None,
               help="Send the context to kleened instead of its path (default: when the host is not a unix socket).")
 @click.option("--user", "-u", default="", help="Default user of the build container's processes.")
@@ -84,19 +93,14 @@ def build(session: Session, path: str, upload: bool | None, **options: Any) -> N
 
 def build_config(context: str, *, upload: bool, **options: Any) -> dict[str, Any]:
     """The `ImageBuildConfig` frame: upstream klee's keys, plus `cache` and `context_upload`."""
-    buildargs = {}
-    for item in options["build_arg"]:
-        name, eq, value = item.partition("=")
-        if not eq or not name:
-            raise UsageError(f"invalid build-arg '{item}': expected VAR=value")
-        buildargs[name] = value
+    buildargs = _pairs(options["build_arg"], "build-arg")
     driver = options["driver"] or ("ipnet" if options["network"] else "host")
     check_choice(driver, NETWORK_DRIVERS, "network driver")
     networks = []
     if options["network"]:
         networks.append({"container": "", "network": options["network"], "ip_address": options["ip"] or "<auto>",
                          "ip_address6": options["ip6"] or "<auto>"})
-    return {
+    config: dict[str, Any] = {
         "context": context,
         "dockerfile": options["file"],
         "tag": options["tag"],
@@ -114,6 +118,42 @@ def build_config(context: str, *, upload: bool, **options: Any) -> dict[str, Any
         "pull": options.get("pull", False),
         "credentials": _credentials() if options.get("pull", False) else {},
     }
+    extensions = {"target": options.get("target") or "", "platform": options.get("platform") or "",
+                  "labels": _pairs(options.get("label") or (), "label"),
+                  "secrets": dict(parse_secret(s) for s in options.get("secret") or ())}
+    config.update({key: value for key, value in extensions.items() if value})  # upstream's frame unless asked
+    return config
+
+
+def _pairs(items: tuple[str, ...], what: str) -> dict[str, str]:
+    pairs = {}
+    for item in items:
+        name, eq, value = item.partition("=")
+        if not eq or not name:
+            raise UsageError(f"invalid {what} '{item}': expected KEY=value")
+        pairs[name] = value
+    return pairs
+
+
+def parse_secret(spec: str) -> tuple[str, str]:
+    """`id=ID,src=FILE` (also `source=`, `type=file`) or `id=ID,env=VAR` (`type=env`; without src and env, the
+    variable named ID): (id, the content in base64, as the config frame carries bytes)."""
+    fields = _pairs(tuple(f for f in spec.split(",") if f), "secret")
+    secret_id = fields.get("id", "")
+    if not secret_id:
+        raise UsageError(f"invalid secret '{spec}': id= is required")
+    src = fields.get("src") or fields.get("source")
+    env = fields.get("env") or (secret_id if not src and fields.get("type", "env") == "env" else None)
+    if src:
+        try:
+            data = Path(src).expanduser().read_bytes()
+        except OSError as exc:
+            raise UsageError(f"secret '{secret_id}': cannot read {src}: {exc.strerror}") from None
+    elif env is not None and env in os.environ:
+        data = os.environ[env].encode()
+    else:
+        raise UsageError(f"secret '{secret_id}': give src=FILE, or env=VARIABLE with the variable set")
+    return secret_id, base64.b64encode(data).decode()
 
 
 def _credentials() -> dict[str, dict[str, str]]:
@@ -277,6 +317,7 @@ class _Printer:
     def status(self, text: str) -> None:
         if not self.at_line_start:
             self._write("\n")
+        text = text.removesuffix("\n")  # notes end in a newline for upstream klee, which prints them as output
         self._write(f"\x1b[1m{text}\x1b[0m\n" if self.out.fancy else f"{text}\n")
 
     def end(self) -> None:

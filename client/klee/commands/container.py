@@ -4,7 +4,7 @@
 |---------------------------------|----------------------------------------------------------|
 | ls [-a] [-q] [--output]         | GET /containers/list?all=true|false                      |
 | inspect CONTAINER               | GET /containers/{ident}/inspect                          |
-| rm [-f] CONTAINER...            | (-f: POST /containers/{ident}/stop) DELETE /containers/{ident} |
+| rm [-f] [-v] CONTAINER...       | (-f: POST /containers/{ident}/stop) DELETE /containers/{ident}[?volumes=true] |
 | prune [-f]                      | POST /containers/prune                                   |
 | stop CONTAINER...               | POST /containers/{ident}/stop                            |
 | update [OPTIONS] CONTAINER [CMD]| POST /containers/{ident}/update -> 201                   |
@@ -97,16 +97,19 @@ def image_cell(name: str, tag: str, image_id: str) -> Styled:
 
 @container.command(name="rm", no_args_is_help=True)
 @click.option("--force", "-f", is_flag=True, default=False, help="Stop containers before removing them.")
+@click.option("--volumes", "-v", is_flag=True, default=False,
+              help="Also remove the anonymous volumes the image's VOLUMEs gave the containers.")
 @click.argument("containers", nargs=-1, required=True, shell_complete=complete_containers)
 @pass_session
-def remove(session: Session, force: bool, containers: tuple[str, ...]) -> None:
+def remove(session: Session, force: bool, volumes: bool, containers: tuple[str, ...]) -> None:
     """Remove one or more containers. Removal stops at the first container that cannot be removed."""
+    params = {"volumes": query_bool(True)} if volumes else None  # upstream's request unless asked
     for ident in containers:
         if force:
             # "container not running" is the usual answer here, and the goal anyway.
             with contextlib.suppress(ApiError):
                 session.client.post(api_path("/containers/{}/stop", ident))
-        session.out.line(reply_id(session.client.delete(api_path("/containers/{}", ident))))
+        session.out.line(reply_id(session.client.delete(api_path("/containers/{}", ident), params=params)))
 
 
 @container.command(name="stop", no_args_is_help=True)

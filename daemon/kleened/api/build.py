@@ -18,13 +18,13 @@ from pathlib import Path
 import trio
 from quart import Blueprint, websocket
 
-from kleene_protocol.models import ImageBuildConfig
+from kleene_protocol.models import BuildPrune, ImageBuildConfig
 from kleene_protocol.websocket import CLOSE_INTERNAL_ERROR, CLOSE_NORMAL, starting
 
 from ..core.builder.build import BuildFailed, clip
 from ..core.builder.context import ContextError
 from ..core.builder.dockerfile import DockerfileError
-from .http import services
+from .http import reply, services
 from .ws import binary_upload, close, discard_input, receive_config, ws_guard
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,13 @@ async def image_build():
             outcome = await _build(config, context)
             nursery.cancel_scope.cancel()
     await close(*outcome)
+
+
+@bp.post("/build/prune")
+async def build_prune():
+    """Extension: remove the RUN cache mounts no build uses now."""
+    pruned = await services().builds.prune_cache_mounts()
+    return reply(BuildPrune(cache_mounts=[i for i, _ in pruned], bytes_reclaimed=sum(b for _, b in pruned)))
 
 
 async def _build(config: ImageBuildConfig, context: Path) -> tuple[int, str, str, str]:

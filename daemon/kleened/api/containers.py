@@ -45,7 +45,8 @@ async def container_stop(ident: str):
 
 @bp.delete("/containers/<ident>")
 async def container_remove(ident: str):
-    return reply(IdResponse(id=await services().containers.remove(ident)))
+    removed = await services().containers.remove(ident, volumes=query_bool("volumes"))  # extension: ?volumes=
+    return reply(IdResponse(id=removed))
 
 
 @bp.post("/containers/prune")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import signal
+import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -37,7 +37,16 @@ from kleene_protocol.models import (
 from kleene_protocol.names import name_error
 
 from .. import faults
-from ..platform.base import BindMount, ContainerSpec, HostCommandError, LayerStorage, Runtime, VolumeStorage
+from ..platform.base import (
+    BindMount,
+    ContainerSpec,
+    HostCommandError,
+    LayerStorage,
+    Mount,
+    NetworkMode,
+    Runtime,
+    VolumeStorage,
+)
 from ..platform.rootpath import PathEscape, ensure_target, resolve_in_root
 from .clock import now_iso
 from .container_spec import bind_mounts, check_destination, process_spec, with_entrypoint
@@ -45,6 +54,7 @@ from .environment import merge_env, validate_env
 from .errors import Conflict, ExecFailed, Internal, InvalidArgument, KleeneError, NotFound
 from .events import Events
 from .fanout import Fanout
+from .imageconfig import remove_anonymous_volumes, stop_signal_of, with_image_volumes
 from .isolation import Isolation
 from .lifecycle import ContainerStates, Locks, State
 from .logs import Logs
@@ -60,6 +70,9 @@ log = logging.getLogger(__name__)
 # Upstream's rule and message for container names; ours (kleene_protocol.names) accepts every
 # name upstream's does, plus one-character names, up to 128 characters.
 UPSTREAM_NAME_RULE = "/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$"
+# A build's containers (`builder_<id>`, and `builder_<id>_stage<n>` for earlier stages): only a
+# build that a crash interrupted leaves them, and start-up removes them.
+_BUILD_CONTAINER = re.compile(r"builder_[0-9a-f]{12}(_stage[0-9]+)?")
 HOSTNAME_MAX = 63  # sethostname(2) takes 64 bytes; a longer container name gives a shortened hostname
 TEARDOWN_DEADLINE = 60.0  # seconds to undo a start (runc delete waits up to 10 s for a killed init)
 NOT_RUNNING = "container is not running"
@@ -147,6 +160,7 @@ class Containers:
         name = self._check_create(config)
         assert config.image is not None
         image, snapshot = self._images.resolve_ref(config.image)
+        config = with_image_volumes(self._store, config, image)
         volumes = sorted({m.source for m in config.mounts or [] if m.type == "volume"})
         async with self.locks.hold(("image", image.id), *(("volume", v) for v in volumes)):
             if self._images.get(image.id) is None:
@@ -245,7 +259,8 @@ class Containers:
         return mounts
 
     async def _prefill_volumes(self, record: ContainerRecord, prefill: list[tuple[str, str]]) -> None:
-        """A new (or empty) volume takes the content of the image directory it is mounted on."""
+        """A new (or empty) volume takes the content of the image directory it is mounted on, and its owner and
+        mode even when it is empty (Docker's copy-up: `chmod 1777 $PGDATA` + `VOLUME $PGDATA` must hold)."""
         rootfs = await self._storage.mount_container_fs(record.id, record.layers)
         try:
             for volume, destination in prefill:
@@ -253,7 +268,7 @@ class Containers:
                     source = resolve_in_root(rootfs, destination)
                 except PathEscape as exc:
                     raise InvalidArgument(f"could not mount '{volume}' on '{destination}': {exc}") from None
-                if source.is_dir() and not source.is_symlink() and any(source.iterdir()):
+                if source.is_dir() and not source.is_symlink():
                     await self._storage.populate_volume(volume, source)
         finally:
             with trio.CancelScope(shield=True):
@@ -368,7 +383,7 @@ class Containers:
             run = self._supervisor.init_run(container_id)
             if state is State.RUNNING and run is not None:
                 self._move(record, State.STOPPING)
-                await self._supervisor.signal_container(container_id, signal.SIGTERM)
+                await self._supervisor.signal_container(container_id, run.stop_signal)
                 faults.point("container.stop.signalled")
             elif state is not State.STOPPING:
                 if refuse is not None:
@@ -389,7 +404,8 @@ class Containers:
         except Exception:
             log.exception("could not stop container", extra={"container": container_id})
 
-    async def remove(self, ident: str) -> str:
+    async def remove(self, ident: str, *, volumes: bool = False) -> str:
+        """Remove a stopped container; `volumes` also removes the anonymous volumes its image's VOLUMEs made."""
         container_id = self.get(ident, "no such container").id
         async with self._lock(container_id):
             record = self._reload(container_id, "no such container")
@@ -397,6 +413,8 @@ class Containers:
                                 refusal={s: "you cannot remove a running container"
                                          for s in (State.STARTING, State.RUNNING, State.STOPPING)})
             await self._destroy(record)
+        if volumes:
+            await remove_anonymous_volumes(self._store, self._volumes, record.mounts)
         return record.id
 
     async def _destroy(self, record: ContainerRecord) -> None:
@@ -463,13 +481,15 @@ class Containers:
             raise Conflict(NOT_RUNNING if state is State.STOPPING else f"container is {state.value}")
 
     async def start(self, record: ContainerRecord, *, exec_id: str, cmd: list[str], user: str, env: list[str],
-                    tty: bool, fanout: Fanout) -> Run:
-        """Start the stopped container `record` with `cmd` as its main process."""
+                    tty: bool, fanout: Fanout, extra_mounts: Sequence[Mount] = (),
+                    network: NetworkMode | None = None) -> Run:
+        """Start the stopped container `record` with `cmd` as its main process. `extra_mounts` and `network`
+        are for this run only (a build's `RUN --mount` and `RUN --network`); their targets must exist."""
         async with self._lock(record.id):
             record = self._reload(record.id)
             self.states.require(record.id, {State.CREATED, State.STOPPED}, ever_started=bool(record.started_at),
                                 refusal={State.RUNNING: "container is already running"})
-            return await self._start_locked(record, exec_id, cmd, user, env, tty, fanout)
+            return await self._start_locked(record, exec_id, cmd, user, env, tty, fanout, extra_mounts, network)
 
     async def _exec_locked(self, record: ContainerRecord, exec_id: str, cmd: list[str], user: str, env: list[str],
                            tty: bool, fanout: Fanout, on_exit: OnExit) -> Run:
@@ -481,7 +501,8 @@ class Containers:
             raise _launch_error(exc) from None
 
     async def _start_locked(self, record: ContainerRecord, exec_id: str, cmd: list[str], user: str,
-                            env: list[str], tty: bool, fanout: Fanout) -> Run:
+                            env: list[str], tty: bool, fanout: Fanout, extra_mounts: Sequence[Mount] = (),
+                            network: NetworkMode | None = None) -> Run:
         argv = cmd or record.cmd or []
         if not argv:
             raise InvalidArgument("no command given and the container has none")
@@ -495,13 +516,14 @@ class Containers:
             faults.point("container.start.mounted")
             process = process_spec(rootfs, record, argv, user or self._default_user(record), env, tty)
             mounts = bind_mounts(rootfs, record.mounts, self._storage.volume_path)
-            mounts += self._hosts_mount(rootfs, record)
-            mode, netns_path = await self._networks.prepare(record)
+            mounts += [*self._hosts_mount(rootfs, record), *extra_mounts]
+            mode, netns_path = (network, None) if network else await self._networks.prepare(record)
             faults.point("container.start.network")
             spec = ContainerSpec(
                 id=record.id, rootfs=rootfs, hostname=(record.name or record.id)[:HOSTNAME_MAX], process=process,
                 mounts=mounts, network=mode, netns_path=netns_path,
                 params=self._runtime.check_params(record.jail_param), **isolation,
+                stop_signal=stop_signal_of(self._images.get(record.image_id)),
             )
             container_log = self.logs.open(record.id)
             run = await self._supervisor.start_container(spec, exec_id, self._after_exit, fanout=fanout,
@@ -617,7 +639,7 @@ class Containers:
         await _guarded("remove container filesystems no record owns", self._storage.cleanup,
                        {r.id for r in self._store.all(CONTAINER, ContainerRecord)})
         for record in self._store.all(CONTAINER, ContainerRecord):
-            if record.name == f"builder_{record.id}":
+            if _BUILD_CONTAINER.fullmatch(record.name or ""):
                 log.warning("removing the container of a build a previous daemon left", extra={"container": record.id})
                 await _guarded("remove a build container", self._destroy_quietly, record)
             elif record.started_at and not record.finished_at:

@@ -53,6 +53,7 @@ class Run:
     done: trio.Event = field(default_factory=trio.Event)  # ... and its cleanup has run
     exit_code: int | None = None
     container_exited: bool = False  # the container was gone when this process ended
+    stop_signal: int = signal.SIGTERM  # what stopping the container sends first (the image's STOPSIGNAL)
 
 
 OnExit = Callable[[Run], Awaitable[None]]
@@ -103,7 +104,8 @@ class Supervisor:
         """
         assert self._nursery is not None, "supervisor not running"
         process = await self._runtime.start(spec)
-        run = Run(exec_id=exec_id, container_id=spec.id, process=process, is_init=True, fanout=fanout, log=log)
+        run = Run(exec_id=exec_id, container_id=spec.id, process=process, is_init=True, fanout=fanout, log=log,
+                  stop_signal=spec.stop_signal)
         self._inits[spec.id] = run
         self._runs[exec_id] = run
         await self._nursery.start(self._container_task, run, on_exit)

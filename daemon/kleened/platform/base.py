@@ -192,6 +192,17 @@ class ProcessInfo:
 
 
 @dataclass(frozen=True)
+class TmpfsMount:
+    """A fresh tmpfs (a build's `RUN --mount=type=tmpfs`); `size` in bytes, None for the kernel's default."""
+
+    destination: str
+    size: int | None = None
+
+
+Mount = BindMount | TmpfsMount
+
+
+@dataclass(frozen=True)
 class ProcessSpec:
     args: list[str]
     env: list[str]
@@ -208,7 +219,7 @@ class ContainerSpec:
     rootfs: Path
     hostname: str
     process: ProcessSpec
-    mounts: list[BindMount] = field(default_factory=list)
+    mounts: list[Mount] = field(default_factory=list)
     network: NetworkMode = NetworkMode.HOST
     netns_path: str | None = None
     # Platform parameters already validated by `Runtime.check_params` (jail_param upstream).
@@ -217,6 +228,7 @@ class ContainerSpec:
     # Opaque to core: "" (the runtime's default), or a value `Runtime.check_seccomp` accepted.
     seccomp: str = ""
     userns: UserNamespace | None = None
+    stop_signal: int = 15  # what `stop` sends first (the image's STOPSIGNAL; SIGTERM by default)
 
 
 class Process(Protocol):

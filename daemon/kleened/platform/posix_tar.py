@@ -161,8 +161,9 @@ class LayerWriter:
     """
 
     def __init__(self, root: str, limits: Limits, on_count: Count, check: Check, same_owner: bool,
-                 whiteouts: Whiteouts | None = None) -> None:
+                 owner: tuple[int, int] | None = None, whiteouts: Whiteouts | None = None) -> None:
         self.root = root
+        self.owner = owner  # replaces every entry's uid/gid (ADD --chown of an archive)
         self.whiteouts = whiteouts
         self.limits = limits
         self.on_count = on_count
@@ -187,6 +188,7 @@ class LayerWriter:
             self.on_count(self.stats.entries)
 
     def directory(self, path: str, mode: int, uid: int, gid: int, mtime: float) -> None:
+        uid, gid = self.owner or (uid, gid)
         if path != self.root:
             try:
                 is_dir = stat.S_ISDIR(os.lstat(path).st_mode)
@@ -200,6 +202,7 @@ class LayerWriter:
         self._dirs.append((path, mode & 0o7777, _clamp(mtime)))
 
     def file(self, path: str, data: BinaryIO, size: int, mode: int, uid: int, gid: int, mtime: float) -> None:
+        uid, gid = self.owner or (uid, gid)
         if self.stats.bytes + size > self.limits.max_bytes:
             raise UnsafeArchive(f"content larger than {self.limits.max_bytes} bytes: refusing to go on")
         clear(path)
@@ -219,6 +222,7 @@ class LayerWriter:
             os.close(fd)
 
     def symlink(self, path: str, target: str, uid: int, gid: int, mtime: float) -> None:
+        uid, gid = self.owner or (uid, gid)
         clear(path)
         os.symlink(target, path)
         if self.same_owner:
@@ -297,6 +301,16 @@ def open_archive(path: str | Path) -> Iterator[tarfile.TarFile]:
             yield tar
 
 
+def is_archive(path: str | Path) -> bool:
+    """Whether `path` is a tar archive in a format `extract` reads (told by its content, as Docker does: a
+    `.tar.gz` that is not one is a plain file)."""
+    try:
+        with open_archive(path) as tar:
+            return tar.next() is not None
+    except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, ExtractError, OSError):
+        return False
+
+
 def extract(
     archive: str | Path,
     root: str | Path,
@@ -305,16 +319,18 @@ def extract(
     on_count: Count | None = None,
     check: Check | None = None,
     same_owner: bool | None = None,
+    owner: tuple[int, int] | None = None,
 ) -> Stats:
     """Extract `archive` into the directory `root` by the rules in the module docstring.
 
-    `same_owner` defaults to "running as root". Raises `UnsafeArchive` for a hostile archive,
+    `same_owner` defaults to "running as root"; `owner` replaces every member's uid and gid. Raises
+    `UnsafeArchive` for a hostile archive,
     `ExtractError` for one that does not read, `OSError` for host trouble (disk full). What was
     written before a failure stays inside `root`.
     """
     writer = LayerWriter(
         os.path.realpath(root), limits or Limits(), on_count or _nothing, check or _nothing,
-        os.geteuid() == 0 if same_owner is None else same_owner,
+        os.geteuid() == 0 if same_owner is None else same_owner, owner,
     )
     try:
         with open_archive(archive) as tar:

@@ -1,24 +1,26 @@
 """Image builds (`GET /images/build`): a Dockerfile and a context in, an image out, the log streamed as text.
 
 Flow (upstream's, kleened-api.md §4.3):
-1. read and parse the Dockerfile; a failure is a `DockerfileError` and nothing has been created;
-2. resolve every FROM (meta ARGs only, `container_config.image` replacing the last stage's FROM); an unknown image
-   or snapshot fails the build with `error: could not find image X` before anything exists;
-3. create the build container of the last stage, `builder_<id>`: its id is the image id, sent as the starting
+1. read and parse the Dockerfile, check the request (secrets, platform, target); a failure is a `DockerfileError`
+   and nothing has been created;
+2. plan (`plan`): the stages the target needs, each one's FROM resolved (meta ARGs only, `container_config.image`
+   replacing the target stage's FROM); an unknown image or snapshot fails the build with
+   `error: could not find image X` before anything exists;
+3. create the build container of the target stage, `builder_<id>`: its id is the build's id, sent as the starting
    message; earlier stages get containers `builder_<id>_stage<n>` when they start;
 4. run the instructions in order, `Step n/N : <line>` before each (not when quiet) and
-   `--> Snapshot created: @<12hex>` after each RUN and COPY (always);
-5. store the image: the last stage's layers, snapshots and state, `instructions` = `[line, snapshot or ""]` per line,
-   `parent_id` = the image the stage started from; then remove the build containers (their layers now belong to the
-   image) and every layer the build made that no image stacks (earlier stages').
+   `--> Snapshot created: @<12hex>` after each RUN, COPY and ADD (always); after a FROM of an image with ONBUILD
+   triggers, the triggers;
+5. store the image: the target stage's layers, snapshots and settings, `instructions` = `[line, snapshot or ""]` per
+   line, `parent_id` = the image the stage started from; or, when an identical image exists (an unchanged rebuild
+   with the cache), return that one and move the tag to it (`result`); then remove the build containers and every
+   layer the build made that no image stacks.
 
 A step that fails ends the build with `BuildFailed(data)`: with `cleanup` everything is removed and data is "";
-without, the failed state (the failed step's changes included) is kept as the image `<name>:failed` with the build's
-id, and data is its last snapshot or `no snapshots available`. Anything else that ends the build (the client went
-away and the handler was cancelled, a bug) removes everything it created, shielded, before it propagates.
-
-Beyond upstream: ENTRYPOINT, EXPOSE, LABEL, multi-stage builds (`FROM x AS name`, `COPY --from`), .dockerignore,
-the build cache (`ImageBuildConfig.cache`, see `cache`) and uploaded contexts (`context`).
+without, the failed state (the failed step's changes included, unless they held a secret) is kept as the image
+`<name>:failed` with the build's id, and data is its last snapshot or `no snapshots available`. Anything else that
+ends the build (the client went away and the handler was cancelled, a bug) removes everything it created, shielded,
+before it propagates.
 """
 
 from __future__ import annotations
@@ -33,10 +35,8 @@ import trio
 
 from kleene_protocol.ids import new_id
 from kleene_protocol.models import ContainerConfig, ContainerUpdate, EndPointConfig, ImageBuildConfig
-from kleene_protocol.refs import InvalidReference, split_snapshot
 
 from ...platform.base import HostCommandError, LayerStorage
-from ..clock import now_iso
 from ..containers import Containers
 from ..errors import KleeneError, NotFound
 from ..images import Images, parse_nametag
@@ -44,20 +44,27 @@ from ..networks import Networks
 from ..records import ImageRecord
 from ..store import Store
 from .cache import BuildCache, cache_key
+from .cachemounts import CacheMounts
 from .context import read_dockerfile, read_ignore, uploaded_context
 from .dockerfile import Dockerfile, DockerfileError, From
-from .expand import BuildScope, ExpansionError
+from .expand import ExpansionError, Syntax
+from .plan import Base, MissingImage, Plan, PulledFirst, SetupFailed, make_plan, platform_mismatch
+from .result import image_record, same_image
+from .runmounts import RunHost
+from .scope import BuildScope, platform_args
+from .secrets import SecretError, check_secrets
+from .stagestart import begin_stage
 from .steps import BuildFiles, Stage, StepFailed, StepRunner
 
 log = logging.getLogger(__name__)
 
 Emit = Callable[[str], Awaitable[None]]
 NO_SNAPSHOTS = "no snapshots available"
-PARENT_LINE = "Using user-supplied parent image: '{image}'"
 MAX_LINE = 64 * 1024  # characters of one log frame: Step and error lines quote Dockerfile lines of any length,
 # and upstream klee refuses frames over 1 MiB
 STOP_GRACE = 1.0  # seconds between TERM and KILL for a build container of a cancelled build
 DISCARD_DEADLINE = 120.0  # seconds for removing what a failed or cancelled build made
+SYNTAX_LINE = "--> # syntax={syntax} is ignored: kleened builds Dockerfiles with its own parser\n"
 
 
 def clip(text: str) -> str:
@@ -73,38 +80,17 @@ class BuildFailed(Exception):
         self.data = data
 
 
-@dataclass(frozen=True)
-class _Base:
-    """What a stage starts from: an image (at a snapshot) or an earlier stage; `root` is the image at the bottom."""
-
-    root: ImageRecord
-    snapshot: str = ""
-    stage: int | None = None
-
-
-class _SetupFailed(Exception):
-    def __init__(self, steps: list[int], line: str) -> None:
-        super().__init__(line)
-        self.steps, self.line = steps, line
-
-
-class _MissingImage(_SetupFailed):
-    def __init__(self, steps: list[int], ref: str) -> None:
-        super().__init__(steps, f"error: could not find image {ref}")
-        self.ref = ref
-
-
 # A FROM image that is not local, pulled when the build asks for it (`ImageBuildConfig.pull`):
-# `(reference, config, emit)` -> the image id; raises `ValueError` with the reason it could not be pulled.
-PullHook = Callable[[str, ImageBuildConfig, Emit], Awaitable[str]]
+# `(reference, config, emit)` -> the image; raises `ValueError` with the reason it could not be pulled.
+PullHook = Callable[[str, ImageBuildConfig, Emit], Awaitable[ImageRecord]]
 
 
 @dataclass(eq=False)
-class _Build:
+class Build:
     id: str
     config: ImageBuildConfig
     dockerfile: Dockerfile
-    bases: list[_Base]
+    plan: Plan
     runner: StepRunner
     containers: list[str] = field(default_factory=list)  # created and not yet removed, in creation order
     current: Stage | None = None
@@ -112,10 +98,12 @@ class _Build:
 
 
 class Builder:
-    """The build service. `files` is the host driver for COPY and uploads; uploads unpack below `tmp_dir`."""
+    """The build service. `files` is the host driver for COPY and uploads, `host` for RUN mounts and downloads;
+    uploads unpack below `tmp_dir`; `platform` is the host's `os/arch[/variant]`, the only one builds target."""
 
     def __init__(self, *, store: Store, images: Images, containers: Containers, networks: Networks,
-                 storage: LayerStorage, files: BuildFiles, tmp_dir: Path, pull: PullHook | None = None) -> None:
+                 storage: LayerStorage, files: BuildFiles, tmp_dir: Path, host: RunHost | None = None,
+                 platform: str = "linux/amd64", pull: PullHook | None = None) -> None:
         self._images = images
         self._pull = pull
         self._containers = containers
@@ -123,7 +111,10 @@ class Builder:
         self._storage = storage
         self._files = files
         self._tmp_dir = tmp_dir
+        self._host = host
+        self.platform = platform
         self._cache = BuildCache(store, self._image_layers, lambda layer: storage.layer_path(layer).is_dir())
+        self.cache_mounts = CacheMounts(store, host) if host is not None else None
 
     def _image_layers(self) -> set[str]:
         return {layer for record in self._images.records() for layer in record.layers}
@@ -132,6 +123,24 @@ class Builder:
         """A context received as a tar stream, for the duration of the block (see `context.uploaded_context`)."""
         return uploaded_context(chunks, tmp_dir=self._tmp_dir, files=self._files)
 
+    def _scope(self, config: ImageBuildConfig, dockerfile: Dockerfile) -> BuildScope:
+        os_name, arch, *variant = self.platform.split("/")
+        try:
+            scope = BuildScope(config.buildargs, automatic=platform_args(os_name, arch, *variant))
+        except ExpansionError as exc:
+            raise DockerfileError(exc.message) from None
+        scope.syntax = Syntax(escape=dockerfile.directives.escape)
+        return scope
+
+    def _check(self, config: ImageBuildConfig) -> None:
+        """The request's own fields, before anything is made. Raises `DockerfileError`."""
+        try:
+            check_secrets(config.secrets)
+        except SecretError as exc:
+            raise DockerfileError(f"error: {exc}") from None
+        if config.platform and (reason := platform_mismatch(config.platform, self.platform)):
+            raise DockerfileError(f"error: --platform={config.platform}: {reason}")
+
     async def build(self, config: ImageBuildConfig, context: Path, *, started: Emit, emit: Emit) -> str:
         """Build by `config` from `context`; return the image id.
 
@@ -139,27 +148,25 @@ class Builder:
         `DockerfileError` (before `started`) and `BuildFailed`; cancellation propagates after the cleanup.
         """
         dockerfile = read_dockerfile(context, config.dockerfile)
+        self._check(config)
         emit = _clipped(emit)
-        try:
-            scope = BuildScope(config.buildargs)
-        except ExpansionError as exc:
-            raise DockerfileError(exc.message) from None
         runner = StepRunner(
             containers=self._containers, images=self._images, storage=self._storage, files=self._files,
-            scope=scope, emit=emit, quiet=config.quiet, context=context, ignore=read_ignore(context),
-            config_key=_config_key(config), cache=self._cache if config.cache else None,
+            scope=self._scope(config, dockerfile), emit=emit, quiet=config.quiet, context=context,
+            ignore=read_ignore(context), config_key=_config_key(config), cache=self._cache if config.cache else None,
+            host=self._host, cache_mounts=self.cache_mounts, secrets=dict(config.secrets),
         )
         try:
-            bases = await self._plan_pulling(dockerfile, config, emit)
-            build = _Build(id="", config=config, dockerfile=dockerfile, bases=bases, runner=runner)
+            plan = await self._plan_pulling(dockerfile, config, emit)
+            build = Build(id="", config=config, dockerfile=dockerfile, plan=plan, runner=runner)
             try:
-                build.id = await self._new_container(build, bases[-1], rename=False)
+                build.id = runner.build_id = await self._new_container(build, plan.bases[plan.last], rename=False)
             except StepFailed as exc:
-                raise _SetupFailed([], exc.line) from None
-        except _SetupFailed as exc:
+                raise SetupFailed([], exc.line) from None
+        except SetupFailed as exc:
             await started(new_id())  # upstream's id for a build that never got a container
-            for index in [] if config.quiet else exc.steps:
-                await emit(dockerfile.status(index))
+            for line in [] if config.quiet else exc.shown:
+                await emit(line)
             await emit(exc.line)
             raise BuildFailed("") from None
         try:
@@ -179,72 +186,22 @@ class Builder:
             await self._discard(build)
             raise
 
-    # --- before the build container exists ----------------------------------------------------
-
-    async def _plan_pulling(self, dockerfile: Dockerfile, config: ImageBuildConfig, emit: Emit) -> list[_Base]:
-        """`_plan`, pulling each FROM image that is not local when the build asks for it."""
-        pulled: dict[str, str] = {}  # FROM reference -> the image pulled for it
+    async def _plan_pulling(self, dockerfile: Dockerfile, config: ImageBuildConfig, emit: Emit) -> Plan:
+        """`make_plan`, pulling each FROM image that is not local when the build asks for it."""
+        finder = PulledFirst(self._images)
         while True:
             try:
-                return self._plan(dockerfile, config, pulled)
-            except _MissingImage as exc:
-                if not config.pull or self._pull is None or exc.ref in pulled:
+                return make_plan(dockerfile, config, self._scope(config, dockerfile), finder, self.platform)
+            except MissingImage as exc:
+                base = exc.ref.split("@")[0]
+                if not config.pull or self._pull is None or base in finder.pulled:
                     raise
                 try:
-                    pulled[exc.ref] = await self._pull(exc.ref, config, emit)
+                    finder.pulled[base] = await self._pull(exc.ref, config, emit)
                 except ValueError as failure:
-                    raise _SetupFailed(exc.steps, f"error: could not pull image {exc.ref}: {failure}") from None
+                    raise SetupFailed(exc.shown, f"error: could not pull image {exc.ref}: {failure}") from None
 
-    def _plan(self, dockerfile: Dockerfile, config: ImageBuildConfig, pulled: dict[str, str] | None = None
-              ) -> list[_Base]:
-        """Resolve each stage's FROM without side effects; raise `_SetupFailed` naming the steps to show."""
-        try:
-            parse_nametag(config.tag)
-        except KleeneError as exc:
-            raise _SetupFailed([], f"error: {exc.message}") from None
-        scope = BuildScope(config.buildargs)
-        starts = [i for i, instr in enumerate(dockerfile) if isinstance(instr, From)]
-        for i in range(starts[0]):
-            try:
-                dockerfile[i].resolve(scope)
-            except ExpansionError as exc:
-                raise _SetupFailed(list(range(i + 1)), exc.message) from None
-        override = config.container_config.image
-        bases: list[_Base] = []
-        for k, stage in enumerate(dockerfile.stages):
-            steps = [*range(starts[0]), starts[k]]
-            if override and k == len(starts) - 1:
-                ref = override
-            else:
-                try:
-                    ref = scope.expand_from(stage.from_.image, line=stage.from_.line)
-                except ExpansionError as exc:
-                    raise _SetupFailed(steps, exc.message) from None
-                earlier = dockerfile.stage(ref)
-                if earlier is not None and earlier.index < k:
-                    bases.append(_Base(root=bases[earlier.index].root, stage=earlier.index))
-                    continue
-            image, snapshot = self._parent(ref, steps, pulled or {})
-            bases.append(_Base(root=image, snapshot=snapshot))
-        return bases
-
-    def _parent(self, ref: str, steps: list[int], pulled: dict[str, str]) -> tuple[ImageRecord, str]:
-        if (record := self._images.get(pulled.get(ref, ""))) is not None:
-            return record, ""
-        try:
-            base, snapshot = split_snapshot(ref)
-            image = self._images.find(base)
-        except InvalidReference as exc:
-            raise _SetupFailed(steps, f"error: {exc}") from None
-        except KleeneError as exc:
-            raise _SetupFailed(steps, f"error: {exc.message}") from None
-        if image is None:
-            raise _MissingImage(steps, ref)
-        if snapshot and snapshot not in image.snapshots:
-            raise _SetupFailed(steps, f"error: invalid snapshot {snapshot}")
-        return image, snapshot
-
-    async def _new_container(self, build: _Build, base: _Base, *, rename: bool = True, name: str = "") -> str:
+    async def _new_container(self, build: Build, base: Base, *, rename: bool = True, name: str = "") -> str:
         """Create a build container on `base`'s image; `rename` names it and connects its networks."""
         cc = build.config.container_config
         try:
@@ -259,7 +216,13 @@ class Builder:
             await self._prepare_container(build, record.id, name)
         return record.id
 
-    async def _prepare_container(self, build: _Build, container_id: str, name: str) -> None:
+    def _stage_container(self, build: Build) -> Callable[[Base, str], Awaitable[str]]:
+        async def create(base: Base, name: str) -> str:
+            return await self._new_container(build, base, name=name)
+
+        return create
+
+    async def _prepare_container(self, build: Build, container_id: str, name: str) -> None:
         try:
             await self._containers.update(container_id, ContainerUpdate(name=name or f"builder_{container_id}"))
             for net in build.config.networks:
@@ -272,74 +235,52 @@ class Builder:
 
     # --- the build ----------------------------------------------------------------------------
 
-    async def _run(self, build: _Build) -> str:
+    async def _run(self, build: Build) -> str:
         dockerfile, runner, quiet = build.dockerfile, build.runner, build.config.quiet
         await self._prepare_container(build, build.id, "")
-        stage_no = 0
-        for index, instr in enumerate(dockerfile):
+        if dockerfile.directives.syntax and not quiet:
+            await runner.emit(SYNTAX_LINE.format(syntax=dockerfile.directives.syntax))
+        for n, index in enumerate(build.plan.steps):
+            instr = dockerfile[index]
             if not quiet:
-                await runner.emit(dockerfile.status(index))
+                await runner.emit(build.plan.status(dockerfile, n))
             try:
                 resolved = instr.resolve(runner.scope)
             except ExpansionError as exc:
                 raise StepFailed(exc.message) from None
-            snapshot = ""
             if isinstance(resolved, From):
-                await self._begin_stage(build, stage_no)
-                stage_no += 1
+                build.log.append((instr.line, ""))
+                await begin_stage(build, dockerfile.stage_at(index), self._stage_container(build))
             elif build.current is not None:
-                snapshot = await runner.execute(build.current, resolved)
-            build.log.append((instr.line, snapshot))
+                build.log.append((instr.line, await runner.execute(build.current, resolved)))
+            else:
+                build.log.append((instr.line, ""))
         return await self._finish(build)
 
-    async def _begin_stage(self, build: _Build, k: int) -> None:
-        """Start stage `k` in its container, from an image or from an earlier stage's end state."""
-        runner, base, cc = build.runner, build.bases[k], build.config.container_config
-        if build.current is not None:
-            done = build.current
-            runner.stages[str(done.index)] = done
-            if name := build.dockerfile.stages[done.index].name:
-                runner.stages[name] = done
-        last = k == len(build.bases) - 1
-        container_id = build.id if last else await self._new_container(build, base, name=f"builder_{build.id}_stage{k}")
-        if base.stage is not None:
-            prev = runner.stages[str(base.stage)]
-            stage = Stage(k, container_id, prev.parent_id, list(prev.layers), prev.user, prev.workdir, prev.cmd,
-                          prev.entrypoint, list(prev.exposed_ports), dict(prev.labels))
-            runner.scope.inherit_env(prev.env)
-        else:
-            image = base.root
-            stage = Stage(k, container_id, image.id, image.layers_at(base.snapshot), cc.user or image.user,
-                          image.workdir, image.cmd, image.entrypoint, list(image.exposed_ports), dict(image.labels))
-            runner.scope.inherit_env([*image.env, *(cc.env or [])])
-        stage.env = runner.scope.env
-        build.current = stage
-        runner.sync(stage)
-        if last and cc.image:
-            await runner.emit(PARENT_LINE.format(image=cc.image))
-
-    def _image(self, build: _Build, stage: Stage, *, name: str, tag: str, image_id: str) -> ImageRecord:
-        lines = build.log if stage is build.current else []
-        return ImageRecord(
-            id=image_id, name=name, tag=tag, cmd=stage.cmd, env=list(stage.env), user=stage.user,
-            instructions=[[line, snap if snap in stage.snapshots else ""] for line, snap in lines],
-            created=now_iso(), dataset=str(self._storage.layer_path(stage.layers[-1])) if stage.layers else "",
-            workdir=stage.workdir, entrypoint=stage.entrypoint, exposed_ports=list(stage.exposed_ports),
-            labels=dict(stage.labels), layers=list(stage.layers), snapshots=dict(stage.snapshots),
-            parent_id=stage.parent_id,
-        )
-
-    async def _finish(self, build: _Build) -> str:
+    async def _finish(self, build: Build) -> str:
         assert build.current is not None
         name, tag = parse_nametag(build.config.tag)
         if build.config.cache:
             self._keep_stages(build)
-        self._images.add(self._image(build, build.current, name=name, tag=tag, image_id=build.id))
-        log.info("image built", extra={"image": build.id, "layers": len(build.current.layers)})
+        record = self._image(build, build.current, name=name, tag=tag, image_id=build.id)
+        existing = same_image(self._images.records(), record) if build.config.cache else None
+        if existing is None:
+            self._images.add(record)
+        elif name and existing.nametag != record.nametag:
+            self._images.tag(existing.id, record.nametag)  # the tag moves to the image, as in Docker
+        image_id = record.id if existing is None else existing.id
+        log.info("image built", extra={"image": image_id, "layers": len(build.current.layers),
+                                       "reused": existing is not None})
         await self._discard(build)
-        return build.id
+        return image_id
 
-    def _keep_stages(self, build: _Build) -> None:
+    def _image(self, build: Build, stage: Stage, *, name: str, tag: str, image_id: str) -> ImageRecord:
+        dataset = str(self._storage.layer_path(stage.layers[-1])) if stage.layers else ""
+        return image_record(stage, lines=build.log if stage is build.current else [], name=name, tag=tag,
+                            image_id=image_id, dataset=dataset,
+                            labels=dict(build.config.labels) if stage is build.current else {})
+
+    def _keep_stages(self, build: Build) -> None:
         """With the cache on, earlier stages that made layers stay as untagged images, so that their layers (and
         the cache entries naming them) outlive the build, as Docker's intermediate images; prune removes them."""
         made = build.runner.layers_made
@@ -347,7 +288,7 @@ class Builder:
             if key == str(stage.index) and made.intersection(stage.layers):
                 self._images.add(self._image(build, stage, name="", tag="", image_id=new_id()))
 
-    async def _keep_failed(self, build: _Build) -> str:
+    async def _keep_failed(self, build: Build) -> str:
         """Save the failed state as `<name>:failed`; return the data of the closing message."""
         stage = build.current
         if stage is None:
@@ -364,8 +305,8 @@ class Builder:
         self._images.add(self._image(build, stage, name=name, tag="failed", image_id=build.id))
         return stage.last_snapshot or NO_SNAPSHOTS
 
-    async def _discard(self, build: _Build) -> None:
-        """Remove the build's containers and scratch filesystems, and its layers that no image stacks.
+    async def _discard(self, build: Build) -> None:
+        """Remove the build's containers, scratch filesystems and directory, and its layers that no image stacks.
 
         Shielded with a deadline: it runs when the client has gone away too. What fails to go is logged.
         """
@@ -380,8 +321,10 @@ class Builder:
                 except Exception:
                     log.warning("could not remove build container %s: it leaked", container_id, exc_info=True)
                 build.containers.remove(container_id)
-            for scratch in list(build.runner.scratch):
+            for scratch in list(build.runner.scratch_fs):
                 await self._remove_quietly(self._storage.remove_container_fs, scratch)
+            if build.runner.scratch_path is not None and self._host is not None:
+                await trio.to_thread.run_sync(self._host.remove_tree, build.runner.scratch_path)
             keep = self._images.referenced_layers()
             for layer in sorted(build.runner.layers_made - keep):
                 await self._remove_quietly(self._storage.remove_layer, layer)
@@ -393,6 +336,21 @@ class Builder:
             await remove(name)
         except (OSError, HostCommandError):
             log.warning("could not remove %s after a build: it leaked", name, exc_info=True)
+
+    async def reconcile(self) -> None:
+        """At start-up: remove the scratch directories and stray cache mounts a killed daemon left."""
+        if self._host is None or self.cache_mounts is None:
+            return
+        stale = await trio.to_thread.run_sync(self._host.clear_scratch)
+        if stale:
+            log.warning("removed %d build scratch directories a previous daemon left", len(stale))
+        await self.cache_mounts.reconcile()
+
+    async def prune_cache_mounts(self) -> list[tuple[str, int]]:
+        """`POST /build/prune`: remove the RUN cache mounts no build uses; `(id, bytes)` of each, oldest first."""
+        if self.cache_mounts is None:
+            return []
+        return [(c.id, c.bytes) for c in await self.cache_mounts.prune()]
 
 
 def _clipped(emit: Emit) -> Emit:

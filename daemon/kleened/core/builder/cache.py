@@ -31,6 +31,7 @@ _encoder = msgspec.json.Encoder()
 class CacheEntry(msgspec.Struct, kw_only=True):
     layer: str  # "" when the step added no layer
     created: str
+    snapshot: str = ""  # the snapshot the step was named by (RUN, COPY, ADD), reused with the layer
 
 
 def cache_key(*parts: object) -> str:
@@ -48,8 +49,8 @@ class BuildCache:
         self._image_layers = image_layers
         self._layer_exists = layer_exists
 
-    def lookup(self, key: str) -> str | None:
-        """The layer cached for `key` ("" for a step without one), or None on a miss.
+    def lookup(self, key: str) -> CacheEntry | None:
+        """The entry cached for `key` (its layer is "" for a step without one), or None on a miss.
 
         Synchronous on purpose: the caller puts the layer into its build container's record before it next
         awaits, so an image removal cannot free the layer in between.
@@ -60,7 +61,8 @@ class BuildCache:
         if entry.layer and (entry.layer not in set(self._image_layers()) or not self._layer_exists(entry.layer)):
             self._store.delete(BUILDCACHE, key)  # its images are gone: the layer was freed or soon will be
             return None
-        return entry.layer
+        return entry
 
-    def record(self, key: str, layer: str) -> None:
-        self._store.put(BUILDCACHE, key, CacheEntry(layer=layer, created=now_iso()), created=now_iso())
+    def record(self, key: str, layer: str, snapshot: str = "") -> None:
+        self._store.put(BUILDCACHE, key, CacheEntry(layer=layer, created=now_iso(), snapshot=snapshot),
+                        created=now_iso())

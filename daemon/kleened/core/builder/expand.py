@@ -23,7 +23,6 @@ blanks; a *value* is what expanding a word gives. `BuildScope` holds the ARG/ENV
 from __future__ import annotations
 
 import re
-from collections import ChainMap
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import NoReturn
@@ -82,14 +81,31 @@ class _SyntaxError(Exception):
         self.word_start = word_start
 
 
-class _Lexer:
-    """Turns raw text into parts: literal strings and `_Param`s. `quotes=False` is for JSON-form elements, where
-    quote characters are ordinary (Docker would choke on `COPY ["it's", "/"]`); `$` and `\\` still work."""
+@dataclass(frozen=True, slots=True)
+class Syntax:
+    """How raw text is read. `quotes=False` is for JSON-form elements, where quote characters are ordinary (Docker
+    would choke on `COPY ["it's", "/"]`); `$` and the escape character still work. `heredoc` is a heredoc body:
+    quotes are ordinary and the escape character only escapes `$`, itself, a backquote and a newline, as in sh.
+    `escape` is the Dockerfile's escape character (`# escape=`): `\\` or a backquote, which then loses its
+    command-substitution meaning."""
 
-    def __init__(self, text: str, *, quotes: bool = True) -> None:
+    quotes: bool = True
+    heredoc: bool = False
+    escape: str = "\\"
+
+
+PLAIN = Syntax()
+
+
+class _Lexer:
+    """Turns raw text into parts: literal strings and `_Param`s, read by `syntax`."""
+
+    def __init__(self, text: str, *, quotes: bool = True, syntax: Syntax = PLAIN) -> None:
         self.text = text
         self.pos = 0
-        self.quotes = quotes
+        self.quotes = quotes and syntax.quotes and not syntax.heredoc
+        self.syntax = syntax
+        self.escape = syntax.escape
         self.depth = 0
         self.word_start = 0
 
@@ -129,7 +145,7 @@ class _Lexer:
                 return _merge(parts, buf)
             if split and c in _BLANK:
                 break
-            if c == "\\":
+            if c == self.escape:
                 self._escape(buf, dq, stop)
             elif c == "'" and not dq:
                 end = text.find("'", self.pos + 1)
@@ -145,7 +161,7 @@ class _Lexer:
                 parts = _merge(parts, buf)
                 buf = []
                 parts.append(self._dollar(dq))
-            elif c == "`":
+            elif c == "`" and self.escape == "\\":
                 buf.append(self._verbatim_backquote())
             else:
                 buf.append(c)
@@ -165,14 +181,18 @@ class _Lexer:
     def _escape(self, buf: list[str], dq: bool, stop: str) -> None:
         nxt = self.text[self.pos + 1 : self.pos + 2]
         if not nxt:  # a trailing backslash stays, as in sh
-            buf.append("\\")
+            buf.append(self.escape)
         elif nxt == "\n":  # backslash-newline is a line continuation: both go
             pass
-        elif dq and nxt not in '$`"\\\n' and not (stop == "}" and nxt == "}"):
-            buf.append("\\" + nxt)  # inside double quotes other backslashes are literal
+        elif dq and nxt not in self._escapable() and not (stop == "}" and nxt == "}"):
+            buf.append(self.escape + nxt)  # inside double quotes other escapes are literal
         else:
             buf.append(nxt)
         self.pos += 1 + len(nxt)
+
+    def _escapable(self) -> str:
+        """What the escape character escapes inside double quotes (and in a heredoc body)."""
+        return "$`\n" + self.escape + ("" if self.syntax.heredoc else '"')
 
     def _dollar(self, dq: bool) -> str | _Param:
         text, pos = self.text, self.pos
@@ -332,135 +352,44 @@ def expand_word(
     quotes: bool = True,
     line: str | None = None,
     limits: Limits = DEFAULT_LIMITS,
+    syntax: Syntax = PLAIN,
 ) -> str:
     """The value of `text` as one word (blanks kept), with variables from `env`. `line` is the Dockerfile line
     named in errors (defaults to `text`). Raises only `ExpansionError`."""
     shown = text if line is None else line
     try:
-        parts = _Lexer(text, quotes=quotes).word()
+        parts = _Lexer(text, quotes=quotes, syntax=syntax).word()
     except _SyntaxError as exc:
         raise ExpansionError(SUBSTITUTION_FAILED.format(line=shown), exc.reason) from None
     return _evaluate(parts, env, shown, limits)
 
 
 def expand_words(
-    text: str, env: Mapping[str, str], *, line: str | None = None, limits: Limits = DEFAULT_LIMITS
+    text: str, env: Mapping[str, str], *, line: str | None = None, limits: Limits = DEFAULT_LIMITS,
+    syntax: Syntax = PLAIN,
 ) -> list[str]:
     """The values of the words of `text` (split on unquoted blanks *before* expansion, as Docker does: a value
     with spaces stays one word)."""
     shown = text if line is None else line
     try:
-        words = _Lexer(text).words()
+        words = _Lexer(text, syntax=syntax).words()
     except _SyntaxError as exc:
         raise ExpansionError(SUBSTITUTION_FAILED.format(line=shown), exc.reason) from None
     return [_evaluate(parts, env, shown, limits) for _, _, parts in words]
 
 
-def split_words(text: str) -> list[str]:
-    """The raw words of `text`, unexpanded, quotes kept. Never fails: an unterminated quote makes the rest of the
-    text one word, so the parser can take an instruction apart and leave the error to expansion time, when
-    upstream reported it (behaviours §5.2 item 56)."""
-    return [text[start:end] for start, end, _ in _Lexer(text).words(lenient=True)]
+def word_spans(text: str, syntax: Syntax = PLAIN) -> list[tuple[int, int]]:
+    """`(start, end)` of each raw word of `text`. Never fails: an unterminated quote makes the rest of the text one
+    word, so the parser can take an instruction apart and leave the error to expansion time, when upstream
+    reported it (behaviours §5.2 item 56)."""
+    return [(start, end) for start, end, _ in _Lexer(text, syntax=syntax).words(lenient=True)]
+
+
+def split_words(text: str, syntax: Syntax = PLAIN) -> list[str]:
+    """The raw words of `text`, unexpanded, quotes kept (see `word_spans`)."""
+    return [text[start:end] for start, end in word_spans(text, syntax)]
 
 
 def quote(value: str) -> str:
     """A word that expands to exactly `value` (single quotes; `'` becomes `'\\''`)."""
     return "'" + value.replace("'", "'\\''") + "'"
-
-
-class BuildScope:
-    """The ARG and ENV variables of one build, updated instruction by instruction (behaviours §5.2 items 27-38).
-
-    - ARGs declared before the first FROM are *meta* args: only FROM lines see them (Docker's rule; upstream leaked
-      them into every stage). Inside a stage, `ARG name` without a default imports the meta value once.
-    - A build arg applies only from its `ARG` declaration on (item 31); undeclared build args are ignored.
-    - An ARG is the build arg if given, else its default (expanded), else "" (item 29); declaring it again without
-      a default resets it (item 37).
-    - `$name` looks in ENV first, then in the stage's ARGs: ENV wins (items 32, 38), and ARG values flow into ENV
-      expressions (item 33). RUN gets both, ENV winning; the image keeps only ENV.
-    - FROM starts a stage with no ENV and no ARGs; the builder then calls `inherit_env` with the parent image's env
-      and the build's `--env`.
-    """
-
-    def __init__(self, buildargs: Mapping[str, str] | None = None, *, limits: Limits = DEFAULT_LIMITS) -> None:
-        self.limits = limits
-        self._buildargs = dict(buildargs or {})
-        total = 0
-        for name, value in self._buildargs.items():
-            total += _size(name) + _size(value)
-            if _size(value) > limits.value_bytes:
-                raise ExpansionError(f"build-arg '{name[:64]}' is larger than {limits.value_bytes} bytes", "too large")
-        if total > limits.total_bytes:
-            raise ExpansionError(f"build-args are larger than {limits.total_bytes} bytes in total", "too large")
-        self._meta: dict[str, str] = {}
-        self._args: dict[str, str] = {}
-        self._env: dict[str, str] = {}
-        self._in_stage = False
-        self._used: set[str] = set()
-
-    @property
-    def variables(self) -> Mapping[str, str]:
-        """What `$name` sees now."""
-        return ChainMap(self._env, self._args) if self._in_stage else self._meta
-
-    @property
-    def env(self) -> list[str]:
-        """`NAME=value` list of the stage's ENV: what the image keeps."""
-        return [f"{k}={v}" for k, v in self._env.items()]
-
-    def run_env(self) -> list[str]:
-        """`NAME=value` list for a RUN: the stage's ARGs and ENV, ENV winning."""
-        return [f"{k}={v}" for k, v in {**self._args, **self._env}.items()]
-
-    def unused_buildargs(self) -> list[str]:
-        """Build args no ARG declared, for a warning (Docker prints one; upstream ignored them silently)."""
-        return sorted(set(self._buildargs) - self._used)
-
-    def begin_stage(self) -> None:
-        self._in_stage = True
-        self._args, self._env = {}, {}
-
-    def inherit_env(self, env: Iterable[str]) -> None:
-        """Add `NAME=value` items (parent image env, then `--env`); later items override earlier ones."""
-        for item in env:
-            name, _, value = item.partition("=")
-            self._env[name] = value
-
-    def expand(self, text: str, *, line: str, quotes: bool = True) -> str:
-        return expand_word(text, self.variables, quotes=quotes, line=line, limits=self.limits)
-
-    def expand_words(self, text: str, *, line: str) -> list[str]:
-        return expand_words(text, self.variables, line=line, limits=self.limits)
-
-    def expand_from(self, text: str, *, line: str) -> str:
-        """A FROM argument: only meta args are visible, whatever stage came before."""
-        return expand_word(text, self._meta, line=line, limits=self.limits)
-
-    def declare_arg(self, name: str, default: str | None, *, line: str) -> str:
-        """Declare `ARG name[=default]` (default is raw text) and return its value."""
-        if name in self._buildargs:
-            self._used.add(name)
-            value = self._buildargs[name]
-        elif default is not None:
-            value = self.expand(default, line=line)
-        elif self._in_stage and name in self._meta and name not in self._args:
-            value = self._meta[name]
-        else:
-            value = ""
-        (self._args if self._in_stage else self._meta)[name] = value
-        self._check_total(line)
-        return value
-
-    def set_env(self, pairs: Iterable[tuple[str, str]], *, line: str) -> list[tuple[str, str]]:
-        """Apply one ENV instruction's `(name, raw value)` pairs; all values see the variables as they were before
-        the instruction (`ENV A=1 B=$A` gives B the old A, as in Docker). Returns the expanded pairs."""
-        scope = self.variables
-        resolved = [(name, expand_word(raw, scope, line=line, limits=self.limits)) for name, raw in pairs]
-        self._env.update(resolved)
-        self._check_total(line)
-        return resolved
-
-    def _check_total(self, line: str) -> None:
-        total = sum(len(v) for d in (self._meta, self._args, self._env) for v in d.values())
-        if total > self.limits.total_bytes:
-            raise ExpansionError(f"build variables exceed {self.limits.total_bytes} bytes in total at: {line}")

@@ -152,7 +152,7 @@ class OciImages:
         self.images.events.publish("image", "pull", record.id, name=record.nametag if record.name else None)
         return record
 
-    async def pull_for_build(self, text: str, config: ImageBuildConfig, emit: Emit) -> str:
+    async def pull_for_build(self, text: str, config: ImageBuildConfig, emit: Emit) -> ImageRecord:
         """The builder's hook for a FROM image that is not local: pull it, one text line per layer change."""
         seen: dict[str, str] = {}
 
@@ -167,7 +167,7 @@ class OciImages:
         except OciFailed as exc:
             raise ValueError(exc.reason) from None
         await emit(f"Pulled {record.source or text} ({record.digest}) as image {record.id}\n")
-        return record.id
+        return record
 
     # --- push ---------------------------------------------------------------------------------
 

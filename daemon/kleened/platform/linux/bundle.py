@@ -41,7 +41,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from kleened.platform.base import ContainerSpec, Limits, NetworkMode, ProcessSpec
+from kleened.platform.base import ContainerSpec, Limits, NetworkMode, ProcessSpec, TmpfsMount
 
 INIT_DESTINATION = "/.init"
 NODEV_DIR = "dev"  # under the bundle: /dev's source when mount.devfs=false
@@ -314,6 +314,11 @@ def build_config(spec: ContainerSpec, *, bundle_dir: Path, init_path: str, cgrou
     mounts = _standard_mounts(devfs_enabled(params), bundle_dir)
     mounts.append({"destination": INIT_DESTINATION, "type": "bind", "source": init_path, "options": ["bind", "ro"]})
     for m in spec.mounts:
+        if isinstance(m, TmpfsMount):
+            size = [f"size={m.size}"] if m.size else []
+            mounts.append({"destination": m.destination, "type": "tmpfs", "source": "tmpfs",
+                           "options": ["nosuid", "nodev", "mode=1777", *size]})  # fmt: skip
+            continue
         mounts.append({"destination": m.destination, "type": "bind", "source": str(m.source),
                        "options": ["rbind", "ro" if m.read_only else "rw"]})  # fmt: skip
     linux: dict[str, Any] = {

@@ -31,12 +31,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import trio
 
 from kleened import faults
 from kleened.platform import posix_tar
 from kleened.platform.linux import hostcmd, mountinfo
+from kleened.platform.linux.download import DownloadError, download
 from kleened.platform.posix_tar import Limits
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,6 @@ Emit = Callable[[str], Awaitable[None]]
 Count = Callable[[int], Awaitable[None]]
 
 MiB = 1024 * 1024
-_DOWNLOAD_TIMEOUT = httpx.Timeout(60.0, connect=15.0)  # per read: a stalled mirror fails, a slow one doesn't
 _FETCH_REPORT = 32 * MiB  # progress line every 32 MiB when the size is unknown
 _LAST_LINES = 5  # debootstrap output kept for the failure message
 _STOP_GRACE = 10.0  # seconds between TERM and KILL for a cancelled debootstrap
@@ -193,34 +192,23 @@ class HostRootfs:
             path.unlink(missing_ok=True)
 
     async def _download(self, url: str, path: Path, output: Emit) -> None:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        with open(fd, "wb") as out:
-            try:
-                async with (
-                    httpx.AsyncClient(follow_redirects=True, timeout=_DOWNLOAD_TIMEOUT) as client,
-                    client.stream("GET", url) as response,
-                ):
-                    if response.status_code != 200:
-                        raise RootfsError(f"could not fetch file from url: HTTP {response.status_code}")
-                    total = int(response.headers.get("content-length") or 0) or None
-                    await output(f"Fetching {url}" + (f" ({total / MiB:.1f} MiB)" if total else "") + "\n")
-                    await self._receive(response, out, total, output)
-            except httpx.HTTPError as exc:
-                raise RootfsError(f"could not fetch file from url: {exc or type(exc).__name__}") from None
+        report = {"next": 0, "step": _FETCH_REPORT}
 
-    async def _receive(self, response: httpx.Response, out, total: int | None, output: Emit) -> None:
-        step = max(total // 10, MiB) if total else _FETCH_REPORT
-        received, next_report = 0, step
-        async for chunk in response.aiter_bytes(MiB):
-            received += len(chunk)
-            if received > self.limits.max_bytes:
-                raise RootfsError(f"could not fetch file from url: larger than {self.limits.max_bytes} bytes")
-            out.write(chunk)  # page-cache writes of <= 1 MiB: cheaper than a thread hop
+        async def progress(received: int, total: int | None) -> None:
+            if received == 0:
+                report["step"] = report["next"] = max(total // 10, MiB) if total else _FETCH_REPORT
+                await output(f"Fetching {url}" + (f" ({total / MiB:.1f} MiB)" if total else "") + "\n")
+                return
             faults.point("image.fetch.downloading")
-            if received >= next_report:
-                next_report += step
+            if received >= report["next"]:
+                report["next"] += report["step"]
                 share = f" ({100 * received // total}%)" if total else ""
                 await output(f"Fetched {received / MiB:.1f} MiB{share}\n")
+
+        try:
+            await download(url, path, max_bytes=self.limits.max_bytes, progress=progress)
+        except DownloadError as exc:
+            raise RootfsError(f"could not fetch file from url: {exc}") from None
 
     # --- fill a layer ----------------------------------------------------------------------
 
