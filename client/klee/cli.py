@@ -20,12 +20,14 @@ from klee.session import Session
 # name -> (module, attribute, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "container": ("klee.commands.container", "container", "Manage containers"),
-    "image": ("klee.commands.build", "image", "Manage images"),  # the group, with `build` added
+    "image": ("klee.commands.oci", "image", "Manage images"),  # the group, with build, pull, push, save, load
     "builder": ("klee.commands.builder", "builder", "Manage the image builder's caches"),
     "network": ("klee.commands.network", "network", "Manage networks"),
     "volume": ("klee.commands.volume", "volume", "Manage volumes"),
     "version": ("klee.commands.version", "version", "Show the version of klee and kleened"),
     "completion": ("klee.completion", "completion", "Print the shell completion script (bash, zsh or fish)"),
+    "login": ("klee.commands.oci", "login", "Log in to a registry"),
+    "logout": ("klee.commands.oci", "logout", "Forget the credentials of a registry"),
     "attach": ("klee.commands.streams", "attach", "Attach to a running container's main process"),
     "logs": ("klee.commands.streams", "logs", "Print a container's log"),
     "events": ("klee.commands.streams", "events", "Print kleened's events as they happen"),
@@ -36,6 +38,10 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 # shortcut -> (group, command)
 SHORTCUTS: dict[str, tuple[str, str]] = {
     "build": ("image", "build"),
+    "pull": ("image", "pull"),
+    "push": ("image", "push"),
+    "save": ("image", "save"),
+    "load": ("image", "load"),
     "create": ("container", "create"),
     "exec": ("container", "exec"),
     "restart": ("container", "restart"),

@@ -63,6 +63,15 @@ class Config(msgspec.Struct, kw_only=True):
     detach_keys: str = "ctrl-p,ctrl-q"  # docker's syntax
     events_history: int = 1000  # events kept for `since`
     events_buffer: int = 1024  # events a subscriber may fall behind before it is dropped
+    # Registries (docs/images.md): short names resolve against `default_registry`; the hosts in
+    # `insecure_registries` (host[:port]) are spoken to over plain HTTP; `registry_ca_file` adds a
+    # CA to the system's for TLS; `registry_auth_file` holds credentials (`klee login`'s format).
+    default_registry: str = "docker.io"
+    insecure_registries: list[str] = msgspec.field(default_factory=list)
+    registry_ca_file: str | None = None
+    registry_auth_file: str = "/etc/kleened/registry-auth.json"
+    registry_concurrency: int = 3  # layers downloaded or uploaded at once per pull or push
+    registry_retries: int = 3  # attempts after the first for a request or a layer that breaks
     # Isolation and resource control (docs/security.md).
     seccomp_profile: str = ""  # "": the built-in profile; "unconfined"; or the path of a JSON profile
     default_pids_limit: int = 2048  # tasks per container without a pids limit of its own; 0: none
@@ -158,6 +167,10 @@ def load(path: str | None) -> Config:
     if not config.api_listening_sockets:
         raise ConfigError("'api_listening_sockets' must name at least one listener")
     _check_stream_limits(config)
+    if config.registry_concurrency < 1 or config.registry_retries < 0:
+        raise ConfigError("'registry_concurrency' must be >= 1 and 'registry_retries' >= 0")
+    if config.registry_ca_file is not None and not os.path.isfile(config.registry_ca_file):
+        raise ConfigError(f"file in 'registry_ca_file' does not exist: {config.registry_ca_file}")
     if config.default_pids_limit < 0:
         raise ConfigError("'default_pids_limit' must be 0 (no default limit) or more")
     if len(config.host_prefix) > 8 or not config.host_prefix.isalnum():

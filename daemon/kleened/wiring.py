@@ -29,6 +29,7 @@ from .core.isolation import Isolation
 from .core.lifecycle import Locks
 from .core.logs import Logs
 from .core.networks import Networks
+from .core.oci.service import OciImages, RegistrySettings
 from .core.services import Services
 from .core.stats import Stats
 from .core.store import Store
@@ -50,6 +51,14 @@ def _version(runtimes: list[RuntimeVersion]) -> Version:
     )
 
 
+def _registry_settings(config: Config) -> RegistrySettings:
+    return RegistrySettings(
+        default_registry=config.default_registry, insecure=frozenset(config.insecure_registries),
+        auth_file=Path(config.registry_auth_file) if config.registry_auth_file else None,
+        concurrency=config.registry_concurrency, retries=config.registry_retries,
+    )
+
+
 @contextlib.asynccontextmanager
 async def open_services(config: Config) -> AsyncIterator[Services]:
     """Services ready to serve; on exit every container is stopped and the store closed."""
@@ -63,6 +72,10 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
     from .platform.linux.reaper import become_subreaper, reap_orphans
     from .platform.linux.rootfs import HostRootfs
     from .platform.linux.runc import RuncRuntime
+    from .platform.linux.whiteouts import OverlayWhiteouts
+    from .platform.oci_archive import HostArchives
+    from .platform.oci_layers import TarLayerFiles
+    from .platform.registry_http import HttpxTransport
 
     become_subreaper()
     root = Path(config.state_root)
@@ -93,15 +106,20 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
             containers = Containers(store, images, volumes, storage, runtime, supervisor, networks,
                                     dataset_root=str(root), logs=logs, events=events, locks=locks,
                                     isolation=isolation)
+            transport = HttpxTransport(config.registry_ca_file)
+            oci = OciImages(store=store, images=images, storage=storage, transport=transport,
+                            files=TarLayerFiles(OverlayWhiteouts()), archives=HostArchives(root / "tmp" / "oci"),
+                            settings=_registry_settings(config))
             builds = Builder(store=store, images=images, containers=containers, networks=networks,
                              storage=storage, files=HostFiles(), tmp_dir=root / "tmp",
-                             host=BuildHost(root / "buildcache", root / "tmp"), platform=host_platform())
-            await reconcile(containers, images, networks, rootfs, builds)
+                             host=BuildHost(root / "buildcache", root / "tmp"), platform=host_platform(),
+                             pull=oci.pull_for_build)
+            await reconcile(containers, images, networks, rootfs, builds, oci)
             services = Services(
                 store=store, volumes=volumes, networks=networks, images=images, containers=containers,
                 execs=Execs(containers, supervisor, events=events, detach_keys=config.detach_keys,
                             attach_buffer=config.attach_buffer), supervisor=supervisor, events=events,
-                version=_version([RuntimeVersion(name=runtime.name, version=runtime.version())]),
+                version=_version([RuntimeVersion(name=runtime.name, version=runtime.version())]), oci=oci,
                 builds=builds,
                 stats=Stats(containers, supervisor, runtime, storage),
             )
@@ -114,19 +132,25 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
                         await runtime.close()
                 with trio.CancelScope(shield=True), trio.move_on_after(NETWORK_CLOSE_DEADLINE):
                     await networks.close()  # bridges, namespaces and the nft table: reconcile remakes them
+                    await transport.aclose()
                 nursery.cancel_scope.cancel()
     finally:
         store.close()
 
 
 async def reconcile(containers: Containers, images: Images, networks: Networks, rootfs: RootfsSource,
-                    builds: Builder) -> None:
+                    builds: Builder, oci: OciImages) -> None:
     """Start-up: make the host match the store. Each step logs what it cannot do and the next
     one runs anyway: the daemon always comes up and serves what works."""
+
+    async def layer_records() -> None:
+        oci.reconcile()
+
     steps = [
         ("clear the work directory", lambda: trio.to_thread.run_sync(rootfs.cleanup)),
         ("reconcile containers", containers.reconcile),
         ("remove unused layers", images.collect_garbage),
+        ("drop the records of removed layers", layer_records),
         ("reconcile networks", networks.reconcile),
         ("remove what builds left", builds.reconcile),
     ]

@@ -143,6 +143,56 @@ class EndPointConfig(_Request):
     ip_address6: str = ""
 
 
+class RegistryCredentials(_Request):
+    """Extension: what a registry accepts for basic auth, or to obtain a bearer token."""
+
+    username: str = ""
+    password: str = ""
+
+
+class ImagePullConfig(_Request):
+    """Extension: first frame of the `/images/pull` WebSocket (docs/images.md).
+
+    `reference`: `[registry/]repository[:tag][@sha256:...]`; short names resolve as Docker's do
+    (`busybox` is `docker.io/library/busybox:latest` with the default registry).
+    `platform`: `os/arch[/variant]` to pick from a multi-platform index ("" is the host's).
+    `credentials`: registry host (`docker.io`, `host:port`) -> credentials; the entry of the
+    registry the reference resolves to is used instead of the daemon's auth file.
+    """
+
+    reference: str
+    platform: str = ""
+    credentials: dict[str, RegistryCredentials] = msgspec.field(default_factory=dict)
+
+
+class ImagePushConfig(_Request):
+    """Extension: first frame of the `/images/push` WebSocket. `reference` defaults to the image's name:tag."""
+
+    image: str
+    reference: str = ""
+    credentials: dict[str, RegistryCredentials] = msgspec.field(default_factory=dict)
+
+
+class ImageSaveConfig(_Request):
+    """Extension: first frame of the `/images/save` WebSocket: the images go into one OCI archive."""
+
+    images: list[str]
+
+
+class ImageLoadConfig(_Request):
+    """Extension: first frame of the `/images/load` WebSocket; the archive follows in BINARY frames."""
+
+    tag: str = ""  # name:tag for an archive image that has none
+
+
+class RegistryLogin(_Request):
+    """Extension: body of `POST /images/registry/login`: check credentials against a registry."""
+
+    registry: str
+    username: str
+    password: str
+
+
 class ImageBuildConfig(_Request):
     context: str
     container_config: ContainerConfig
@@ -158,6 +208,11 @@ class ImageBuildConfig(_Request):
     # the context arrives over the WebSocket as a tar stream after this frame (see docs/build.md),
     # instead of being read from the daemon host's `context` path.
     context_upload: bool = False
+    # a FROM naming an image that is not local is pulled from its registry (docs/images.md);
+    # without it (upstream klee) such a FROM fails with upstream's "could not find image".
+    pull: bool = False
+    # registry host -> credentials for those pulls (the daemon's own auth file is used too).
+    credentials: dict[str, RegistryCredentials] = msgspec.field(default_factory=dict)
     # the stage to build (`--target`; "" is the last one): only the stages it needs run;
     target: str = ""
     # the platform to build for (`--platform`); only the host's is accepted ("" is the host's);
@@ -314,6 +369,27 @@ class Image(_Response):
     shell: list[str] = msgspec.field(default_factory=list)
     healthcheck: HealthConfig | None = None
     onbuild: list[str] = msgspec.field(default_factory=list)
+    # Extensions for images from registries and archives: the reference it was pulled from
+    # (`docker.io/library/busybox:latest`), its manifest digest there, and its platform.
+    source: str = ""
+    digest: str = ""
+    os: str = ""
+    architecture: str = ""
+
+
+class PullProgress(msgspec.Struct, kw_only=True, frozen=True):
+    """Extension: a TEXT frame of `/images/pull` and `/images/push`, one per layer state change.
+
+    `layer`: the blob's short digest (12 hex); `status`: `Waiting`, `Downloading`, `Extracting`,
+    `Already exists`, `Pull complete`, `Pushing`, `Mounted`, `Layer already exists`,
+    `Pushed`; `current`/`total` are bytes ("total" 0 when unknown).
+    """
+
+    type: Literal["progress"] = "progress"
+    layer: str
+    status: str
+    current: int = 0
+    total: int = 0
 
 
 class BuildPrune(_Response):

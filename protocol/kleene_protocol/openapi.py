@@ -76,6 +76,23 @@ ROUTES: list[Route] = [
     Route("post", "/images/{image_id}/tag", "Tag an image", None, ((200, I), (404, E)),
           (("nametag", "string", True),)),
     Route("get", "/images/{image_id}/inspect", "Inspect an image", None, ((200, models.Image), (404, E))),
+    Route("get", "/images/pull", "Pull an image from a registry (WebSocket, extension)", models.ImagePullConfig, (),
+          websocket="First client frame: ImagePullConfig. Server: starting message, a PullProgress TEXT frame per "
+          "layer change, close 1000 'image pulled' (data: image id), or the reason as a TEXT frame and close 1011 "
+          "'image pull failed: <reason>'. A client that disconnects cancels the pull; its layers are removed."),
+    Route("get", "/images/push", "Push an image to a registry (WebSocket, extension)", models.ImagePushConfig, (),
+          websocket="First client frame: ImagePushConfig. Server: starting message, PullProgress TEXT frames, "
+          "close 1000 'image pushed' (data: the manifest digest's hex) or 1011 'image push failed: <reason>'."),
+    Route("get", "/images/save", "Save images as an OCI archive (WebSocket, extension)", models.ImageSaveConfig, (),
+          websocket="First client frame: ImageSaveConfig. Server: starting message, the tar archive in BINARY frames "
+          "(at most 256 KiB each), close 1000 'image saved' or 1011 'image save failed: <reason>'."),
+    Route("get", "/images/load", "Load images from an archive (WebSocket, extension)", models.ImageLoadConfig, (),
+          websocket="First client frame: ImageLoadConfig, then the archive (OCI layout or docker save tar, plain or "
+          "gzip) in BINARY frames ended by an empty one. Server: starting message, TEXT lines per layer and "
+          "'Loaded image: <name:tag> (<id>)' per image, close 1000 'images loaded' (data: the ids, comma-separated, "
+          "when they fit) or 1011 'image load failed: <reason>'."),
+    Route("post", "/registries/login", "Check registry credentials (extension)", models.RegistryLogin,
+          ((200, I), (400, E))),
     Route("get", "/networks/list", "List networks", None, ((200, list[models.Network]),)),
     Route("post", "/networks/create", "Create a network", models.NetworkConfig, ((201, I), (409, E))),
     Route("delete", "/networks/{network_id}", "Remove a network", None, ((200, I), (404, E))),

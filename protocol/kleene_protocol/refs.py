@@ -38,15 +38,26 @@ def split_snapshot(text: str) -> tuple[str, str]:
 
 
 def split_nametag(text: str) -> tuple[str, str]:
-    """`""` -> `("", "")`, `"n"` -> `("n", "latest")`, `"n:t"` -> `("n", "t")`, `"n:"` -> `("n", "")`."""
+    """`""` -> `("", "")`, `"n"` -> `("n", "latest")`, `"n:t"` -> `("n", "t")`, `"n:"` -> `("n", "")`.
+
+    A name may start with a registry host and port, as pulled images' names do
+    (`127.0.0.1:5000/app:1` -> `("127.0.0.1:5000/app", "1")`): a ':' followed by a '/' is a
+    port, never a tag. Any other second ':' is refused.
+    """
     if text == "":
         return "", ""
-    parts = text.split(":")
+    first_slash = text.find("/")
+    host_colon = text.find(":")
+    skip = first_slash if 0 <= host_colon < first_slash else 0  # "host:port/..." keeps its port
+    head, rest = text[:skip], text[skip:]
+    parts = rest.split(":")
     if len(parts) > 2:
         raise InvalidReference(f"invalid name and tag '{text}': more than one ':'")
+    if len(parts) == 2 and "/" in parts[1]:
+        raise InvalidReference(f"invalid name and tag '{text}': a tag cannot contain '/'")
     if len(parts) == 1:
-        return parts[0], "latest"
-    return parts[0], parts[1]
+        return head + parts[0], "latest"
+    return head + parts[0], parts[1]
 
 
 def parse_image_ref(text: str) -> ImageRef:

@@ -71,14 +71,15 @@ def sent_config(socket: FakeSocket) -> dict[str, Any]:
 
 
 def test_build_sends_upstreams_keys_plus_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("KLEE_AUTH_FILE", str(tmp_path / "no-credentials.json"))
     socket = ok_socket("Step 1/2 : FROM base", "hello\n", "--> Using cache", "--> Snapshot created: @0123456789ab")
     result = klee(monkeypatch, socket, "build", "-t", "web:1", "--build-arg", "A=x=y", "-e", "E=1", "-u", "www",
                   "-m", "vol:/data", "-J", "allow.raw_sockets", str(tmp_path))
     assert result.exit_code == 0, result.output
     assert sent_config(socket) == {
         "context": str(tmp_path), "dockerfile": "Dockerfile", "tag": "web:1", "quiet": False, "cleanup": False,
-        "buildargs": {"A": "x=y"}, "networks": [], "cache": True, "context_upload": False,
-        "container_config": {"name": None, "cmd": None, "image": None, "user": "www", "env": ["E=1"],
+        "buildargs": {"A": "x=y"}, "networks": [], "cache": True, "context_upload": False, "pull": True,
+        "credentials": {}, "container_config": {"name": None, "cmd": None, "image": None, "user": "www", "env": ["E=1"],
                              "mounts": [{"type": "volume", "source": "vol", "destination": "/data",
                                          "read_only": False}],
                              "jail_param": ["allow.raw_sockets"], "network_driver": "host"},

@@ -3,6 +3,8 @@
 Upstream klee's flags and output, plus:
 - `--no-cache`: this klee asks for the build cache by default (`"cache": true`, an extension field; upstream klee
   never sends it, so its builds behave as upstream's);
+- `--pull/--no-pull`: a FROM image that is not local is pulled from its registry (`"pull": true`, with the
+  credentials of `klee login`); the pull's lines come before the starting message;
 - `--target`, `--platform` (the daemon's own only), `--label` (repeatable), `--secret id=ID,src=FILE` or
   `id=ID,env=VAR` (repeatable; read here, sent in the config frame, never written anywhere): Docker's flags, sent
   as the extension fields `target`, `platform`, `labels` and `secrets` only when given;
@@ -56,6 +58,8 @@ EXIT_BUILD_FAILED = 1  # upstream klee's
 @click.option("--rm", "cleanup", is_flag=True, default=False, help="Remove the image if the build fails.")
 @click.option("--build-arg", multiple=True, metavar="list", help="Set build-time variables: `--build-arg A=1`.")
 @click.option("--no-cache", is_flag=True, default=False, help="Run every step, reusing nothing from earlier builds.")
+@click.option("--pull/--no-pull", default=True, show_default=True,
+              help="Pull a FROM image that is not local from its registry.")
 @click.option("--target", default="", help="The build stage to build (default: the last one).")
 @click.option("--platform", default="", help="The platform to build for: only the daemon's own is accepted.")
 @click.option("--label", multiple=True, metavar="list", help="Set a label on the image: `--label a=1`.")
@@ -111,6 +115,8 @@ def build_config(context: str, *, upload: bool, **options: Any) -> dict[str, Any
         "networks": networks,
         "cache": not options["no_cache"],
         "context_upload": upload,
+        "pull": options.get("pull", False),
+        "credentials": _credentials() if options.get("pull", False) else {},
     }
     extensions = {"target": options.get("target") or "", "platform": options.get("platform") or "",
                   "labels": _pairs(options.get("label") or (), "label"),
@@ -148,6 +154,12 @@ def parse_secret(spec: str) -> tuple[str, str]:
     else:
         raise UsageError(f"secret '{secret_id}': give src=FILE, or env=VARIABLE with the variable set")
     return secret_id, base64.b64encode(data).decode()
+
+
+def _credentials() -> dict[str, dict[str, str]]:
+    from klee.commands.oci import credentials
+
+    return credentials()
 
 
 # --- the context as a tar stream ---------------------------------------------------------------------------------
@@ -235,7 +247,7 @@ def stream_build(session: Session, config: dict[str, Any], archive: Iterator[byt
             websocket.send(b"")  # the end of the context
         image_id = ""
         try:
-            first = json.loads(websocket.recv())
+            first = json.loads(_after_pull_lines(websocket, printer))
             if first.get("msg_type") == "error":
                 raise KleeError(str(first.get("message") or "kleened reported an error"), EXIT_BUILD_FAILED)
             image_id = str(first.get("data") or "")
@@ -257,6 +269,15 @@ def stream_build(session: Session, config: dict[str, Any], archive: Iterator[byt
     if data:
         printer.status(data)
     return data
+
+
+def _after_pull_lines(websocket: Any, printer: _Printer) -> str | bytes:
+    """The first frame that is not a line about pulling a FROM image (sent before the starting message)."""
+    while True:
+        frame = websocket.recv()
+        if not isinstance(frame, str) or frame.startswith("{"):
+            return frame
+        printer.frame(frame)
 
 
 def _closing(exc: Any) -> dict[str, Any] | None:

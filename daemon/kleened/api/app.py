@@ -19,13 +19,14 @@ from werkzeug.exceptions import HTTPException
 from ..core.errors import KleeneError
 from ..core.services import Services
 from ..logs import REQUEST_ID
-from . import build, containers, execs, images, networks, stats, streams, system, volumes
+from . import build, containers, execs, images, networks, oci, stats, streams, system, volumes
 from .errors import status_for
-from .http import ValidationFailed, error_reply, internal_message, reply
+from .http import IdentPath, ValidationFailed, error_reply, internal_message, reply
 
 log = logging.getLogger(__name__)
 
-BLUEPRINTS = [system.bp, volumes.bp, containers.bp, execs.bp, images.bp, build.bp, networks.bp, streams.bp, stats.bp]
+BLUEPRINTS = [system.bp, volumes.bp, containers.bp, execs.bp, images.bp, build.bp, oci.bp, networks.bp, streams.bp,
+              stats.bp]
 
 
 def create_app(services: Services, *, max_request_body: int) -> QuartTrio:
@@ -34,6 +35,7 @@ def create_app(services: Services, *, max_request_body: int) -> QuartTrio:
     app.config["MAX_CONTENT_LENGTH"] = max_request_body
     app.config["BODY_TIMEOUT"] = 30
     app.url_map.strict_slashes = False
+    app.url_map.converters["ident"] = IdentPath
     for bp in BLUEPRINTS:
         app.register_blueprint(bp)
 

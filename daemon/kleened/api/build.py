@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import msgspec
 import trio
 from quart import Blueprint, websocket
 
@@ -27,13 +25,10 @@ from ..core.builder.build import BuildFailed, clip
 from ..core.builder.context import ContextError
 from ..core.builder.dockerfile import DockerfileError
 from .http import reply, services
-from .ws import close, discard_input, receive_config, ws_guard
+from .ws import binary_upload, close, discard_input, receive_config, ws_guard
 
 log = logging.getLogger(__name__)
 bp = Blueprint("build", __name__)
-
-CONTEXT_END = {"type": "context-end"}
-
 
 @bp.websocket("/images/build")
 @ws_guard
@@ -42,7 +37,8 @@ async def image_build():
     async with contextlib.AsyncExitStack() as stack:
         if config.context_upload:
             try:
-                context = await stack.enter_async_context(services().builds.uploaded_context(_upload()))
+                context = await stack.enter_async_context(services().builds.uploaded_context(
+                    binary_upload(ContextError, "the build context")))
             except ContextError as exc:
                 await websocket.send(starting())
                 await websocket.send(f"error: {exc}")
@@ -80,22 +76,3 @@ async def _build(config: ImageBuildConfig, context: Path) -> tuple[int, str, str
 
 async def _started(image_id: str) -> None:
     await websocket.send(starting(image_id))
-
-
-async def _upload() -> AsyncIterator[bytes]:
-    """The context's tar stream: BINARY frames up to an empty one or a TEXT `context-end` frame."""
-    while True:
-        frame = await websocket.receive()
-        if not frame:  # quart gives None for an empty frame
-            return
-        if isinstance(frame, bytes):
-            yield frame
-            continue
-        try:
-            ended = msgspec.json.decode(frame) == CONTEXT_END
-        except msgspec.DecodeError:
-            ended = False
-        if not ended:
-            raise ContextError('unexpected TEXT frame while receiving the build context (end it with an empty '
-                               'BINARY frame or {"type":"context-end"})')
-        return

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from quart import Response, current_app, request
+from werkzeug.routing import PathConverter
 
 from kleene_protocol.codec import BodyError, decode, encode
 from kleene_protocol.models import ErrorResponse
@@ -17,6 +18,14 @@ from .errors import status_for
 
 T = TypeVar("T")
 JSON = "application/json"
+
+
+class IdentPath(PathConverter):
+    """A path parameter that may hold `/` (pulled images' names: `host:5000/team/app:1`) and any
+    other character, newlines included (werkzeug's `path` stops at a newline, so such an ident
+    would miss its route and get the plain-text 404 of unknown routes)."""
+
+    regex = r"(?s:[^/].*?)"
 
 
 def services() -> Services:

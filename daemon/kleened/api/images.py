@@ -1,9 +1,10 @@
 """`/images/*`: upstream's routes, statuses and messages, and the `/images/create` WebSocket.
 
 Idents arrive raw in the path (klee does not escape them), so `name:tag` and `id@snap` reach
-the handlers as typed. Every failure of inspect, tag and remove is a 404 with a message:
-upstream answers 404 for all of them, and klee only prints messages of the statuses it knows
-(a bad reference, upstream's 500, and an ambiguous prefix are 404s here too).
+the handlers as typed; names of pulled images may hold `/` (`127.0.0.1:5000/app:1`), so the
+ident is matched by `http.IdentPath`. Every failure of inspect, tag and remove is a 404 with a
+message: upstream answers 404 for all of them, and klee only prints messages of the statuses it
+knows (a bad reference, upstream's 500, and an ambiguous prefix are 404s here too).
 """
 
 from __future__ import annotations
@@ -33,13 +34,13 @@ async def image_list():
     return reply(services().images.list())
 
 
-@bp.get("/images/<ident>/inspect")
+@bp.get("/images/<ident:ident>/inspect")
 @statuses(ALWAYS_404)
 async def image_inspect(ident: str):
     return reply(services().images.inspect(ident))
 
 
-@bp.delete("/images/<ident>")
+@bp.delete("/images/<ident:ident>")
 @statuses(ALWAYS_404)
 async def image_remove(ident: str):
     await services().images.remove(ident)
@@ -51,7 +52,7 @@ async def image_prune():
     return reply(await services().images.prune(query_bool("all", required=True)))
 
 
-@bp.post("/images/<ident>/tag")
+@bp.post("/images/<ident:ident>/tag")
 @statuses(ALWAYS_404)
 async def image_tag(ident: str):
     record = services().images.tag(ident, query_str("nametag", required=True))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import msgspec
@@ -103,3 +103,26 @@ def window_size(frame: str | bytes) -> WindowSize | None:
         return _window_size.decode(frame)
     except msgspec.DecodeError:
         return None
+
+
+CONTEXT_END = {"type": "context-end"}
+
+
+async def binary_upload(error: type[Exception] = ValueError, what: str = "the upload") -> AsyncIterator[bytes]:
+    """A client's upload (a build context, an archive): BINARY frames up to an empty one or the
+    TEXT frame `{"type":"context-end"}`; any other TEXT frame raises `error`."""
+    while True:
+        frame = await websocket.receive()
+        if not frame:  # quart gives None for an empty frame
+            return
+        if isinstance(frame, bytes):
+            yield frame
+            continue
+        try:
+            ended = msgspec.json.decode(frame) == CONTEXT_END
+        except msgspec.DecodeError:
+            ended = False
+        if not ended:
+            raise error(f'unexpected TEXT frame while receiving {what} (end it with an empty BINARY frame or '
+                        '{"type":"context-end"})')
+        return

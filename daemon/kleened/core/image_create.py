@@ -112,7 +112,7 @@ async def create_image(
             await _host_files(config, layer, source, emit)
             faults.point("image.create.filled")
         except _HOST_FAILURES as exc:
-            raise CreationFailed(_reason(exc)) from exc
+            raise CreationFailed(failure_reason(exc)) from exc
         if detected is not None and config.autotag:
             name, tag = detected[0], "latest"
         record = ImageRecord(
@@ -121,7 +121,7 @@ async def create_image(
         )
         add(record)
     except BaseException:
-        await _discard(storage, layer_id)
+        await discard_layer(storage, layer_id)
         raise
     if detected is not None:
         await emit(f"Created image from the automatically detected version: {detected[0]} {detected[1]}.\n")
@@ -185,7 +185,8 @@ async def _host_files(config: ImageCreateConfig, layer: Path, source: RootfsSour
         await emit("'update' runs freebsd-update, which this host's images do not have: skipping...\n")
 
 
-def _reason(exc: BaseException) -> str:
+def failure_reason(exc: BaseException) -> str:
+    """A host failure as one line for the client."""
     if isinstance(exc, HostCommandError):
         return f"{exc.argv[0]} exited with {exc.returncode}: {exc.stderr}"
     if isinstance(exc, OSError) and exc.strerror:
@@ -193,14 +194,14 @@ def _reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-async def _discard(storage: LayerStorage, layer_id: str) -> None:
+async def discard_layer(storage: LayerStorage, layer_id: str) -> None:
     """Remove the partial layer, shielded from the cancellation that may have caused this."""
     with trio.CancelScope(shield=True):
         with trio.move_on_after(_CLEANUP_TIMEOUT) as scope:
             try:
                 await storage.remove_layer(layer_id)
             except Exception:
-                log.warning("could not remove the partial layer %s of a failed image creation: it leaked",
+                log.warning("could not remove the partial layer %s: it leaked",
                             layer_id, exc_info=True)
                 return
         if scope.cancelled_caught:

@@ -31,6 +31,7 @@ from .errors import Ambiguous, Internal, InvalidArgument, NotFound
 from .events import Events
 from .image_create import CreationFailed, Emit, RootfsSource, create_image
 from .lifecycle import Locks
+from .oci.layers import LayerPins
 from .records import CONTAINER, IMAGE, ContainerRecord, ImageRecord
 from .store import Store
 
@@ -71,6 +72,7 @@ class Images:
         self._creator = creator
         self._locks = locks if locks is not None else Locks()
         self.events = events if events is not None else Events()  # public: builds publish `image build`
+        self.pins = LayerPins()  # layers a pull is about to stack: never removed meanwhile
 
     # --- lookups ----------------------------------------------------------------------------
 
@@ -145,8 +147,8 @@ class Images:
         return record.to_api()
 
     def referenced_layers(self) -> set[str]:
-        """Every layer an image or a container stacks: what a reconcile must keep."""
-        layers = {layer for record in self.records() for layer in record.layers}
+        """Every layer an image or a container stacks, or a pull holds: what a removal must keep."""
+        layers = {layer for record in self.records() for layer in record.layers} | self.pins.held()
         return layers | {layer for c in self._containers() for layer in c.layers}
 
     def _containers(self) -> list[ContainerRecord]:
@@ -235,10 +237,9 @@ class Images:
         remove or build cannot slip in between.
         """
         self._store.delete(IMAGE, record.id)
-        keep = self.referenced_layers()
         leaked = []
         for layer in dict.fromkeys(record.layers):
-            if layer in keep:
+            if layer in self.referenced_layers():  # asked again each time: a pull may have taken it meanwhile
                 continue
             try:
                 await self._storage.remove_layer(layer)

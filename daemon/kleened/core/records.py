@@ -18,6 +18,7 @@ class ImageRecord(Image, kw_only=True):
     layers: list[str] = msgspec.field(default_factory=list)
     snapshots: dict[str, int] = msgspec.field(default_factory=dict)
     parent_id: str = ""  # the image this one was built FROM ("" for base images)
+    manifest_digest: str = ""  # pulled images: the manifest chosen (from an index, for the platform)
 
     @property
     def nametag(self) -> str:

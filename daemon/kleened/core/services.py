@@ -14,6 +14,7 @@ from .events import Events
 from .execs import Execs
 from .images import Images
 from .networks import Networks
+from .oci.service import OciImages
 from .stats import Stats
 from .store import Store
 from .supervisor import Supervisor
@@ -34,6 +35,7 @@ class Services:
     version: Version
     builds: Builder
     events: Events  # publish after a change commits; logs: `containers.logs`
+    oci: OciImages  # pull, push, save, load (docs/images.md)
     stats: Stats
 
     async def start_on_startup(self) -> None:

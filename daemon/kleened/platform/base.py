@@ -29,6 +29,36 @@ class HostCommandError(Exception):
         super().__init__(f"{self.argv[0]} exited with {returncode}: {self.stderr}")
 
 
+class TransportError(OSError):
+    """A registry could not be reached, or the connection broke mid-transfer.
+
+    `transient` says whether trying again may help (a reset or a timeout may; a certificate
+    that does not verify will not).
+    """
+
+    def __init__(self, message: str, *, transient: bool = True) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+@dataclass(frozen=True)
+class Unpacked:
+    """An OCI layer extracted into a layer directory."""
+
+    diff_id: str  # "sha256:<hex>" of the uncompressed tar
+    entries: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class Packed:
+    """A layer directory as an OCI layer blob (see `LayerFiles.measure`)."""
+
+    digest: str  # of the blob's bytes, compressed as asked
+    size: int
+    diff_id: str  # of the uncompressed tar
+
+
 # --- storage ----------------------------------------------------------------------------------
 
 

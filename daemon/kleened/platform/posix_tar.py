@@ -41,7 +41,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from kleened.platform import rootpath
 
@@ -54,6 +54,20 @@ _TIME_MAX = 2**33  # year 2242: later (or negative) archive mtimes are clamped, 
 
 Count = Callable[[int], None]
 Check = Callable[[], None]
+WHITEOUT = ".wh."  # OCI: `.wh.<name>` hides <name> of the layers below
+OPAQUE = ".wh..wh..opq"  # OCI: the directory holding it hides everything below it
+
+
+class Whiteouts(Protocol):
+    """A storage's own form of OCI whiteouts (overlay: char device 0/0, `trusted.overlay.opaque`)."""
+
+    def whiteout(self, path: str) -> None:
+        """Record that `path` (inside the layer, its parent already created) is deleted."""
+        ...
+
+    def opaque(self, directory: str) -> None:
+        """Record that `directory` (created) hides the lower layers' contents."""
+        ...
 
 
 class ExtractError(ValueError):
@@ -147,9 +161,10 @@ class LayerWriter:
     """
 
     def __init__(self, root: str, limits: Limits, on_count: Count, check: Check, same_owner: bool,
-                 owner: tuple[int, int] | None = None) -> None:
+                 owner: tuple[int, int] | None = None, whiteouts: Whiteouts | None = None) -> None:
         self.root = root
         self.owner = owner  # replaces every entry's uid/gid (ADD --chown of an archive)
+        self.whiteouts = whiteouts
         self.limits = limits
         self.on_count = on_count
         self.check = check
@@ -319,15 +334,30 @@ def extract(
     )
     try:
         with open_archive(archive) as tar:
-            while (member := tar.next()) is not None:
-                writer.admit()
-                _extract_member(writer, tar, member)
-                if len(tar.members) >= 1000:
-                    tar.members.clear()  # stream mode keeps every header; we never look back
+            _extract_all(writer, tar)
     except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError) as exc:
         raise ExtractError(f"could not extract tar archive: {exc}") from exc
     writer.finish()
     return writer.stats
+
+
+def extract_stream(stream: BinaryIO, writer: LayerWriter) -> Stats:
+    """Extract the uncompressed tar `stream` with `writer` (an OCI layer: whiteouts when it has them)."""
+    try:
+        with tarfile.open(fileobj=stream, mode="r|", bufsize=CHUNK) as tar:
+            _extract_all(writer, tar)
+    except (tarfile.TarError, EOFError) as exc:
+        raise ExtractError(f"could not extract tar archive: {exc}") from exc
+    writer.finish()
+    return writer.stats
+
+
+def _extract_all(writer: LayerWriter, tar: tarfile.TarFile) -> None:
+    while (member := tar.next()) is not None:
+        writer.admit()
+        _extract_member(writer, tar, member)
+        if len(tar.members) >= 1000:
+            tar.members.clear()  # stream mode keeps every header; we never look back
 
 
 def _extract_member(writer: LayerWriter, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
@@ -336,6 +366,9 @@ def _extract_member(writer: LayerWriter, tar: tarfile.TarFile, member: tarfile.T
         if not member.isdir():
             raise UnsafeArchive(f"refusing archive member '{member.name}': it has no name")
         writer.directory(writer.root, member.mode, member.uid, member.gid, member.mtime)
+        return
+    if writer.whiteouts is not None and parts[-1].startswith(WHITEOUT):
+        _whiteout(writer, writer.whiteouts, parts)
         return
     if not (member.isreg() or member.isdir() or member.issym() or member.islnk()):
         writer.stats.skipped += 1  # devices, fifos, and types tarfile does not know
@@ -352,6 +385,25 @@ def _extract_member(writer: LayerWriter, tar: tarfile.TarFile, member: tarfile.T
         writer.symlink(path, member.linkname, member.uid, member.gid, member.mtime)
     else:
         writer.hardlink(path, target)
+    writer.written()
+
+
+def _whiteout(writer: LayerWriter, whiteouts: Whiteouts, parts: list[str]) -> None:
+    """An OCI whiteout entry: never a file of its own, the storage's form instead."""
+    if parts[-1].startswith(WHITEOUT + WHITEOUT) and parts[-1] != OPAQUE:
+        writer.stats.skipped += 1  # aufs bookkeeping (`.wh..wh.plnk`): no meaning for other storages
+        return
+    if parts[-1] == OPAQUE:
+        directory = resolve_in_root(writer.root, "/".join(parts[:-1]))
+        _make_dirs(writer.root, directory)
+        whiteouts.opaque(directory)
+    else:
+        hidden = parts[-1][len(WHITEOUT):]
+        if hidden in ("", ".", "..") or hidden.startswith(WHITEOUT):
+            raise UnsafeArchive(f"refusing whiteout '{'/'.join(parts)}': it names no entry")
+        path = place(writer.root, [*parts[:-1], hidden])
+        clear(path)
+        whiteouts.whiteout(path)
     writer.written()
 
 

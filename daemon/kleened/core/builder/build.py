@@ -48,7 +48,7 @@ from .cachemounts import CacheMounts
 from .context import read_dockerfile, read_ignore, uploaded_context
 from .dockerfile import Dockerfile, DockerfileError, From
 from .expand import ExpansionError, Syntax
-from .plan import Base, Plan, SetupFailed, make_plan, platform_mismatch
+from .plan import Base, MissingImage, Plan, PulledFirst, SetupFailed, make_plan, platform_mismatch
 from .result import image_record, same_image
 from .runmounts import RunHost
 from .scope import BuildScope, platform_args
@@ -80,6 +80,11 @@ class BuildFailed(Exception):
         self.data = data
 
 
+# A FROM image that is not local, pulled when the build asks for it (`ImageBuildConfig.pull`):
+# `(reference, config, emit)` -> the image; raises `ValueError` with the reason it could not be pulled.
+PullHook = Callable[[str, ImageBuildConfig, Emit], Awaitable[ImageRecord]]
+
+
 @dataclass(eq=False)
 class Build:
     id: str
@@ -98,8 +103,9 @@ class Builder:
 
     def __init__(self, *, store: Store, images: Images, containers: Containers, networks: Networks,
                  storage: LayerStorage, files: BuildFiles, tmp_dir: Path, host: RunHost | None = None,
-                 platform: str = "linux/amd64") -> None:
+                 platform: str = "linux/amd64", pull: PullHook | None = None) -> None:
         self._images = images
+        self._pull = pull
         self._containers = containers
         self._networks = networks
         self._storage = storage
@@ -151,7 +157,7 @@ class Builder:
             host=self._host, cache_mounts=self.cache_mounts, secrets=dict(config.secrets),
         )
         try:
-            plan = make_plan(dockerfile, config, self._scope(config, dockerfile), self._images, self.platform)
+            plan = await self._plan_pulling(dockerfile, config, emit)
             build = Build(id="", config=config, dockerfile=dockerfile, plan=plan, runner=runner)
             try:
                 build.id = runner.build_id = await self._new_container(build, plan.bases[plan.last], rename=False)
@@ -179,6 +185,21 @@ class Builder:
         except BaseException:
             await self._discard(build)
             raise
+
+    async def _plan_pulling(self, dockerfile: Dockerfile, config: ImageBuildConfig, emit: Emit) -> Plan:
+        """`make_plan`, pulling each FROM image that is not local when the build asks for it."""
+        finder = PulledFirst(self._images)
+        while True:
+            try:
+                return make_plan(dockerfile, config, self._scope(config, dockerfile), finder, self.platform)
+            except MissingImage as exc:
+                base = exc.ref.split("@")[0]
+                if not config.pull or self._pull is None or base in finder.pulled:
+                    raise
+                try:
+                    finder.pulled[base] = await self._pull(exc.ref, config, emit)
+                except ValueError as failure:
+                    raise SetupFailed(exc.shown, f"error: could not pull image {exc.ref}: {failure}") from None
 
     async def _new_container(self, build: Build, base: Base, *, rename: bool = True, name: str = "") -> str:
         """Create a build container on `base`'s image; `rename` names it and connects its networks."""

@@ -48,6 +48,25 @@ class SetupFailed(Exception):
         self.shown, self.line = shown, line
 
 
+class MissingImage(SetupFailed):
+    """A FROM names an image that is not here (a build that asks for it pulls it, see `PulledFirst`)."""
+
+    def __init__(self, shown: list[str], ref: str) -> None:
+        super().__init__(shown, f"error: could not find image {ref}")
+        self.ref = ref
+
+
+class PulledFirst:
+    """An `ImageFinder` that knows the images a build pulled for its FROM references."""
+
+    def __init__(self, images: ImageFinder) -> None:
+        self.images = images
+        self.pulled: dict[str, ImageRecord] = {}  # FROM reference (without a snapshot) -> the image pulled for it
+
+    def find(self, ident: str) -> ImageRecord | None:
+        return self.pulled.get(ident) or self.images.find(ident)
+
+
 @dataclass(frozen=True)
 class Plan:
     """`steps`: indexes of the instructions that run, in order; `bases`: stage index -> base, for the stages
@@ -134,7 +153,7 @@ def resolve_parent(images: ImageFinder, ref: str, steps: list[str]) -> tuple[Ima
         raise SetupFailed(steps, "error: FROM scratch (an empty image) is not supported yet: start from an image "
                                  "made with `klee image create`")
     if image is None:
-        raise SetupFailed(steps, f"error: could not find image {ref}")
+        raise MissingImage(steps, ref)
     if snapshot and snapshot not in image.snapshots:
         raise SetupFailed(steps, f"error: invalid snapshot {snapshot}")
     return image, snapshot

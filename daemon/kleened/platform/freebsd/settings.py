@@ -40,6 +40,13 @@ FREEBSD_DEFAULTS: dict[str, Any] = {
     "seccomp_profile": "unconfined",
     "default_pids_limit": 0,
     "userns_remap": "",
+    # Registries (docs/images.md): the same as on Linux; credentials beside the config file.
+    "default_registry": "docker.io",
+    "insecure_registries": [],
+    "registry_ca_file": None,
+    "registry_auth_file": "/usr/local/etc/kleened/registry-auth.json",
+    "registry_concurrency": 3,
+    "registry_retries": 3,
     "kleene_root": "zroot/kleene",
     "pf_config_template_path": "/usr/local/etc/kleened/pf.conf.kleene",
     "pf_config_path": "/etc/pf.conf",
