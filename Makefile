@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 UPSTREAM_VENV := .venv-upstream
 BIN := $(VENV)/bin
-SYSTEM_PACKAGES := runc tini busybox-static nftables iproute2 xz-utils zstd python3-venv \
+SYSTEM_PACKAGES := runc conmon tini busybox-static nftables iproute2 xz-utils zstd python3-venv \
 	docker-registry skopeo podman apache2-utils
 UPSTREAM_KLEE := kleene-cli==0.1.0rc4
 

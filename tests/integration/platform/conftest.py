@@ -181,13 +181,13 @@ def _zombies() -> list[str]:
     """Our children that exited and nobody reaped (the daemon must reap everything it starts)."""
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
+        try:  # any process of the host may vanish meanwhile: ENOENT or ESRCH
             with open(f"/proc/{pid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-        except FileNotFoundError:
+            if fields[0] == "Z" and int(fields[1]) == os.getpid():
+                found.append(pid + ":" + Path(f"/proc/{pid}/comm").read_text().strip())
+        except (FileNotFoundError, ProcessLookupError):
             continue
-        if fields[0] == "Z" and int(fields[1]) == os.getpid():
-            found.append(pid + ":" + Path(f"/proc/{pid}/comm").read_text().strip())
     return found
 
 

@@ -15,7 +15,7 @@ import logging
 import os
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import trio
@@ -44,11 +44,14 @@ async def run(
     stdin: int | None = None,
     stdout: int | None = None,
     stderr: int | None = None,
+    env: Mapping[str, str] | None = None,
+    pass_fds: Sequence[int] = (),
 ) -> str:
     """Run `argv` to completion; return its stdout. Raise `HostCommandError` on rc != 0 or timeout.
 
     `stdin`/`stdout`/`stderr` take fds to hand to the command instead of capturing (runc passes
-    them to the container); a stream given as an fd is not captured and not reported.
+    them to the container); a stream given as an fd is not captured and not reported. `env`
+    replaces the environment (None: the daemon's); `pass_fds` are the only other fds it inherits.
     """
     args = [os.fspath(a) for a in argv]
     start = time.monotonic()
@@ -57,6 +60,8 @@ async def run(
         "check": False,
         "cwd": cwd,
         "deliver_cancel": _kill_now,
+        "env": env,
+        "pass_fds": tuple(pass_fds),
     }
     if stdout is None:
         options["capture_stdout"] = True

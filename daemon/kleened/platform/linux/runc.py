@@ -122,19 +122,10 @@ class RuncRuntime:
         """
         if not reaper.is_subreaper():
             raise RuntimeError("the daemon must call reaper.become_subreaper() before starting containers")
-        bdir = self._bundle(spec.id)
-        spec = dataclasses.replace(spec, rootfs=spec.rootfs.resolve())  # runc refuses symlinked roots
-        seccomp = self.security.render_seccomp(spec.seccomp, bundle.capabilities(spec.params))
-        bdir.mkdir(mode=0o700)  # FileExistsError: a stale bundle; delete() the container first
+        bdir = self.make_bundle_dir(spec.id)  # FileExistsError: a stale bundle; delete() the container first
         proc: RuncProcess | None = None
         try:
-            spec = self.security.remap_mounts(spec, bdir)  # idmapped views of volumes, undone below
-            config = bundle.build_config(spec, bundle_dir=bdir, init_path=self.init_path,
-                                         cgroups_path=self.cgroup_path(spec.id), seccomp=seccomp)  # fmt: skip
-            if not bundle.devfs_enabled(spec.params):
-                owner = (spec.userns.uid_base, spec.userns.gid_base) if spec.userns else (0, 0)
-                _make_nodev(bdir / bundle.NODEV_DIR, owner)
-            (bdir / "config.json").write_text(json.dumps(config, indent=1))
+            self.write_bundle(spec, bdir)
             argv_tail = ["run", "-d", "--pid-file", bdir / "init.pid", "--bundle", bdir]
             with trio.CancelScope(shield=True):
                 proc = await self._launch(argv_tail, spec.id, bdir, "init", spec.process.tty)
@@ -147,6 +138,30 @@ class RuncRuntime:
         finally:
             with trio.CancelScope(shield=True):
                 await self.security.unmount_views(bdir)  # the container holds its own copies now
+
+    def make_bundle_dir(self, container_id: str) -> Path:
+        """The container's empty bundle dir; FileExistsError for a stale one (not ours to undo)."""
+        bdir = self._bundle(container_id)
+        bdir.mkdir(mode=0o700)
+        return bdir
+
+    def write_bundle(self, spec: ContainerSpec, bdir: Path) -> None:
+        """Fill `bdir` (from `make_bundle_dir`): config.json with its seccomp profile, /dev for
+        `mount.nodevfs`, and idmapped views of volumes for a user namespace.
+
+        The views stay mounted until `security.unmount_views(bdir)`, which the caller runs once
+        runc created the container (it holds its own copies then). On failure the caller
+        `delete()`s the container, which removes everything here.
+        """
+        spec = dataclasses.replace(spec, rootfs=spec.rootfs.resolve())  # runc refuses symlinked roots
+        seccomp = self.security.render_seccomp(spec.seccomp, bundle.capabilities(spec.params))
+        spec = self.security.remap_mounts(spec, bdir)
+        config = bundle.build_config(spec, bundle_dir=bdir, init_path=self.init_path,
+                                     cgroups_path=self.cgroup_path(spec.id), seccomp=seccomp)  # fmt: skip
+        if not bundle.devfs_enabled(spec.params):
+            owner = (spec.userns.uid_base, spec.userns.gid_base) if spec.userns else (0, 0)
+            _make_nodev(bdir / bundle.NODEV_DIR, owner)
+        (bdir / "config.json").write_text(json.dumps(config, indent=1))
 
     async def _undo_start(self, container_id: str, proc: RuncProcess | None) -> None:
         """Kill, reap and delete a half-started container; log (never raise) what fails, so the
