@@ -159,7 +159,7 @@ class Bench:
     async def start_runc(self) -> float:
         spec = await self.spec(["sleep", "100000"])
         t0 = time.perf_counter()
-        proc = await self.runtime.start(spec)
+        proc = await self.runtime.run(spec)
         took = time.perf_counter() - t0
         await self.runtime.kill(spec.id, signal.SIGKILL)
         await proc.wait()

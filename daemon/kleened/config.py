@@ -53,6 +53,10 @@ class Config(msgspec.Struct, kw_only=True):
     max_request_body: int = 4 * 1024 * 1024  # bytes
     max_ws_message: int = 1024 * 1024  # bytes, one client frame
     stop_timeout: float = 3.0  # seconds between TERM and KILL; under klee's 5 s REST deadline
+    # Containers outlive kleened (docs/containers.md, "Live restore"): stopping or killing it
+    # leaves them running under their monitors and the next start adopts them. Off: a shutdown
+    # stops every container, and a start after a crash stops what still runs.
+    live_restore: bool = False
     # Container logs, attach and events (docs/streams.md). A container's log takes at most
     # about log_max_size * log_max_files bytes of disk.
     log_max_size: int = 10 * 1024 * 1024  # bytes per log file; then it rotates

@@ -67,6 +67,7 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
     from .platform.linux.buildhost import BuildHost, host_platform
     from .platform.linux.copying import HostFiles
     from .platform.linux.idmap import RangeError, parse_remap
+    from .platform.linux.monitored import MonitoredRuntime
     from .platform.linux.netdev import LinuxNetworkHost
     from .platform.linux.overlay import OverlayStorage
     from .platform.linux.reaper import become_subreaper, reap_orphans
@@ -82,7 +83,7 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
     root.mkdir(parents=True, exist_ok=True)
     root.chmod(0o700)
     try:
-        runtime = RuncRuntime(root, config.host_prefix, seccomp_profile=config.seccomp_profile)
+        runtime = MonitoredRuntime(RuncRuntime(root, config.host_prefix, seccomp_profile=config.seccomp_profile))
         userns = parse_remap(config.userns_remap) if config.userns_remap else None
     except (ValueError, RangeError) as exc:
         raise SystemExit(f"kleened: {exc}") from None
@@ -114,7 +115,7 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
                              storage=storage, files=HostFiles(), tmp_dir=root / "tmp",
                              host=BuildHost(root / "buildcache", root / "tmp"), platform=host_platform(),
                              pull=oci.pull_for_build)
-            await reconcile(containers, images, networks, rootfs, builds, oci)
+            await reconcile(containers, images, networks, rootfs, builds, oci, live_restore=config.live_restore)
             services = Services(
                 store=store, volumes=volumes, networks=networks, images=images, containers=containers,
                 execs=Execs(containers, supervisor, events=events, detach_keys=config.detach_keys,
@@ -126,12 +127,16 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
             try:
                 yield services
             finally:
-                with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_STOP_DEADLINE):
-                    await containers.stop_all()
-                    if not supervisor.running_containers():
-                        await runtime.close()
+                if config.live_restore:  # containers, their networks and mounts stay for the next daemon
+                    supervisor.leave_running()
+                else:
+                    with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_STOP_DEADLINE):
+                        await containers.stop_all()
+                        if not supervisor.running_containers():
+                            await runtime.close()
                 with trio.CancelScope(shield=True), trio.move_on_after(NETWORK_CLOSE_DEADLINE):
-                    await networks.close()  # bridges, namespaces and the nft table: reconcile remakes them
+                    if not config.live_restore:
+                        await networks.close()  # bridges, namespaces and the nft table: reconcile remakes them
                     await transport.aclose()
                 nursery.cancel_scope.cancel()
     finally:
@@ -139,7 +144,7 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
 
 
 async def reconcile(containers: Containers, images: Images, networks: Networks, rootfs: RootfsSource,
-                    builds: Builder, oci: OciImages) -> None:
+                    builds: Builder, oci: OciImages, *, live_restore: bool = False) -> None:
     """Start-up: make the host match the store. Each step logs what it cannot do and the next
     one runs anyway: the daemon always comes up and serves what works."""
 
@@ -148,7 +153,7 @@ async def reconcile(containers: Containers, images: Images, networks: Networks, 
 
     steps = [
         ("clear the work directory", lambda: trio.to_thread.run_sync(rootfs.cleanup)),
-        ("reconcile containers", containers.reconcile),
+        ("reconcile containers", lambda: containers.reconcile(live_restore=live_restore)),
         ("remove unused layers", images.collect_garbage),
         ("drop the records of removed layers", layer_records),
         ("reconcile networks", networks.reconcile),

@@ -46,15 +46,23 @@ class FakeRuntime:
 
     def __init__(self) -> None:
         self.processes: dict[str, FakeProcess] = {}
+        self.kills: list[str] = []
 
-    async def start(self, spec: ContainerSpec) -> FakeProcess:
+    async def create(self, spec: ContainerSpec) -> None:
         process = FakeProcess(pid=len(self.processes) + 100, fail=spec.id.startswith("bad"))
         if process.fail:
             process.stdout.put_eof()
         self.processes[spec.id] = process
+
+    async def start(self, container_id: str) -> FakeProcess:
+        return self.processes[container_id]
+
+    async def adopt(self, container_id: str) -> FakeProcess:
+        process = self.processes[container_id] = FakeProcess(pid=len(self.processes) + 100)
         return process
 
     async def kill(self, container_id: str, signum: int, *, all_processes: bool = False) -> None:
+        self.kills.append(container_id)
         self.processes[container_id].exited.set()
 
 
@@ -110,3 +118,31 @@ def test_internal_errors_keep_their_message_and_name_the_request():
         assert body == {"message": f"internal error: the containers service is on fire (request {request_id})"}
 
     trio.run(main)
+
+
+def test_leave_running_ends_supervision_without_stopping_containers():
+    """A live-restore shutdown: the containers' tasks end with the nursery, nothing is killed
+    and no exit cleanup runs (the next daemon adopts them); without it, they are killed."""
+
+    async def main(leave: bool) -> tuple[list[str], list[str]]:
+        runtime = FakeRuntime()
+        supervisor = Supervisor(runtime, grace=1)  # type: ignore[arg-type]
+        exits: list[str] = []
+
+        async def on_exit(run: Run) -> None:
+            exits.append(run.container_id)
+
+        async with trio.open_nursery() as nursery:
+            await nursery.start(supervisor.run)
+            await supervisor.start_container(_spec("started"), "e1", on_exit, fanout=Fanout())
+            await supervisor.adopt_container("adopted", "e2", on_exit, fanout=Fanout())
+            assert sorted(supervisor.running_containers()) == ["adopted", "started"]
+            if leave:
+                supervisor.leave_running()
+            nursery.cancel_scope.cancel()
+        return runtime.kills, exits
+
+    kills, exits = trio.run(main, True)
+    assert (kills, exits) == ([], [])
+    kills, exits = trio.run(main, False)
+    assert sorted(kills) == ["adopted", "started"] and sorted(exits) == ["adopted", "started"]

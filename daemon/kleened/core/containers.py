@@ -17,6 +17,7 @@ shielded, whether the start failed, was cancelled by a vanished client, or the c
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -40,6 +41,7 @@ from .. import faults
 from ..platform.base import (
     BindMount,
     ContainerSpec,
+    FoundContainer,
     HostCommandError,
     LayerStorage,
     Mount,
@@ -48,7 +50,7 @@ from ..platform.base import (
     VolumeStorage,
 )
 from ..platform.rootpath import PathEscape, ensure_target, resolve_in_root
-from .clock import now_iso
+from .clock import iso_of, now_iso
 from .container_spec import bind_mounts, check_destination, process_spec, with_entrypoint
 from .environment import merge_env, validate_env
 from .errors import Conflict, ExecFailed, Internal, InvalidArgument, KleeneError, NotFound
@@ -525,7 +527,8 @@ class Containers:
                 params=self._runtime.check_params(record.jail_param), **isolation,
                 stop_signal=stop_signal_of(self._images.get(record.image_id)),
             )
-            container_log = self.logs.open(record.id)
+            container_log = self.logs.open(record.id, monitored=self._runtime.writes_logs)
+            spec = dataclasses.replace(spec, log_path=container_log.path, log_size_max=self.logs.monitor_size_max)
             run = await self._supervisor.start_container(spec, exec_id, self._after_exit, fanout=fanout,
                                                          log=container_log)
         except BaseException as exc:
@@ -631,21 +634,74 @@ class Containers:
 
     # --- start-up -----------------------------------------------------------------------------
 
-    async def reconcile(self) -> None:
-        """After a crash: no container runs, so every runtime container, mount, bundle and
-        cgroup of ours goes; then container directories and logs no record owns, and build
-        containers a crashed build left. Never raises: what fails is logged and skipped."""
-        await _guarded("remove runtime containers", self._runtime.cleanup)
+    async def reconcile(self, *, live_restore: bool = False) -> None:
+        """At start-up. With `live_restore`, containers a previous daemon left running under
+        their monitors are adopted (supervised, logs followed, network and mounts kept). Every
+        other runtime container, mount, bundle and cgroup of ours goes; the exit of a container
+        that ended while no daemon watched is recorded; then container directories and logs no
+        record owns, and build containers a crashed build left. Never raises: what fails is
+        logged and skipped."""
+        found: dict[str, FoundContainer] = {}
+        try:
+            found = self._runtime.find_containers()
+        except Exception:
+            log.exception("start-up: could not find the containers a previous daemon left; going on")
+        adopted: set[str] = set()
+        for record in self._store.all(CONTAINER, ContainerRecord) if live_restore else []:
+            gone = found.get(record.id)
+            if (gone is not None and gone.running and not _BUILD_CONTAINER.fullmatch(record.name or "")
+                    and await self._adopt(record)):
+                adopted.add(record.id)
+        await _guarded("remove runtime containers", self._runtime.cleanup, adopted)
         await _guarded("remove container filesystems no record owns", self._storage.cleanup,
-                       {r.id for r in self._store.all(CONTAINER, ContainerRecord)})
+                       {r.id for r in self._store.all(CONTAINER, ContainerRecord)}, adopted)
         for record in self._store.all(CONTAINER, ContainerRecord):
             if _BUILD_CONTAINER.fullmatch(record.name or ""):
                 log.warning("removing the container of a build a previous daemon left", extra={"container": record.id})
                 await _guarded("remove a build container", self._destroy_quietly, record)
-            elif record.started_at and not record.finished_at:
-                record.finished_at = now_iso()
-                self._save(record)
+            elif record.id not in adopted and record.started_at and not record.finished_at:
+                self._record_unwatched_exit(record, found.get(record.id), live_restore=live_restore)
         self.logs.reconcile({record.id for record in self._store.all(CONTAINER, ContainerRecord)})
+
+    async def _adopt(self, record: ContainerRecord) -> bool:
+        """Supervise a running container a previous daemon started; False when it cannot be
+        (logged: start-up then stops it and records its end)."""
+        async with self._lock(record.id):
+            try:
+                await self._networks.adopt(record)
+                container_log = self.logs.open(record.id, monitored=True)
+                try:
+                    await self._supervisor.adopt_container(record.id, new_id(), self._after_exit, fanout=Fanout(),
+                                                           log=container_log,
+                                                           stop_signal=stop_signal_of(self._images.get(record.image_id)))
+                except BaseException:
+                    container_log.abandon()
+                    raise
+            except Exception as exc:
+                log.warning("could not adopt a running container, stopping it: %s", exc, extra={"container": record.id})
+                with contextlib.suppress(Exception):
+                    await self._networks.release(record.id)
+                return False
+            self._move(record, State.STARTING)
+            self._move(record, State.RUNNING)
+        log.info("container adopted: it ran on while no daemon watched", extra={"container": record.id})
+        return True
+
+    def _record_unwatched_exit(self, record: ContainerRecord, found: FoundContainer | None, *,
+                               live_restore: bool) -> None:
+        """A container that was running when the previous daemon ended and is not adopted: record
+        its exit as its monitor wrote it, or that it was stopped now."""
+        if found is not None and found.exit_code is not None:
+            record.exit_code, record.oom_killed = found.exit_code, found.oom
+            record.finished_at = iso_of(found.finished_at) if found.finished_at else now_iso()
+        else:
+            if found is not None and not found.running and live_restore:
+                log.warning("the monitor of container %s died: it was stopped and cleaned up", record.id,
+                            extra={"container": record.id})
+                record.exit_code = -1
+            record.finished_at = now_iso()
+        self._save(record)
+        self._events.publish("container", "die", record.id, name=record.name, exit_code=record.exit_code)
 
     async def _destroy_quietly(self, record: ContainerRecord) -> None:
         async with self._lock(record.id):

@@ -14,6 +14,11 @@ the one written; rotating starts the next generation and deletes those older tha
 `max_files` newest. A reader holds an open fd on its file, so rotation never pulls a file
 from under it, and it moves to generation g+1 only once that exists (g is then complete).
 
+The monitor (conmon) writes the same format with a 35-byte stamp, local time with an offset
+(`...976+00:00`, UTC as the daemon runs it) where kleened writes `...976Z`: byte 29 tells the
+two apart (`shift_of`), the content of a conmon record starts 5 bytes later, and stamps compare
+on their first 29 bytes (date, time, nanoseconds), which are alike in both.
+
 Vocabulary: a *position* is (generation, byte offset) of a record start; a *block* is a run of
 complete records.
 """
@@ -26,7 +31,9 @@ from pathlib import Path
 
 from .fanout import Stream
 
-CONTENT = 40  # offset of the content in a record
+CONTENT = 40  # offset of the content in a record kleened wrote
+STAMP_CMP = 29  # stamp bytes that compare alike in both forms (up to the nanoseconds)
+MONITOR_SHIFT = 5  # a conmon stamp (`+00:00`) is this much longer than kleened's (`Z`)
 READ_BLOCK = 256 * 1024  # bytes per read: more than any record (a chunk is at most 64 KiB)
 FRAME_MAX = 64 * 1024  # payload bytes per output frame
 STREAM_NAMES = {Stream.STDOUT: b"stdout", Stream.STDERR: b"stderr"}
@@ -48,6 +55,16 @@ def encode(stamp: bytes, stream: Stream, data: bytes) -> bytes:
     if rest:
         out += head + b"P " + rest + b"\n"
     return out
+
+
+def shift_of(record: bytes) -> int:
+    """How much later than in kleened's own records the fields of `record` start."""
+    return MONITOR_SHIFT if record[STAMP_CMP:STAMP_CMP + 1] == b"+" else 0
+
+
+def utc_stamp(record: bytes, shift: int) -> bytes:
+    """The record's stamp in kleened's 30-byte form (what `timestamps` shows)."""
+    return record[:30] if not shift else record[:STAMP_CMP] + b"Z"
 
 
 def log_path(directory: Path, generation: int) -> Path:
@@ -72,11 +89,18 @@ class Selection:
     until: bytes | None = None
     timestamps: bool = False
 
-    def wants(self, record: bytes) -> bool:
-        if len(record) < CONTENT or _BY_NAME.get(record[31:37]) not in self.streams:
+    def wants(self, record: bytes, shift: int = 0) -> bool:
+        if len(record) < CONTENT + shift or _BY_NAME.get(record[31 + shift:37 + shift]) not in self.streams:
             return False  # a malformed record (a torn write after a crash) is skipped too
-        stamp = record[:30]
-        return (self.since is None or stamp >= self.since) and (self.until is None or stamp <= self.until)
+        return not self.before(record) and not self.after(record)
+
+    def before(self, record: bytes) -> bool:
+        """Whether the record is older than `since`."""
+        return self.since is not None and record[:STAMP_CMP] < self.since[:STAMP_CMP]
+
+    def after(self, record: bytes) -> bool:
+        """Whether the record is newer than `until`."""
+        return self.until is not None and record[:STAMP_CMP] > self.until[:STAMP_CMP]
 
 
 @dataclass
@@ -103,22 +127,28 @@ class Renderer:
         One set of header slices checks that (C speed, about 4x the per-record loop).
         """
         selection = self.selection
-        kinds = {record[30:40] for record in records}
-        if len(kinds) != 1 or not records:
+        if not records:
             return None
-        kind = kinds.pop()
+        shift = shift_of(records[0])
+        kinds = {record[STAMP_CMP:40 + shift] for record in records}  # the stamp's end, stream, tag
+        if len(kinds) != 1:
+            return None
+        kind = kinds.pop()[1 + shift:]
         stream = _BY_NAME.get(kind[1:7])
         if kind[7:] != b" F " or stream not in selection.streams:
             return None
-        if (selection.since is not None and records[0][:30] < selection.since) or (
-                selection.until is not None and records[-1][:30] > selection.until):
+        if selection.before(records[0]) or selection.after(records[-1]):
             return None
         if selection.timestamps:
             if not self._line_start[kind[1:7]]:
                 return None
-            text = b"\n".join([record[:30] + record[39:] for record in records]) + b"\n"
+            if shift:
+                text = b"\n".join([record[:STAMP_CMP] + b"Z" + record[39 + shift:] for record in records]) + b"\n"
+            else:
+                text = b"\n".join([record[:30] + record[39:] for record in records]) + b"\n"
         else:
-            text = b"\n".join([record[CONTENT:] for record in records]) + b"\n"
+            content = CONTENT + shift
+            text = b"\n".join([record[content:] for record in records]) + b"\n"
         tag = bytes((stream,))
         return [tag + text[i:i + FRAME_MAX] for i in range(0, len(text), FRAME_MAX)]
 
@@ -128,17 +158,19 @@ class Renderer:
         current: list[bytes] = [b""]
         size = 0
         for record in records:
-            if selection.until is not None and record[:30] > selection.until and len(record) >= CONTENT:
+            shift = shift_of(record)
+            if selection.after(record) and len(record) >= CONTENT + shift:
                 self.past_until = True
                 break
-            if not selection.wants(record):
+            if not selection.wants(record, shift):
                 continue
-            name = record[31:37]
-            full = record[38:39] == b"F"
-            text = record[CONTENT:] + b"\n" if full else record[CONTENT:]
+            name = record[31 + shift:37 + shift]
+            full = record[38 + shift:39 + shift] == b"F"
+            content = record[CONTENT + shift:]
+            text = content + b"\n" if full else content
             if selection.timestamps:
                 if self._line_start[name]:
-                    text = record[:30] + b" " + text
+                    text = utc_stamp(record, shift) + b" " + text
                 self._line_start[name] = full
             tag = b"\x01" if name == b"stdout" else b"\x02"
             if current[0] != tag or size + len(text) > FRAME_MAX:
@@ -224,7 +256,7 @@ def _skip_older(directory: Path, gens: list[int], since: bytes) -> list[int]:
     """Drop whole files whose last record is older than `since`."""
     for index, generation in enumerate(gens):
         last = _last_record(log_path(directory, generation))
-        if last is None or last[:30] >= since:
+        if last is None or last[:STAMP_CMP] >= since[:STAMP_CMP]:
             return gens[index:]
     return gens[-1:]
 
@@ -264,7 +296,8 @@ def _count_back(path: Path, wanted: int, selection: Selection) -> tuple[int, int
             records = body.split(b"\n")[:-1]
             position = start + first + body.rfind(b"\n") + 1  # after the last complete record
             for record in reversed(records):
-                if record[38:39] == b"F" and selection.wants(record):
+                shift = shift_of(record)
+                if record[38 + shift:39 + shift] == b"F" and selection.wants(record, shift):
                     found += 1
                     if found == wanted:
                         return found, position

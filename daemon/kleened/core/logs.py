@@ -12,6 +12,12 @@ thread, so batches grow by themselves when the disk is slower than the process. 
 waits when `buffer` bytes are pending, which bounds memory. A write error (disk full) drops
 that batch, counted in `dropped_bytes` and logged, rather than blocking the container.
 
+When the runtime's monitor writes the file itself (conmon on Linux: the log goes on while the
+daemon is away), the run's `ContainerLog` is *monitored*: `record` keeps only the recent ring
+and wakes followers (the monitor writes a record to the file before it sends the same output
+to the daemon), and nothing is written here. Rotation of a monitored log is the monitor's own
+size cap (`monitor_size_max`), see docs/containers.md.
+
 Readers (`LogStream`) read the files, never memory, so a reader that keeps up with the disk
 loses nothing and a slow one costs no memory; one that falls behind the whole retained log
 (its next file rotated away) ends with `LogGone`. Followers wake when the writer finishes a
@@ -47,8 +53,10 @@ class ContainerLog:
     `record`; its task runs `write_until_closed`; `close` ends it after the last chunk."""
 
     def __init__(self, directory: Path, *, max_size: int, max_files: int, buffer: int, recent: int,
-                 threaded: bool = True, on_end: Callable[[ContainerLog], None] | None = None) -> None:
+                 threaded: bool = True, on_end: Callable[[ContainerLog], None] | None = None,
+                 monitored: bool = False) -> None:
         self.directory = directory
+        self.monitored = monitored
         self._max_size = max(4096, max_size)
         self._max_files = max(1, max_files)
         self._buffer = buffer
@@ -78,6 +86,10 @@ class ContainerLog:
         if self._size and _last_byte(log_path(directory, self._gen)) != b"\n":
             self._size += os.write(self._fd, b"\n")  # end a record torn by a crash: it reads as malformed
         self.generation = self._gen
+        self.path = log_path(directory, self._gen)  # the file written now (by the monitor, when monitored)
+        if monitored:
+            os.close(self._fd)
+            self._fd = -1
 
     # --- the pump's side (synchronous, on the event loop) --------------------------------------
 
@@ -87,16 +99,23 @@ class ContainerLog:
             await self._space.park()
 
     def record(self, stream: Stream, data: bytes) -> None:
+        if self.monitored:  # already in the file: remember it for attach, wake the followers
+            self._remember(stream, data)
+            self._notify()
+            return
         _ns, now = self._stamper.now()
         encoded = encode(now, stream, data)
         self._pending.append(encoded)
         self._pending_bytes += len(encoded)
         self._recorded += len(encoded)
+        self._remember(stream, data)
+        self._work.unpark_all()
+
+    def _remember(self, stream: Stream, data: bytes) -> None:
         self._recent.append((stream, data))
         self._recent_bytes += len(data)
         while self._recent_bytes > self._recent_limit and len(self._recent) > 1:
             self._recent_bytes -= len(self._recent.popleft()[1])
-        self._work.unpark_all()
 
     def recent_lines(self, count: int) -> list[Chunk]:
         """The chunks holding the last `count` lines of this run (the ring's whole content at most)."""
@@ -164,7 +183,9 @@ class ContainerLog:
         self.dropped_bytes += self._pending_bytes
         self._pending.clear()
         self._recent.clear()
-        os.close(self._fd)
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
         self.ended = True
         self._notify()
         if self._on_end is not None:
@@ -309,12 +330,19 @@ class Logs:
     def directory(self, container_id: str) -> Path:
         return self.root / container_id
 
-    def open(self, container_id: str) -> ContainerLog:
-        """The log of a run that starts now; its writer must then be run (`write_until_closed`)."""
+    def open(self, container_id: str, *, monitored: bool = False) -> ContainerLog:
+        """The log of a run that starts now (or is adopted); its writer must then be run
+        (`write_until_closed`). `monitored`: the runtime's monitor writes the file."""
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        container_log = ContainerLog(self.directory(container_id), on_end=self._ended, **self._options)  # type: ignore[arg-type]
+        container_log = ContainerLog(self.directory(container_id), on_end=self._ended, monitored=monitored,
+                                     **self._options)  # type: ignore[arg-type]
         self._live[container_id] = container_log
         return container_log
+
+    @property
+    def monitor_size_max(self) -> int:
+        """Bytes a monitor may write to one file: what the rotated files would hold together."""
+        return int(self._options["max_size"]) * int(self._options["max_files"])
 
     def _ended(self, container_log: ContainerLog) -> None:
         container_id = container_log.directory.name

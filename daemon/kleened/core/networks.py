@@ -280,16 +280,23 @@ class Networks:
             return list(network.addresses)
         return await self._host.interface_addresses(network.interface)
 
-    async def _plug(self, container: ContainerRecord, endpoint: EndpointRecord, network: NetworkRecord) -> None:
-        live = self._live[container.id]
+    async def _plan_plug(self, live: Live, endpoint: EndpointRecord, network: NetworkRecord) -> tuple[Plug, bool]:
+        """The plug `endpoint` gets in `live` (its next free index), and whether it is bridged."""
         index = min(set(range(len(live.plugs) + 1)) - {p.index for p in live.plugs.values()})
         bridged = network.owned or await self._host.interface_kind(network.interface) == "bridge"
         cidrs = [ipam.cidr(a, s) for a, s in ((endpoint.ip_address, network.subnet),
                                                (endpoint.ip_address6, network.subnet6)) if a]
-        gateway4, gateway6 = ipam.default_routes(container.network_driver, network, endpoint,
-                                                 await self._interface_addresses(network), bridged=bridged)
         plug = Plug(host_if=self._host.veth_name(endpoint.id), index=index, cidrs=cidrs,
                     proxy_on=None if bridged else network.interface)
+        return plug, bridged
+
+    async def _plug(self, container: ContainerRecord, endpoint: EndpointRecord, network: NetworkRecord) -> None:
+        live = self._live[container.id]
+        plug, bridged = await self._plan_plug(live, endpoint, network)
+        cidrs = plug.cidrs
+        gateway4, gateway6 = ipam.default_routes(container.network_driver, network, endpoint,
+                                                 await self._interface_addresses(network), bridged=bridged)
+        index = plug.index
         await self._host.attach(container.id, host_if=plug.host_if, container_if=f"eth{index}",
                                 bridge=network.interface if bridged else None, proxy_on=plug.proxy_on,
                                 cidrs=cidrs, gateway4=gateway4, gateway6=gateway6, metric=100 + index)
@@ -331,6 +338,20 @@ class Networks:
                     raise Internal(f"could not set up the container's network: {exc}") from None
                 raise
         return NetworkMode.NAMESPACE, live.netns_path
+
+    async def adopt(self, container: ContainerRecord) -> None:
+        """At start: a container a previous daemon started runs on (live restore). Take its
+        namespace and plugs as they are (nothing is recreated), so `reconcile` keeps them and
+        its published ports get their rules again; `release` removes them when it stops."""
+        if container.network_driver in ("host", "disabled"):
+            return
+        async with self._lock:
+            live = Live(self._host.netns_path(container.id))
+            for endpoint in self._endpoints(container_id=container.id):
+                network = self._store.get(NETWORK, endpoint.network_id, NetworkRecord)
+                if network is not None:
+                    live.plugs[endpoint.id] = (await self._plan_plug(live, endpoint, network))[0]
+            self._live[container.id] = live
 
     async def release(self, container_id: str) -> None:
         """After the container stopped (or failed to start): remove its plugs, namespace and

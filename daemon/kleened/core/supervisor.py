@@ -12,7 +12,9 @@ last line when the container's `die` event goes out.
 Stopping a container is its stop signal (TERM by default) to its init (tini forwards it), a
 grace period, then KILL to every process in it; whether a stop is allowed is the container
 lifecycle's decision (`core.containers`). A task cancelled anyway (a crash path) still KILLs its
-container before it returns, so a cancelled daemon never leaves a container running.
+container before it returns, so a cancelled daemon never leaves a container running, unless
+the daemon shuts down with live restore (`leave_running`): then the containers run on under
+their monitors and the next daemon adopts them (`adopt_container`).
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ class Supervisor:
         self._inits: dict[str, Run] = {}
         self._runs: dict[str, Run] = {}
         self._containers: dict[str, trio.Nursery] = {}  # container id -> the nursery of its processes
+        self._leaving = False  # `leave_running`: cancellation leaves the containers running
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -103,13 +106,35 @@ class Supervisor:
         and ends (kills) that container only, never the daemon or other containers.
         """
         assert self._nursery is not None, "supervisor not running"
-        process = await self._runtime.start(spec)
-        run = Run(exec_id=exec_id, container_id=spec.id, process=process, is_init=True, fanout=fanout, log=log,
-                  stop_signal=spec.stop_signal)
-        self._inits[spec.id] = run
+        await self._runtime.create(spec)
+        process = await self._runtime.start(spec.id)
+        return await self._supervise_init(spec.id, process, exec_id, on_exit, fanout=fanout, log=log,
+                                          stop_signal=spec.stop_signal)
+
+    async def adopt_container(self, container_id: str, exec_id: str, on_exit: OnExit, *, fanout: Fanout,
+                              log: ContainerLog | None = None, stop_signal: int = signal.SIGTERM) -> Run:
+        """Supervise a running container a previous daemon started (`Runtime.adopt`), as if
+        this one had: its output to `fanout` and `log`, its exit to `on_exit`."""
+        assert self._nursery is not None, "supervisor not running"
+        process = await self._runtime.adopt(container_id)
+        return await self._supervise_init(container_id, process, exec_id, on_exit, fanout=fanout, log=log,
+                                          stop_signal=stop_signal)
+
+    async def _supervise_init(self, container_id: str, process: Process, exec_id: str, on_exit: OnExit, *,
+                              fanout: Fanout, log: ContainerLog | None, stop_signal: int) -> Run:
+        assert self._nursery is not None, "supervisor not running"
+        run = Run(exec_id=exec_id, container_id=container_id, process=process, is_init=True, fanout=fanout, log=log,
+                  stop_signal=stop_signal)
+        self._inits[container_id] = run
         self._runs[exec_id] = run
         await self._nursery.start(self._container_task, run, on_exit)
         return run
+
+    def leave_running(self) -> None:
+        """At a live-restore shutdown: end supervision without stopping the containers. Their
+        tasks end as the daemon's nursery is cancelled: no kill, no cleanup (the next daemon
+        adopts them); execs end with the daemon."""
+        self._leaving = True
 
     async def _container_task(self, init: Run, on_exit: OnExit, *,
                               task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -160,7 +185,8 @@ class Supervisor:
                 run.container_exited = run.is_init or not self.is_running(run.container_id)
                 run.exited.set()
                 try:
-                    await on_exit(run)
+                    if not (self._leaving and run.is_init and run.exit_code is None):
+                        await on_exit(run)
                 except Exception:
                     log.exception("cleanup after exit failed", extra={"container": run.container_id})
                 self._runs.pop(run.exec_id, None)
@@ -176,8 +202,9 @@ class Supervisor:
             try:
                 run.exit_code = await run.process.wait()
             except trio.Cancelled:
-                with trio.CancelScope(shield=True):
-                    await self._kill_now(run)
+                if not (self._leaving and run.is_init):
+                    with trio.CancelScope(shield=True):
+                        await self._kill_now(run)
                 raise
             pumps.cancel_scope.deadline = trio.current_time() + DRAIN_AFTER_EXIT
 

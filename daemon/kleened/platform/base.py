@@ -109,9 +109,10 @@ class LayerStorage(Protocol):
         ...
     def list_container_fs(self) -> list[str]: ...
     def mounted_container_fs(self) -> list[str]: ...
-    async def cleanup(self, keep: Collection[str]) -> list[Path]:
-        """At start-up, when no container runs: unmount every container filesystem, delete the
-        ones whose id is not in `keep` and the leftovers of interrupted operations."""
+    async def cleanup(self, keep: Collection[str], running: Collection[str] = ()) -> list[Path]:
+        """At start-up: unmount every container filesystem but those of `running` (adopted
+        containers), delete the ones whose id is not in `keep` and the leftovers of
+        interrupted operations."""
         ...
 
 
@@ -229,6 +230,22 @@ class ContainerSpec:
     seccomp: str = ""
     userns: UserNamespace | None = None
     stop_signal: int = 15  # what `stop` sends first (the image's STOPSIGNAL; SIGTERM by default)
+    # Where a runtime that `writes_logs` writes the container log (core's `logfiles` format),
+    # and the size beyond which it may empty the file while no daemon rotates it.
+    log_path: Path | None = None
+    log_size_max: int = 0
+
+
+@dataclass(frozen=True)
+class FoundContainer:
+    """A container of ours that a restarted daemon finds still known to the runtime (through
+    its monitor): running on, or ended while no daemon watched it."""
+
+    id: str
+    running: bool  # its monitor still watches it: the daemon may adopt it
+    exit_code: int | None  # the exit status it ended with (128+N for a signal), when it ended
+    oom: bool = False  # the kernel's OOM killer struck it
+    finished_at: float | None = None  # unix seconds its end was recorded
 
 
 class Process(Protocol):
@@ -253,14 +270,33 @@ class Process(Protocol):
 
 
 class Runtime(Protocol):
+    """Runs containers: `create` makes one with everything but its process running (mounts,
+    limits, the network sandbox joined), `start` runs its process.
+
+    A runtime that `writes_logs` has a monitor per container that outlives the daemon: it owns
+    the container's stdio, log and exit status, so a restarted daemon can `find_containers`
+    and `adopt` the running ones. Execs are the daemon's children either way.
+    """
+
     name: str  # "runc", "jail"
+    writes_logs: bool  # the runtime writes `spec.log_path`: core keeps only recent output
 
     def version(self) -> str: ...
     def check_params(self, params: Sequence[str]) -> dict[str, str]:
         """Validate jail_param-style `key[=value]` strings; raise ValueError with a message."""
         ...
-    async def start(self, spec: ContainerSpec) -> Process:
-        """Create and start the container; its init runs `spec.process`."""
+    async def create(self, spec: ContainerSpec) -> None:
+        """Create the container, its process not yet running; on failure nothing is left."""
+        ...
+    async def start(self, container_id: str) -> Process:
+        """Run the created container's process (`spec.process`); on failure the caller deletes."""
+        ...
+    def find_containers(self) -> dict[str, FoundContainer]:
+        """At start-up: the containers a previous daemon left, running or ended (ours only)."""
+        ...
+    async def adopt(self, container_id: str) -> Process:
+        """Watch a found running container as if this daemon had started it. LookupError when
+        it is not known; a container that ends meanwhile gives a process that ended."""
         ...
     async def exec(self, container_id: str, process: ProcessSpec) -> Process: ...
     async def kill(self, container_id: str, signum: int, *, all_processes: bool = False) -> None: ...
@@ -270,8 +306,8 @@ class Runtime(Protocol):
     async def list_containers(self) -> dict[str, str]:
         """Containers this runtime knows of (ours only): id -> status."""
         ...
-    async def cleanup(self) -> None:
-        """At start-up, when none of our containers may run: remove every trace of them."""
+    async def cleanup(self, keep: Collection[str] = ()) -> None:
+        """At start-up: remove every trace of our containers but those in `keep` (adopted)."""
         ...
     async def close(self) -> None:
         """At shutdown, once no container runs: release what all containers shared."""

@@ -85,7 +85,7 @@ class Host:
             root = await self.storage.mount_container_fs(cid, [self.base] if layers is None else layers)
             spec = self.spec(args, root, cid, mounts=mounts or [], network=network, process=process, tty=tty,
                              params=self.runtime.check_params(params or []), limits=limits or Limits())  # fmt: skip
-            proc = await self.runtime.start(spec)
+            proc = await self.runtime.run(spec)
             try:
                 yield cid, proc
             finally:

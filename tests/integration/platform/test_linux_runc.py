@@ -196,7 +196,7 @@ def test_cancel_during_start_leaves_nothing(host: Host, delay: float, tty: bool)
             root = await host.storage.mount_container_fs(cid, [host.base])
             proc = None
             with trio.move_on_after(delay):
-                proc = await host.runtime.start(host.spec(["sleep", "1000"], root, cid, tty=tty))
+                proc = await host.runtime.run(host.spec(["sleep", "1000"], root, cid, tty=tty))
             if proc is not None:  # start won the race: normal cleanup
                 await host.runtime.kill(cid, signal.SIGKILL)
                 await proc.wait()
@@ -365,7 +365,7 @@ def test_commit_after_a_run_carries_no_runtime_placeholders(host: Host) -> None:
         try:
             root = await host.storage.mount_container_fs(cid, [host.base])
             spec = host.spec(["sh", "-c", "echo built > /built; /.init --version"], root, cid)
-            proc = await host.runtime.start(spec)
+            proc = await host.runtime.run(spec)
             code, out, _ = await collect(proc)
             await proc.aclose()
             await host.runtime.delete(cid)

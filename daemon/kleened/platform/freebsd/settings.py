@@ -26,6 +26,7 @@ FREEBSD_DEFAULTS: dict[str, Any] = {
     "max_request_body": 4 * 1024 * 1024,
     "max_ws_message": 1024 * 1024,
     "stop_timeout": 3.0,  # seconds before the stop signal gives way to exec.stop and `jail -r`
+    "live_restore": False,  # jails outliving kleened need a monitor there too (docs/containers.md)
     "log_max_size": 10 * 1024 * 1024,
     "log_max_files": 5,
     "log_buffer": 4 * 1024 * 1024,

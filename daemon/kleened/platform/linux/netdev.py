@@ -105,6 +105,9 @@ class LinuxNetworkHost:
     def netns_name(self, container_id: str) -> str:
         return f"{self.prefix}-{container_id}"
 
+    def netns_path(self, container_id: str) -> str:
+        return netns.path_of(self.netns_name(container_id))
+
     def veth_name(self, endpoint_id: str) -> str:
         """`<prefix>v<endpoint id...>`, cut to the kernel's 15 characters."""
         return f"{self.prefix}v{endpoint_id}"[:15]

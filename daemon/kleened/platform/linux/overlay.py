@@ -318,12 +318,14 @@ class OverlayStorage:
         path.rename(trash)
         await trio.to_thread.run_sync(shutil.rmtree, trash)
 
-    async def cleanup(self, keep: Collection[str]) -> list[Path]:
-        """At start-up, when no container runs: unmount everything under the container dirs,
-        delete container dirs whose id is not in `keep` and every `.tmp-*`/`.trash-*`
-        leftover of a crash; return what was deleted. Logs (never raises for) one entry that
-        cannot go, and skips what it does not recognise."""
-        mounted = sorted((m.mountpoint for m in mountinfo.mounts_under(self.containers)),
+    async def cleanup(self, keep: Collection[str], running: Collection[str] = ()) -> list[Path]:
+        """At start-up: unmount everything under the container dirs but the filesystems of
+        `running` (adopted containers), delete container dirs whose id is not in `keep` and
+        every `.tmp-*`/`.trash-*` leftover of a crash; return what was deleted. Logs (never
+        raises for) one entry that cannot go, and skips what it does not recognise."""
+        spared = {(self.containers / c).resolve() for c in running}
+        mounted = sorted((m.mountpoint for m in mountinfo.mounts_under(self.containers)
+                          if not spared.intersection(m.mountpoint.parents)),
                          key=lambda p: -len(p.parts))  # deepest first, many per umount call
         for batch in (mounted[i:i + 64] for i in range(0, len(mounted), 64)):
             try:
@@ -340,7 +342,7 @@ class OverlayStorage:
                     continue
                 if garbage or orphan:
                     removed += await self._delete_quietly(p)
-                elif parent == self.containers:
+                elif parent == self.containers and p.name not in running:
                     for leftover in [*p.glob(".tmp-upper-*"), *p.glob(IDMAP_VIEW)]:
                         removed += await self._delete_quietly(leftover)
         return removed

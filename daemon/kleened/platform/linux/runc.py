@@ -28,7 +28,7 @@ import secrets
 import shutil
 import signal
 import socket
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -113,8 +113,10 @@ class RuncRuntime:
     def check_userns(self) -> None:
         self.security.check_userns()
 
-    async def start(self, spec: ContainerSpec) -> RuncProcess:
-        """Create and start the container detached; return its init (tini running `spec.process`).
+    async def run(self, spec: ContainerSpec) -> RuncProcess:
+        """Create and start the container detached (`runc run -d`, no monitor: its stdio is the
+        daemon's); return its init (tini running `spec.process`). Kept for the driver's tests and
+        the benchmarks' floor; the daemon runs containers under a monitor (`monitored.py`).
 
         Cancellation waits for runc to finish (tens of ms; killing it mid-create would orphan
         its `runc init` children), then undoes the start. On failure or cancellation the
@@ -328,12 +330,12 @@ class RuncRuntime:
             log.warning("container cgroups left behind", extra={"container": container_id,
                                                                 "paths": [str(p) for p in left]})
 
-    async def cleanup(self) -> None:
-        """At start-up, when no container of ours may run: kill and delete every runtime
-        container under our root, then remove bundles, console sockets and every cgroup under
-        the prefix. Logs (never raises for) what cannot go."""
+    async def cleanup(self, keep: Collection[str] = ()) -> None:
+        """At start-up: kill and delete every runtime container under our root but those in
+        `keep` (adopted, running on), then remove the others' bundles, console sockets and
+        cgroups under the prefix. Logs (never raises for) what cannot go."""
         try:
-            found = await self.list_containers()
+            found = {c: s for c, s in (await self.list_containers()).items() if c not in keep}
         except (HostCommandError, ValueError) as e:
             log.warning("could not list the runtime's containers: %s", e)
             found = {}
@@ -348,6 +350,8 @@ class RuncRuntime:
                     nursery.start_soon(step, container_id, limiter)
         for directory in (self.bundles, self.sockets):
             for entry in directory.iterdir():
+                if directory == self.bundles and entry.name in keep:
+                    continue
                 if directory == self.bundles and entry.is_dir():
                     await self.security.unmount_views(entry)  # left by a crash during a start
                 if mountinfo.mounts_under(entry):
@@ -356,7 +360,9 @@ class RuncRuntime:
                     await trio.to_thread.run_sync(shutil.rmtree, entry)
                 else:
                     entry.unlink()
-        left = cgroups.remove_tree(self.prefix)
+        # The kept containers' cgroups are busy, and so is the `<prefix>` parent holding them.
+        left = [p for p in cgroups.remove_tree(self.prefix)
+                if not keep or (p.name not in keep and p.name != self.prefix)]
         if left:
             log.warning("cgroups still busy at start", extra={"paths": [str(p) for p in left]})
 
