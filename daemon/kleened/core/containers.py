@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -59,7 +60,7 @@ from .fanout import Fanout
 from .imageconfig import remove_anonymous_volumes, stop_signal_of, with_image_volumes
 from .isolation import Isolation
 from .lifecycle import ContainerStates, Locks, State
-from .logs import Logs
+from .logs import ContainerLog, Logs
 from .networks import Networks
 from .records import CONTAINER, ContainerRecord, ImageRecord
 from .resolve import resolve
@@ -527,8 +528,8 @@ class Containers:
                 params=self._runtime.check_params(record.jail_param), **isolation,
                 stop_signal=stop_signal_of(self._images.get(record.image_id)),
             )
-            container_log = self.logs.open(record.id, monitored=self._runtime.writes_logs)
-            spec = dataclasses.replace(spec, log_path=container_log.path, log_size_max=self.logs.monitor_size_max)
+            container_log = self._open_log(record.id, monitored=self._runtime.writes_logs)
+            spec = dataclasses.replace(spec, log_path=container_log.path)
             run = await self._supervisor.start_container(spec, exec_id, self._after_exit, fanout=fanout,
                                                          log=container_log)
         except BaseException as exc:
@@ -546,6 +547,10 @@ class Containers:
         log.info("container started", extra={"container": record.id, "exec": exec_id})
         self._events.publish("container", "start", record.id, name=record.name)
         return run
+
+    def _open_log(self, container_id: str, *, monitored: bool) -> ContainerLog:
+        reopen = functools.partial(self._runtime.reopen_log, container_id) if monitored else None
+        return self.logs.open(container_id, monitored=monitored, reopen=reopen)
 
     def _hosts_mount(self, rootfs: Path, record: ContainerRecord) -> list[BindMount]:
         hosts = self._networks.hosts_file(record.id)
@@ -669,7 +674,7 @@ class Containers:
         async with self._lock(record.id):
             try:
                 await self._networks.adopt(record)
-                container_log = self.logs.open(record.id, monitored=True)
+                container_log = self._open_log(record.id, monitored=True)
                 try:
                     await self._supervisor.adopt_container(record.id, new_id(), self._after_exit, fanout=Fanout(),
                                                            log=container_log,

@@ -19,6 +19,11 @@ The monitor (conmon) writes the same format with a 35-byte stamp, local time wit
 two apart (`shift_of`), the content of a conmon record starts 5 bytes later, and stamps compare
 on their first 29 bytes (date, time, nanoseconds), which are alike in both.
 
+A monitor writes `<dir>/live.log`, the generation after the highest numbered one; the daemon
+rotates it by renaming it to that number (the monitor writes on through its fd until it reads
+the reopen command, then makes a new `live.log`), so a reader holding the file's fd reads on
+and finds the next generation at the live path.
+
 Vocabulary: a *position* is (generation, byte offset) of a record start; a *block* is a run of
 complete records.
 """
@@ -67,17 +72,65 @@ def utc_stamp(record: bytes, shift: int) -> bytes:
     return record[:30] if not shift else record[:STAMP_CMP] + b"Z"
 
 
-def log_path(directory: Path, generation: int) -> Path:
+LIVE = "live.log"  # the file a monitor writes: the newest generation
+
+
+def numbered_path(directory: Path, generation: int) -> Path:
     return directory / f"{generation:08d}.log"
 
 
-def generations(directory: Path) -> list[int]:
-    """The generations on disk, oldest first."""
+def log_path(directory: Path, generation: int) -> Path:
+    """Where `generation` is: its numbered file, or the live file when that is this generation."""
+    path = numbered_path(directory, generation)
+    if not path.exists() and (directory / LIVE).exists() and generation == _last_numbered(directory) + 1:
+        return directory / LIVE
+    return path
+
+
+def _numbered(directory: Path) -> list[int]:
     try:
         names = os.listdir(directory)
     except FileNotFoundError:
         return []
     return sorted(int(n[:-4]) for n in names if n.endswith(".log") and n[:-4].isdigit())
+
+
+def _last_numbered(directory: Path) -> int:
+    return max(_numbered(directory), default=0)
+
+
+def generations(directory: Path) -> list[int]:
+    """The generations on disk, oldest first (the live file, if any, is the last)."""
+    gens = _numbered(directory)
+    if (directory / LIVE).exists():
+        gens.append(max(gens, default=0) + 1)
+    return gens
+
+
+def open_generation(directory: Path, generation: int) -> int | None:
+    """An fd reading `generation`, or None when it is not on disk.
+
+    The live file may be renamed to its number between our look and our open (a rotation), and
+    a new live file made: the open of the live path is checked against the numbered file.
+    """
+    path = log_path(directory, generation)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        path = numbered_path(directory, generation)  # rotated meanwhile
+        try:
+            return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+    if path.name == LIVE:
+        try:
+            numbered = os.stat(numbered_path(directory, generation))
+        except FileNotFoundError:
+            return fd  # not rotated: the live file is this generation
+        if numbered.st_ino != os.fstat(fd).st_ino:
+            os.close(fd)
+            return open_generation(directory, generation)
+    return fd
 
 
 @dataclass
@@ -195,10 +248,7 @@ class Cursor:
 
     def _open(self) -> int | None:
         if self._fd is None:
-            try:
-                self._fd = os.open(log_path(self._dir, self.generation), os.O_RDONLY | os.O_CLOEXEC)
-            except FileNotFoundError:
-                return None
+            self._fd = open_generation(self._dir, self.generation)
         return self._fd
 
     def read_block(self) -> bytes:

@@ -15,8 +15,8 @@ that batch, counted in `dropped_bytes` and logged, rather than blocking the cont
 When the runtime's monitor writes the file itself (conmon on Linux: the log goes on while the
 daemon is away), the run's `ContainerLog` is *monitored*: `record` keeps only the recent ring
 and wakes followers (the monitor writes a record to the file before it sends the same output
-to the daemon), and nothing is written here. Rotation of a monitored log is the monitor's own
-size cap (`monitor_size_max`), see docs/containers.md.
+to the daemon), and nothing is written here; the daemon rotates the monitor's live file
+(`_rotate_live`), see `logfiles` and docs/containers.md.
 
 Readers (`LogStream`) read the files, never memory, so a reader that keeps up with the disk
 loses nothing and a slow one costs no memory; one that falls behind the whole retained log
@@ -40,7 +40,18 @@ from kleene_protocol.models import LogsConfig
 
 from .errors import InvalidArgument
 from .fanout import Chunk, Stream
-from .logfiles import Cursor, LogGone, Renderer, Selection, encode, generations, log_path, start_position
+from .logfiles import (
+    LIVE,
+    Cursor,
+    LogGone,
+    Renderer,
+    Selection,
+    encode,
+    generations,
+    log_path,
+    numbered_path,
+    start_position,
+)
 from .stamps import Stamper, parse_time, stamp
 
 log = logging.getLogger(__name__)
@@ -54,7 +65,7 @@ class ContainerLog:
 
     def __init__(self, directory: Path, *, max_size: int, max_files: int, buffer: int, recent: int,
                  threaded: bool = True, on_end: Callable[[ContainerLog], None] | None = None,
-                 monitored: bool = False) -> None:
+                 monitored: bool = False, reopen: Callable[[], bool] | None = None) -> None:
         self.directory = directory
         self.monitored = monitored
         self._max_size = max(4096, max_size)
@@ -80,13 +91,16 @@ class ContainerLog:
         directory.mkdir(parents=True, exist_ok=True)
         gens = generations(directory)
         self._gen = gens[-1] if gens else 1
-        self._fd = os.open(log_path(directory, self._gen), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
-                           0o640)
+        # The file written now: by the monitor (the live file, see `logfiles`), or by us.
+        self.path = directory / LIVE if monitored else log_path(directory, self._gen)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
         self._size = os.fstat(self._fd).st_size
-        if self._size and _last_byte(log_path(directory, self._gen)) != b"\n":
+        if self._size and _last_byte(self.path) != b"\n":
             self._size += os.write(self._fd, b"\n")  # end a record torn by a crash: it reads as malformed
         self.generation = self._gen
-        self.path = log_path(directory, self._gen)  # the file written now (by the monitor, when monitored)
+        # Monitored: `reopen` tells the monitor to start a new live file (False: it is gone).
+        self.reopen = reopen
+        self._unchecked = self._check_every = max(256, self._max_size // 16)  # bytes between size checks
         if monitored:
             os.close(self._fd)
             self._fd = -1
@@ -101,6 +115,9 @@ class ContainerLog:
     def record(self, stream: Stream, data: bytes) -> None:
         if self.monitored:  # already in the file: remember it for attach, wake the followers
             self._remember(stream, data)
+            self._unchecked += len(data)
+            if self._unchecked >= self._check_every:
+                self._rotate_live()
             self._notify()
             return
         _ns, now = self._stamper.now()
@@ -223,6 +240,29 @@ class ContainerLog:
             view = view[written:]
             self._size += written
 
+    def _rotate_live(self) -> None:
+        """Rotate the monitor's live file once it reached `max_size`: rename it to its
+        generation, have the monitor start a new one, drop generations beyond `max_files`.
+        A few syscalls, on the event loop."""
+        self._unchecked = 0
+        try:
+            size = os.stat(self.path).st_size
+        except FileNotFoundError:
+            return  # renamed, and the monitor has not made the next one yet
+        if size < self._max_size or self.reopen is None:
+            return
+        generation = generations(self.directory)[-1]
+        try:
+            os.rename(self.path, numbered_path(self.directory, generation))
+        except OSError as exc:
+            log.warning("could not rotate the container log: %s", exc, extra={"log": str(self.directory)})
+            return
+        self.reopen()
+        for old in generations(self.directory):
+            if old <= generation + 1 - self._max_files:
+                numbered_path(self.directory, old).unlink(missing_ok=True)
+        self.generation = generation + 1
+
     def _rotate(self) -> None:
         new_gen = self._gen + 1
         fd = os.open(log_path(self.directory, new_gen), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
@@ -330,19 +370,16 @@ class Logs:
     def directory(self, container_id: str) -> Path:
         return self.root / container_id
 
-    def open(self, container_id: str, *, monitored: bool = False) -> ContainerLog:
+    def open(self, container_id: str, *, monitored: bool = False,
+             reopen: Callable[[], bool] | None = None) -> ContainerLog:
         """The log of a run that starts now (or is adopted); its writer must then be run
-        (`write_until_closed`). `monitored`: the runtime's monitor writes the file."""
+        (`write_until_closed`). `monitored`: the runtime's monitor writes the file, and
+        `reopen` makes it start a new one (rotation)."""
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         container_log = ContainerLog(self.directory(container_id), on_end=self._ended, monitored=monitored,
-                                     **self._options)  # type: ignore[arg-type]
+                                     reopen=reopen, **self._options)  # type: ignore[arg-type]
         self._live[container_id] = container_log
         return container_log
-
-    @property
-    def monitor_size_max(self) -> int:
-        """Bytes a monitor may write to one file: what the rotated files would hold together."""
-        return int(self._options["max_size"]) * int(self._options["max_files"])
 
     def _ended(self, container_log: ContainerLog) -> None:
         container_id = container_log.directory.name

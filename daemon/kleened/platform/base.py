@@ -230,10 +230,9 @@ class ContainerSpec:
     seccomp: str = ""
     userns: UserNamespace | None = None
     stop_signal: int = 15  # what `stop` sends first (the image's STOPSIGNAL; SIGTERM by default)
-    # Where a runtime that `writes_logs` writes the container log (core's `logfiles` format),
-    # and the size beyond which it may empty the file while no daemon rotates it.
+    # Where a runtime that `writes_logs` writes the container log (core's `logfiles` format);
+    # the daemon rotates it (`Runtime.reopen_log`).
     log_path: Path | None = None
-    log_size_max: int = 0
 
 
 @dataclass(frozen=True)
@@ -293,6 +292,10 @@ class Runtime(Protocol):
         ...
     def find_containers(self) -> dict[str, FoundContainer]:
         """At start-up: the containers a previous daemon left, running or ended (ours only)."""
+        ...
+    def reopen_log(self, container_id: str) -> bool:
+        """A runtime that `writes_logs`: start a new log file at `spec.log_path` (the daemon
+        renamed the current one away); False when the container's monitor is gone."""
         ...
     async def adopt(self, container_id: str) -> Process:
         """Watch a found running container as if this daemon had started it. LookupError when

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import trio
 
+from kleene_protocol.ids import ID_LENGTH
 from kleened.platform.base import ContainerSpec, HostCommandError
 from kleened.platform.linux import hostcmd, reaper
 from kleened.platform.linux.attachsock import REOPEN_LOG_COMMAND, AttachConnection, resize_command, send_control
@@ -43,7 +44,9 @@ log = logging.getLogger(__name__)
 
 EXIT_WAIT = 10.0  # seconds for a killed container's monitor to write its exit file and exit
 _UNIX_PATH_MAX = 107
-_ID_MAX = 32  # container ids up to this long get attach socket paths that fit (kleened's have 12)
+# The state dir must leave room for ids this long in attach socket paths: kleened's ids (12
+# characters, `kleene_protocol.ids`); a longer id is refused at create.
+_ID_MAX = ID_LENGTH
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,10 @@ from kleened.platform.linux.runc import RuncRuntime
 log = logging.getLogger(__name__)
 
 MONITOR_GONE = -1  # the exit code recorded when the monitor ended without writing one
-DEFAULT_LOG_SIZE_MAX = 50 * 2**20  # bytes, when the spec names no log (conmon needs one)
+# conmon's own log cap counts bytes from the monitor's start, and a reopen (the daemon's
+# rotation) does not reset it: at the cap it replaces the live file with an empty one, losing
+# what the daemon had not rotated yet. So there is none; the daemon rotates (docs/containers.md).
+NO_LOG_CAP = -1
 
 
 class _Tap:
@@ -160,8 +163,7 @@ class MonitoredRuntime:
         if not reaper.is_subreaper():
             raise RuntimeError("the daemon must call reaper.become_subreaper() before starting containers")
         log_path = spec.log_path or self.runc.bundles / f"{spec.id}.log"
-        options = MonitorOptions(log_path=log_path, log_size_max=spec.log_size_max or DEFAULT_LOG_SIZE_MAX,
-                                 tty=spec.process.tty)
+        options = MonitorOptions(log_path=log_path, log_size_max=NO_LOG_CAP, tty=spec.process.tty)
         self._watched[spec.id] = await self.monitors.create(spec, options)
 
     async def start(self, container_id: str) -> MonitoredProcess:
@@ -205,6 +207,10 @@ class MonitoredRuntime:
         except OSError as exc:
             log.info("could not attach to an adopted container: %s", exc, extra={"container": container_id})
         return MonitoredProcess(monitored, connection)
+
+    def reopen_log(self, container_id: str) -> bool:
+        monitored = self._watched.get(container_id)
+        return monitored is not None and monitored.reopen_log()
 
     async def delete(self, container_id: str) -> None:
         """Idempotent: kill it if it runs, wait for its monitor, delete runtime state and bundle."""
