@@ -64,9 +64,11 @@ async def run_daemon(config: Config, listeners: list[Listener]) -> None:
         await services.start_on_startup()
         await shutdown.wait()
         # Stop the containers while the server still runs, so attached sessions end with their
-        # close frame and exit code rather than a dropped connection.
-        with trio.move_on_after(SHUTDOWN_STOP_DEADLINE):
-            await services.containers.stop_all()
+        # close frame and exit code rather than a dropped connection. With live restore they
+        # run on (`open_services` leaves them to the next daemon).
+        if not config.live_restore:
+            with trio.move_on_after(SHUTDOWN_STOP_DEADLINE):
+                await services.containers.stop_all()
         stop_serving.set()
     log.info("kleened stopped")
 

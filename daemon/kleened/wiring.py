@@ -127,7 +127,10 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
             try:
                 yield services
             finally:
-                if config.live_restore:  # containers, their networks and mounts stay for the next daemon
+                # With live restore, running containers (and the networks, rules and cgroup parent
+                # they use) stay for the next daemon; with nothing running it is a clean stop.
+                leaving = config.live_restore and bool(supervisor.running_containers())
+                if leaving:
                     supervisor.leave_running()
                 else:
                     with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_STOP_DEADLINE):
@@ -135,7 +138,7 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
                         if not supervisor.running_containers():
                             await runtime.close()
                 with trio.CancelScope(shield=True), trio.move_on_after(NETWORK_CLOSE_DEADLINE):
-                    if not config.live_restore:
+                    if not leaving:
                         await networks.close()  # bridges, namespaces and the nft table: reconcile remakes them
                     await transport.aclose()
                 nursery.cancel_scope.cancel()
