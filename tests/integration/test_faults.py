@@ -131,7 +131,8 @@ def _container_ops(point: str) -> tuple[Callable, Callable, Callable]:
 
 
 CONTAINER_POINTS = ["container.create.fs", "container.create.mounts", "container.start.begin",
-                    "container.start.mounted", "container.start.network", "container.exit.locked",
+                    "container.start.mounted", "container.start.network", "container.start.created",
+                    "container.exit.locked",
                     "container.stop.signalled", "container.remove.forgotten"]
 
 

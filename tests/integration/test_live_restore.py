@@ -9,6 +9,7 @@ containers' mounts, namespaces, plugs and port rules must all be accounted for.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
@@ -174,6 +175,41 @@ def test_a_container_whose_monitor_died_is_stopped_and_reported(live):
         api.post(f"/containers/{kept}/stop")
         for cid in (orphan, kept):
             assert api.delete(f"/containers/{cid}").status_code == 200
+
+
+@pytest.mark.parametrize("point", ["container.start.created", "container.exit.locked"])
+def test_a_crash_mid_start_or_mid_exit_leaves_nothing_half_managed(live, point):
+    """kill -9 between the runtime's create and start (a monitor exists, the container never
+    ran), or while the exit is torn down (the monitor wrote the exit status): the next daemon
+    adopts neither, cleans both up, and the container starts again."""
+    d = live
+    image = create_image(d)
+    with d.client() as api:
+        cid = create(api, image, ["/bin/sh", "-c", "echo ran; exit 5"])
+        if point == "container.start.created":
+            kept = create(api, image, ["/bin/sleep", "1000"])
+            start_detached(api, d, kept)
+    d.stop()
+    d.env["KLEENED_FAULT_POINT"] = point
+    d.start()
+    with d.client() as api, contextlib.suppress(Exception):
+        exec_stream(d, exec_create(api, cid), timeout=30)
+    d.wait_dead()
+    del d.env["KLEENED_FAULT_POINT"]
+    assert f"point={point}" in d.log()
+    d.start()
+    with d.client() as api:
+        c = inspect(api, cid)
+        assert not c["running"]
+        if point == "container.exit.locked":
+            assert (c["exit_code"], bool(c["finished_at"])) == (5, True)
+        assert_clean(d)
+        assert exec_stream(d, exec_create(api, cid)).text == "ran\n"
+        for other in [c["id"] for c in api.get("/containers/list").json()]:
+            assert inspect(api, other)["running"]  # the one started before the crash was adopted
+            api.post(f"/containers/{other}/stop")
+        for c in api.get("/containers/list?all=true").json():
+            assert api.delete(f"/containers/{c['id']}").status_code == 200
 
 
 def test_without_live_restore_a_restart_stops_what_ran(tmp_path):

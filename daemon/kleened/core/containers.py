@@ -654,7 +654,10 @@ class Containers:
         adopted: set[str] = set()
         for record in self._store.all(CONTAINER, ContainerRecord) if live_restore else []:
             gone = found.get(record.id)
-            if (gone is not None and gone.running and not _BUILD_CONTAINER.fullmatch(record.name or "")
+            # Only what this store says runs: a start that a crash cut between the runtime's
+            # create and the record has a monitor too, and is removed like any leftover.
+            was_running = bool(record.started_at) and not record.finished_at
+            if (gone is not None and gone.running and was_running and not _BUILD_CONTAINER.fullmatch(record.name or "")
                     and await self._adopt(record)):
                 adopted.add(record.id)
         await _guarded("remove runtime containers", self._runtime.cleanup, adopted)

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import trio
 
+from .. import faults
 from ..platform.base import ContainerSpec, Process, ProcessSpec, Runtime
 from .fanout import Fanout, Stream
 from .logs import ContainerLog
@@ -107,6 +108,7 @@ class Supervisor:
         """
         assert self._nursery is not None, "supervisor not running"
         await self._runtime.create(spec)
+        faults.point("container.start.created")
         process = await self._runtime.start(spec.id)
         return await self._supervise_init(spec.id, process, exec_id, on_exit, fanout=fanout, log=log,
                                           stop_signal=spec.stop_signal)
