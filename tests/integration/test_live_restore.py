@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import select
 import signal
 import subprocess
@@ -21,6 +22,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.cli import run_klee
@@ -28,9 +30,10 @@ from tests.conftest import require_root_runtime
 from tests.daemon import Daemon, running_daemon
 from tests.integration.test_containers import create, exec_create, start_detached
 from tests.integration.test_networks import connect, create_net, server_cmd, subnets
+from tests.integration.test_races import ROUNDS, SEED, at_once, no_server_error
 from tests.invariants import assert_clean
 from tests.leaks import runc_containers
-from tests.wsapi import create_image, exec_stream
+from tests.wsapi import create_image, exec_stream, run_stream
 
 WRITER = ["/bin/sh", "-c", "i=0; while true; do echo line $i; i=$((i+1)); sleep 0.02; done"]
 # Ends with 7 once the test creates /tmp/go in it: an exit that happens while no daemon runs.
@@ -210,6 +213,55 @@ def test_a_crash_mid_start_or_mid_exit_leaves_nothing_half_managed(live, point):
             api.post(f"/containers/{other}/stop")
         for c in api.get("/containers/list?all=true").json():
             assert api.delete(f"/containers/{c['id']}").status_code == 200
+
+
+def test_adopted_containers_racing_stop_exec_attach_and_rm(live):
+    """After adoption, the same races as for started containers (tests/integration/test_races.py):
+    stop x exec x attach, then rm x start, each pair at once with random jitter; no 5xx, the
+    pair's rule holds, and the invariants after."""
+    d = live
+    rng = random.Random(f"{SEED}:adopted")
+    image = create_image(d)
+    rounds = max(2, min(ROUNDS, 6))
+    with d.client() as api:
+        cids = [create(api, image, ["/bin/sleep", "300"]) for _ in range(rounds)]
+        for cid in cids:
+            start_detached(api, d, cid)
+    d.kill()
+    d.start()
+    with d.client() as api:
+        for cid in cids:
+            assert inspect(api, cid)["running"], f"seed {SEED}: {cid} was not adopted"
+
+            def attach(cid: str = cid) -> dict:
+                s = run_stream(d, f"/containers/{cid}/attach", {"stdin": False})
+                return {"close_code": s.close_code, "close_reason": s.close_reason}
+
+            def exec_in(cid: str = cid) -> dict:
+                r = api.post("/exec/create", json={"container_id": cid, "cmd": ["/bin/echo", "hi"]})
+                s = exec_stream(d, r.json()["id"], start_container=False)
+                return {"close_code": s.close_code, "close_reason": s.close_reason}
+
+            stopped, attached, executed = at_once(rng, lambda cid=cid: api.post(f"/containers/{cid}/stop"),
+                                                  attach, exec_in)
+            no_server_error(stopped, attached, executed)
+            assert stopped.status_code == 200 and not inspect(api, cid)["running"]
+            def start_again(cid: str = cid) -> dict | httpx.Response:
+                r = api.post("/exec/create", json={"container_id": cid})
+                if r.status_code != 201:
+                    return r  # removed first
+                s = exec_stream(d, r.json()["id"], attach=False)
+                return {"close_code": s.close_code, "close_reason": s.close_reason}
+
+            removed, started = at_once(rng, lambda cid=cid: api.delete(f"/containers/{cid}"), start_again)
+            no_server_error(removed, started)
+            if removed.status_code == 200:
+                assert api.get(f"/containers/{cid}/inspect").status_code == 404
+            else:
+                assert removed.status_code == 409, f"seed {SEED}: {removed.text}"
+                api.post(f"/containers/{cid}/stop")
+                assert api.delete(f"/containers/{cid}").status_code == 200
+        assert_clean(d)
 
 
 def test_without_live_restore_a_restart_stops_what_ran(tmp_path):
