@@ -79,6 +79,7 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
     from .platform.registry_http import HttpxTransport
 
     become_subreaper()
+    log.info("kleened %s starting", __version__)
     root = Path(config.state_root)
     root.mkdir(parents=True, exist_ok=True)
     root.chmod(0o700)
@@ -115,6 +116,7 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
                              storage=storage, files=HostFiles(), tmp_dir=root / "tmp",
                              host=BuildHost(root / "buildcache", root / "tmp"), platform=host_platform(),
                              pull=oci.pull_for_build)
+            log.info("reconciling the host with the store")
             await reconcile(containers, images, networks, rootfs, builds, oci, live_restore=config.live_restore)
             services = Services(
                 store=store, volumes=volumes, networks=networks, images=images, containers=containers,

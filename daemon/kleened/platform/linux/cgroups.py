@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import os
 import posixpath
+from collections.abc import Collection
 from pathlib import Path
 
 from kleened.platform.linux import mountinfo
@@ -115,14 +116,21 @@ def remove_dirs(relatives: list[str]) -> list[Path]:
     return left
 
 
-def remove_tree(relative: str) -> list[Path]:
+def remove_tree(relative: str, spare: Collection[str] = ()) -> list[Path]:
     """rmdir `relative` and every dir below it, deepest first, in every hierarchy; return what
-    is left (busy: processes inside). For start-up, when no container of ours runs."""
+    is left (busy: processes inside). For start-up: the dirs named in `spare` (the containers
+    that run on) and what is below them are not touched, nor reported."""
     left = []
     for _, top in candidate_dirs(relative):
         if not top.is_dir():
             continue
-        for dirpath, _dirs, _files in sorted(os.walk(top), key=lambda entry: -entry[0].count("/")):
+        walked = []
+        for dirpath, dirs, _files in os.walk(top):
+            dirs[:] = [d for d in dirs if d not in spare]
+            walked.append(dirpath)
+        for dirpath in sorted(walked, key=lambda path: -path.count("/")):
+            if spare and dirpath == str(top):
+                continue  # holds the spared ones
             try:
                 os.rmdir(dirpath)
             except FileNotFoundError:

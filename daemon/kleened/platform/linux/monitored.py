@@ -25,7 +25,7 @@ import trio
 from kleened.platform.base import ContainerSpec, FoundContainer, Limits, ProcessInfo, ProcessSpec, Usage
 from kleened.platform.linux import reaper
 from kleened.platform.linux.attachsock import STDERR, STDOUT, AttachConnection
-from kleened.platform.linux.conmon import ConmonMonitors, Monitored, MonitorGone
+from kleened.platform.linux.conmon import ConmonMonitors, Monitored, MonitorGone, MonitorRecord
 from kleened.platform.linux.monitorspec import MonitorOptions
 from kleened.platform.linux.process import RuncProcess
 from kleened.platform.linux.runc import RuncRuntime
@@ -154,6 +154,7 @@ class MonitoredRuntime:
         self.monitors = ConmonMonitors(runc, conmon)
         self.security = runc.security
         self._watched: dict[str, Monitored] = {}  # created or adopted, until delete
+        self._found: dict[str, MonitorRecord] = {}  # the last `find_containers`, until adopted
 
     # --- the container's life -------------------------------------------------------------------
 
@@ -179,7 +180,8 @@ class MonitoredRuntime:
 
     def find_containers(self) -> dict[str, FoundContainer]:
         found = {}
-        for container_id, record in self.monitors.find_all().items():
+        self._found = self.monitors.find_all()  # `adopt` takes its record from here (no second read)
+        for container_id, record in self._found.items():
             status = record.exit_status()
             finished = None
             if status is not None:
@@ -196,7 +198,7 @@ class MonitoredRuntime:
         A monitor that ends meanwhile is no error: the process then ends at once, with the
         exit status the monitor wrote.
         """
-        record = self.monitors.find(container_id)
+        record = self._found.pop(container_id, None) or self.monitors.find(container_id)
         if record is None:
             raise LookupError(f"container {container_id} has no monitor")
         monitored = self.monitors.adopt(record)
