@@ -42,6 +42,8 @@ SHORTCUTS: dict[str, tuple[str, str]] = {
     "push": ("image", "push"),
     "save": ("image", "save"),
     "load": ("image", "load"),
+    "commit": ("container", "commit"),
+    "cp": ("container", "cp"),
     "create": ("container", "create"),
     "exec": ("container", "exec"),
     "restart": ("container", "restart"),

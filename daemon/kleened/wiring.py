@@ -20,7 +20,9 @@ from kleene_protocol.models import RuntimeVersion, Version
 from . import __version__
 from .config import Config
 from .core.builder.build import Builder
+from .core.commit import Commits
 from .core.containers import Containers
+from .core.copies import Copies
 from .core.events import Events
 from .core.execs import Execs
 from .core.image_create import RootfsSource
@@ -64,6 +66,8 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
     """Services ready to serve; on exit every container is stopped and the store closed."""
     if not sys.platform.startswith("linux"):
         raise SystemExit("kleened: this build has drivers for Linux only (FreeBSD drivers are planned)")
+    from .platform.base import CopyLimits
+    from .platform.container_files import ChrootFiles
     from .platform.linux.buildhost import BuildHost, host_platform
     from .platform.linux.copying import HostFiles
     from .platform.linux.idmap import RangeError, parse_remap
@@ -122,6 +126,8 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
                 version=_version([RuntimeVersion(name=runtime.name, version=runtime.version())]), oci=oci,
                 builds=builds,
                 stats=Stats(containers, supervisor, runtime, storage),
+                copies=Copies(containers, ChrootFiles(), CopyLimits(config.cp_max_bytes, config.cp_max_entries)),
+                commits=Commits(containers, images, storage),
             )
             try:
                 yield services

@@ -19,14 +19,14 @@ from werkzeug.exceptions import HTTPException
 from ..core.errors import KleeneError
 from ..core.services import Services
 from ..logs import REQUEST_ID
-from . import build, containers, execs, images, networks, oci, stats, streams, system, volumes
+from . import build, containers, copies, execs, images, networks, oci, stats, streams, system, volumes
 from .errors import status_for
 from .http import IdentPath, ValidationFailed, error_reply, internal_message, reply
 
 log = logging.getLogger(__name__)
 
-BLUEPRINTS = [system.bp, volumes.bp, containers.bp, execs.bp, images.bp, build.bp, oci.bp, networks.bp, streams.bp,
-              stats.bp]
+BLUEPRINTS = [system.bp, volumes.bp, containers.bp, copies.bp, execs.bp, images.bp, build.bp, oci.bp, networks.bp,
+              streams.bp, stats.bp]
 
 
 def create_app(services: Services, *, max_request_body: int) -> QuartTrio:

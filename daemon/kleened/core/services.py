@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from kleene_protocol.models import ExecConfig, Version
 
 from .builder.build import Builder
+from .commit import Commits
 from .containers import Containers
+from .copies import Copies
 from .errors import KleeneError
 from .events import Events
 from .execs import Execs
@@ -37,6 +39,8 @@ class Services:
     events: Events  # publish after a change commits; logs: `containers.logs`
     oci: OciImages  # pull, push, save, load (docs/images.md)
     stats: Stats
+    copies: Copies  # cp (docs/operations.md)
+    commits: Commits
 
     async def start_on_startup(self) -> None:
         """Start every container whose restart policy is `on-startup`, detached."""
