@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "builder": ("klee.commands.builder", "builder", "Manage the image builder's caches"),
     "network": ("klee.commands.network", "network", "Manage networks"),
     "volume": ("klee.commands.volume", "volume", "Manage volumes"),
+    "system": ("klee.commands.system", "system", "Manage kleened (info, disk usage, prune)"),
     "version": ("klee.commands.version", "version", "Show the version of klee and kleened"),
     "completion": ("klee.completion", "completion", "Print the shell completion script (bash, zsh or fish)"),
     "login": ("klee.commands.oci", "login", "Log in to a registry"),

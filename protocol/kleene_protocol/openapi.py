@@ -151,6 +151,13 @@ ROUTES: list[Route] = [
           "{\"type\":\"context-end\"}. Close 1000 'archive extracted' (data: ArchivePutResult JSON); 1002 "
           "before the starting message (no such container, ...), 1011 after it (no such directory, a hostile "
           "archive, cp_max_bytes or cp_max_entries exceeded)."),
+    Route("get", "/system/info", "Versions, drivers, host, counts, state root and listeners (extension)", None,
+          ((200, operations.SystemInfo),)),
+    Route("get", "/system/df", "Disk space per image, container and volume, and the build cache (extension)", None,
+          ((200, operations.DiskUsage),)),
+    Route("post", "/system/prune", "Remove stopped containers, unused networks, dangling (or, with all, unused) "
+          "images and, with volumes, unused volumes (extension)", operations.SystemPruneConfig,
+          ((200, operations.SystemPruneResult),)),
     Route("get", "/version", "Daemon and API version (extension)", None, ((200, models.Version),)),
     Route("get", "/openapi.json", "This document (extension)", None, ((200, dict),)),
 ]

@@ -20,6 +20,7 @@ from .oci.service import OciImages
 from .stats import Stats
 from .store import Store
 from .supervisor import Supervisor
+from .system import System
 from .volumes import Volumes
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ class Services:
     stats: Stats
     copies: Copies  # cp (docs/operations.md)
     commits: Commits
+    system: System  # system info, df, prune
 
     async def start_on_startup(self) -> None:
         """Start every container whose restart policy is `on-startup`, detached."""

@@ -102,6 +102,30 @@ class ContainerFiles(Protocol):
         ...
 
 
+# --- system views ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """What `system info` says about the host and the drivers."""
+
+    os: str
+    kernel: str
+    storage_driver: str
+    cgroup_mode: str  # "v2", "hybrid", "v1" or "none"
+
+
+class DiskSizes(Protocol):
+    """Bytes of file content of the storage's objects; blocking (run them in a worker thread)."""
+
+    def layer(self, layer_id: str) -> int: ...
+    def container(self, container_id: str) -> int:
+        """The container's own writable layer."""
+        ...
+    def volume(self, name: str) -> int: ...
+    def build_cache(self) -> int: ...
+
+
 # --- storage ----------------------------------------------------------------------------------
 
 
