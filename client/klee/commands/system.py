@@ -113,7 +113,7 @@ def prune(session: Session, all_: bool, volumes: bool, force: bool) -> None:
             "all images without at least one container associated to them" if all_ else "all dangling images"]
     if volumes:
         what.append("all volumes not used by at least one container")
-    confirm("WARNING! This will remove:\n" + "\n".join(f"  - {item}" for item in what), force)
+    confirm(f"WARNING! This will remove {', '.join(what)}.", force)
     data = _object(session.client.post("/system/prune", body={"all": all_, "volumes": volumes}))
     for key, title in (("containers", "Deleted Containers"), ("networks", "Deleted Networks"),
                        ("images", "Deleted Images"), ("volumes", "Deleted Volumes")):

@@ -3,7 +3,8 @@
 Counts and sizes are read at one moment, not under any lock: they describe the daemon as it
 was while they were read (a container created meanwhile may be missing). Sizes are file
 content (`DiskSizes`), each layer counted once however many images and containers stack it;
-an image's `unique_size` is what removing it alone would free.
+an image's `unique_size` is the bytes of its layers no other image stacks (Docker's), which
+removing it frees once no container stacks them either.
 
 `prune` runs the four prunes one after the other, each with its own locks and rules (stopped
 containers without `persist`; networks without endpoints; dangling images, or every unused one
@@ -99,10 +100,10 @@ class System:
         images = self._images.records()
         containers = self._container_records()
         sizes = await self._measure(images, containers)
-        users: dict[str, set[str]] = {}
-        for record in [*images, *containers]:
-            for layer in record.layers:
-                users.setdefault(layer, set()).add(record.id)
+        users: dict[str, set[str]] = {}  # layer -> the images that stack it (as Docker's shared size)
+        for image in images:
+            for layer in image.layers:
+                users.setdefault(layer, set()).add(image.id)
         in_use = self._containers.images_in_use()
         image_rows = [
             ImageUsage(id=r.id, name=r.name, tag=r.tag, size=sum(sizes.layers[layer] for layer in set(r.layers)),
