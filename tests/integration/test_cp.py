@@ -4,6 +4,7 @@ and the errors."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -13,11 +14,14 @@ import stat
 import subprocess
 import sys
 import tarfile
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from tests.cli import run_klee
+from tests.daemon import running_daemon
+from tests.invariants import assert_clean
 from tests.wsapi import connect, create_image
 
 BIG = 100 * 1024 * 1024
@@ -282,3 +286,29 @@ def test_stopped_copy_leaves_no_mount(api, daemon, image):
         api.delete(f"/images/{r.json()['id']}")
     finally:
         remove(api, cid)
+
+
+def test_a_daemon_killed_mid_copy_leaves_no_mount():
+    """kill -9 while a stopped container's filesystem is mounted for a copy: the next start
+    unmounts it, and the copy works again."""
+    with tempfile.TemporaryDirectory(prefix="kleened-cpfault-") as tmp, running_daemon(Path(tmp)) as d:
+        image = create_image(d, tag="cpfault")
+        with d.client() as api:
+            cid = create(api, image)
+        d.stop()
+        d.env["KLEENED_FAULT_POINT"] = "container.files.mounted"
+        d.start()
+        # the daemon dies mid-call: whatever error the stream ends with is the expected one
+        with contextlib.suppress(Exception), connect(d, f"/containers/{cid}/archive/get") as ws:
+            ws.send(json.dumps({"path": "/etc"}))
+            ws.recv(timeout=60)
+        d.wait_dead()
+        assert "point=container.files.mounted" in d.log()
+        assert f"/containers/{cid}/rootfs " in Path("/proc/self/mountinfo").read_text()  # left by the kill
+        del d.env["KLEENED_FAULT_POINT"]
+        d.start()
+        assert f"/containers/{cid}/rootfs " not in Path("/proc/self/mountinfo").read_text()
+        assert_clean(d)
+        with d.client() as api:
+            assert api.get(f"/containers/{cid}/archive/stat", params={"path": "/etc/passwd"}).status_code == 200
+            remove(api, cid)

@@ -628,6 +628,7 @@ class Containers:
                 return
             rootfs = await self._storage.mount_container_fs(container_id, record.layers)
             try:
+                faults.point("container.files.mounted")
                 yield record, rootfs
             finally:
                 with trio.CancelScope(shield=True), trio.move_on_after(TEARDOWN_DEADLINE):
