@@ -105,3 +105,13 @@ def test_cgroup_mode_and_sizes(tmp_path: Path):
     (tree / "b").hardlink_to(tree / "d/a")
     (tree / "l").symlink_to("d/a")
     assert tree_size(tree) == 10 and tree_size(tmp_path / "gone") == 0
+
+
+@pytest.mark.parametrize("size", [0, 1, 3, 4, 5, 1000, 256 * 1024 + 3])
+def test_websocket_masking_matches_rfc6455(size):
+    import os
+
+    from klee.wire.websocket import _masked
+
+    payload, mask = os.urandom(size), os.urandom(4)
+    assert _masked(payload, mask) == bytes(b ^ mask[i % 4] for i, b in enumerate(payload))

@@ -11,6 +11,7 @@ for it, shielded: a half-written tree stays inside the container, as with an int
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from .base import CopyLimits, PathError
 LINE_LIMIT = 64 * 1024  # bytes of the JSON line before the tar stream
 STDERR_LIMIT = 16 * 1024  # bytes of the helper's error output kept for the message
 CHUNK = 256 * 1024
+PIPE_SIZE = 1024 * 1024  # bytes; Linux's default pipe-max-size
 KILL_DEADLINE = 10.0  # seconds to reap the killed helper
 
 
@@ -86,6 +88,7 @@ async def _helper(root: Path, *args: str, stdin: bool = False) -> AsyncIterator[
     argv = [sys.executable, "-m", "kleened.platform.chroot_tar", str(root), *args]
     proc = await trio.lowlevel.open_process(argv, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
                                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _widen(proc.stdin, proc.stdout)
     helper = _Helper(proc)
     try:
         async with trio.open_nursery() as nursery:
@@ -106,6 +109,17 @@ async def _helper(root: Path, *args: str, stdin: bool = False) -> AsyncIterator[
             for pipe in (proc.stdin, proc.stdout, proc.stderr):
                 if pipe is not None:
                     await pipe.aclose()
+
+
+def _widen(*pipes: Any) -> None:
+    """Grow the pipes to `PIPE_SIZE` where the host allows it (Linux: F_SETPIPE_SZ): with the default
+    64 KiB, 100 MB take 1600 wake-ups of each side, and on a loaded host every wake-up waits for a CPU."""
+    if not hasattr(fcntl, "F_SETPIPE_SZ"):
+        return
+    for pipe in pipes:
+        if pipe is not None:
+            with contextlib.suppress(OSError):  # over /proc/sys/fs/pipe-max-size: keep the default
+                fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_SIZE)
 
 
 def _stat(result: dict[str, Any]) -> PathStat:
