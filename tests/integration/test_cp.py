@@ -312,3 +312,33 @@ def test_a_daemon_killed_mid_copy_leaves_no_mount():
         with d.client() as api:
             assert api.get(f"/containers/{cid}/archive/stat", params={"path": "/etc/passwd"}).status_code == 200
             remove(api, cid)
+
+
+def test_cp_to_a_remote_daemon_over_mutual_tls(tmp_path):
+    """The files travel in the stream: a daemon reached over TCP with client certificates, in both
+    directions, with a tree that has a symlink and modes."""
+    from tests.rootfs import file_url, session_tarball
+    from tests.tls import running_tls_daemon
+
+    with tempfile.TemporaryDirectory(prefix="kleened-cptls-") as tmp, running_tls_daemon(Path(tmp)) as tls:
+        c = tls.certs
+        flags = ["--tlsverify", "--tlscacert", str(c.ca), "--tlscert", str(c.client_cert), "--tlskey",
+                 str(c.client_key)]
+
+        def remote(*args: str):
+            return run_klee(tls.mtls_host, *args, flags=flags)
+
+        assert remote("image", "create", "-t", "cptls", "fetch", file_url(session_tarball(tls.daemon.workdir))
+                      ).returncode == 0
+        cid = remote("create", "--name", "cptls", "cptls", "/bin/true").lines[-1]
+        tree = tmp_path / "t"
+        (tree / "d").mkdir(parents=True)
+        (tree / "d/f").write_bytes(os.urandom(3 * 1024 * 1024))
+        os.chmod(tree / "d/f", 0o604)
+        os.symlink("d/f", tree / "link")
+        assert remote("cp", str(tree), "cptls:/var/www/t").returncode == 0
+        back = tmp_path / "back"
+        r = remote("cp", "cptls:/var/www/t", str(back))
+        assert r.returncode == 0, r
+        assert describe(back) == describe(tree)
+        assert remote("rmc", cid).returncode == 0
