@@ -114,5 +114,5 @@ async def commit(containers: Containers, images: Images, storage: LayerStorage, 
                           tag=tag, image_id=new_id(), dataset=str(storage.layer_path(record.layers[-1])), labels={})
     images.add(result)
     log.info("image committed", extra={"image": result.id, "container": record.id})
-    images.events.publish("image", "commit", result.id, name=result.nametag if name else "", container=record.id)
+    images.events.publish("image", "commit", result.id, name=result.nametag if name else None, container=record.id)
     return result
