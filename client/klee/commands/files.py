@@ -99,6 +99,8 @@ def cp(session: Session, src: str, dest: str, archive: bool, follow_link: bool) 
         raise UsageError("Error! copying between containers or between local paths is not supported: "
                          "give exactly one CONTAINER:PATH")
     if src_container is not None:
+        if dest_path == "-" and sys.stdout.isatty():
+            raise UsageError("Error! refusing to write a tar stream to a terminal: redirect the output")
         _from_container(session, src_container, src_path, dest_path, follow_link)
     else:
         assert dest_container is not None
