@@ -342,3 +342,20 @@ def test_cp_to_a_remote_daemon_over_mutual_tls(tmp_path):
         assert r.returncode == 0, r
         assert describe(back) == describe(tree)
         assert remote("rmc", cid).returncode == 0
+
+
+def test_upload_limits():
+    """`cp_max_bytes` and `cp_max_entries` stop an upload with the reason; what came before stays."""
+    with tempfile.TemporaryDirectory(prefix="kleened-cplimit-") as tmp, \
+            running_daemon(Path(tmp), extra={"cp_max_bytes": 1000, "cp_max_entries": 5}) as d:
+        image = create_image(d, tag="cplimit")
+        with d.client() as api:
+            cid = create(api, image)
+            code, reason = _put(d, cid, "/tmp", _tar({"small": b"s" * 600, "big": b"b" * 600}))
+            assert code == 1011 and "larger than 1000 bytes" in reason["message"], reason
+            assert api.get(f"/containers/{cid}/archive/stat", params={"path": "/tmp/small"}).status_code == 200
+            code, reason = _put(d, cid, "/tmp", _tar({f"f{i}": b"" for i in range(6)}))
+            assert code == 1011 and "more than 5 entries" in reason["message"], reason
+            assert _put(d, cid, "/tmp", _tar({f"g{i}": b"x" for i in range(5)}))[0] == 1000
+            remove(api, cid)
+        assert_clean(d)
