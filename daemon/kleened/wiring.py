@@ -141,7 +141,8 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
                 version=version, oci=oci, system=system,
                 builds=builds,
                 stats=Stats(containers, supervisor, runtime, storage),
-                copies=Copies(containers, ChrootFiles(), CopyLimits(config.cp_max_bytes, config.cp_max_entries)),
+                copies=Copies(containers, ChrootFiles(), CopyLimits(config.cp_max_bytes, config.cp_max_entries),
+                              storage.volume_path),
                 commits=Commits(containers, images, storage),
             )
             try:

@@ -359,3 +359,39 @@ def test_upload_limits():
             assert _put(d, cid, "/tmp", _tar({f"g{i}": b"x" for i in range(5)}))[0] == 1000
             remove(api, cid)
         assert_clean(d)
+
+
+def test_paths_under_mounts_are_the_mounts(api, daemon, klee, image, tmp_path):
+    """A volume and a host file mounted in the container: cp reads and writes their sources, running
+    or stopped; a read-only mount refuses uploads."""
+    volume = f"cpv{secrets.token_hex(3)}"
+    host_file = tmp_path / "host.conf"
+    host_file.write_text("from the host\n")
+    mounts = [{"type": "volume", "source": volume, "destination": "/data"},
+              {"type": "nullfs", "source": str(host_file), "destination": "/etc/app.conf", "read_only": True}]
+    r = api.post("/containers/create", json={"image": image, "cmd": ["/bin/sleep", "300"], "mounts": mounts,
+                                            "network_driver": "disabled"})
+    assert r.status_code == 201, r.text
+    cid = r.json()["id"]
+    volume_dir = Path(api.get(f"/volumes/{volume}/inspect").json()["volume"]["mountpoint"])
+    try:
+        note = tmp_path / "note"
+        note.write_text("in the volume\n")
+        assert klee("cp", str(note), f"{cid}:/data/").returncode == 0  # stopped
+        assert (volume_dir / "note").read_text() == "in the volume\n"
+        assert klee("start", "-d", cid).returncode == 0
+        assert klee("cp", str(note), f"{cid}:/data/running-note").returncode == 0  # running
+        assert "in the volume" in klee("exec", cid, "/bin/cat", "/data/running-note").stdout
+        out = tmp_path / "out"
+        assert klee("cp", f"{cid}:/data", str(out)).returncode == 0
+        assert sorted(p.name for p in out.iterdir()) == ["note", "running-note"]
+        assert klee("cp", f"{cid}:/etc/app.conf", str(tmp_path / "conf")).returncode == 0
+        assert (tmp_path / "conf").read_text() == "from the host\n"
+        st = api.get(f"/containers/{cid}/archive/stat", params={"path": "/data"}).json()
+        assert st["name"] == "data" and stat.S_ISDIR(st["mode"])
+        code, reason = _put(daemon, cid, "/etc/app.conf", _tar({"x": b"x"}))
+        assert code == 1002 and "read-only" in reason["message"], reason
+        assert host_file.read_text() == "from the host\n"
+    finally:
+        remove(api, cid)
+        assert api.delete(f"/volumes/{volume}").status_code == 200

@@ -115,3 +115,26 @@ def test_websocket_masking_matches_rfc6455(size):
 
     payload, mask = os.urandom(size), os.urandom(4)
     assert _masked(payload, mask) == bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def test_paths_under_mounts_map_to_their_sources(tmp_path: Path):
+    from kleene_protocol.models import MountPoint
+    from kleened.core.copies import Place, _in_mount
+    from kleened.core.errors import NotFound
+
+    (tmp_path / "vols/v1").mkdir(parents=True)
+    (tmp_path / "host.conf").write_text("x")
+    mounts = [MountPoint(type="volume", container_id="c", destination="/data", source="v1"),
+              MountPoint(type="volume", container_id="c", destination="/data/deeper", source="v1"),
+              MountPoint(type="nullfs", container_id="c", destination="/etc/app.conf",
+                         source=str(tmp_path / "host.conf"), read_only=True)]
+    vols = lambda name: tmp_path / "vols" / name  # noqa: E731
+    assert _in_mount(mounts, "/etc/passwd", vols) is None
+    assert _in_mount(mounts, "/database", vols) is None  # a prefix of a name is not a parent
+    assert _in_mount(mounts, "/data", vols) == Place(tmp_path / "vols/v1", "/", "data")
+    assert _in_mount(mounts, "/data/a/b/", vols) == Place(tmp_path / "vols/v1", "/a/b/")
+    assert _in_mount(mounts, "/data/./a/.", vols) == Place(tmp_path / "vols/v1", "/a/.")
+    assert _in_mount(mounts, "/data/deeper/x", vols).path == "/x"  # the deepest mount wins
+    assert _in_mount(mounts, "/etc/app.conf", vols) == Place(tmp_path, "/host.conf", "app.conf", True)
+    with pytest.raises(NotFound):
+        _in_mount(mounts, "/etc/app.conf/x", vols)
