@@ -26,6 +26,7 @@ from typing import Any, BinaryIO
 
 import click
 
+from klee.completion import complete_containers
 from klee.connection import api_path
 from klee.errors import ApiError, KleeError, UsageError
 from klee.session import Session, pass_session
@@ -307,7 +308,7 @@ def _pack(src: str, target: Target, out: io.RawIOBase, *, archive: bool, follow_
 @click.option("--change", "-c", "changes", multiple=True, metavar="LINE",
               help="A Dockerfile line applied to the image: CMD, ENTRYPOINT, ENV, EXPOSE, HEALTHCHECK, LABEL, ONBUILD, "
                    "SHELL, STOPSIGNAL, USER, VOLUME or WORKDIR (repeatable).")
-@click.argument("container")
+@click.argument("container", shell_complete=complete_containers)
 @click.argument("name", required=False, default="")
 @pass_session
 def commit(session: Session, container: str, name: str, changes: tuple[str, ...]) -> None:
