@@ -113,8 +113,8 @@ def _stat(session: Session, container: str, path: str, follow: bool = False) -> 
     try:
         reply = session.client.get(api_path("/containers/{}/archive/stat", container), params=params)
     except ApiError as exc:
-        if exc.status == 404 and "container" not in exc.message:
-            return None
+        if exc.status == 404 and exc.message.startswith("no such file or directory"):
+            return None  # the path is missing (an unknown container is an error)
         raise KleeError(f"Error! {exc.message}") from None
     if not isinstance(reply, dict):
         raise KleeError("Error! Unexpected response received from Kleened.")

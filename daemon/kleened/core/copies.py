@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import contextlib
 import posixpath
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import msgspec
 
@@ -34,6 +35,7 @@ from .errors import Internal, InvalidArgument, KleeneError, NotFound
 from .records import ContainerRecord
 
 MAX_PATH = 4096  # bytes, PATH_MAX
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -133,7 +135,7 @@ def _error(exc: PathError) -> KleeneError:
     return Internal(f"copy failed: {exc.message}")
 
 
-async def _translated(awaitable):  # type: ignore[no-untyped-def]
+async def _translated(awaitable: Awaitable[T]) -> T:
     try:
         return await awaitable
     except PathError as exc:

@@ -81,6 +81,10 @@ def send_tar(path: str, follow: bool, out: Any) -> None:
     out.flush()
 
 
+def _ignore(*_args: object) -> None:
+    return None
+
+
 def receive_tar(directory: str, source: Any, limits: posix_tar.Limits) -> dict[str, int]:
     try:
         st = os.stat(directory)
@@ -88,8 +92,7 @@ def receive_tar(directory: str, source: Any, limits: posix_tar.Limits) -> dict[s
         raise Failure("missing", f"no such directory: '{directory}'") from None
     if not stat.S_ISDIR(st.st_mode):
         raise Failure("invalid", f"'{directory}' is not a directory")
-    writer = posix_tar.LayerWriter(os.path.realpath(directory), limits, posix_tar._nothing, posix_tar._nothing,
-                                   same_owner=os.geteuid() == 0)
+    writer = posix_tar.LayerWriter(os.path.realpath(directory), limits, _ignore, _ignore, same_owner=os.geteuid() == 0)
     try:
         stats = posix_tar.extract_stream(source, writer)
     except posix_tar.ExtractError as exc:
