@@ -55,6 +55,8 @@ def make_tree(root: Path) -> Path:
     (tree / "sub/deeper").mkdir(parents=True)
     (tree / "plain.txt").write_text("hello\n")
     os.chmod(tree / "plain.txt", 0o640)
+    (tree / "shared").write_text("group and others may write\n")
+    os.chmod(tree / "shared", 0o4777)  # setuid and o+w: kept both ways, as docker cp does
     (tree / "sub/run.sh").write_text("#!/bin/sh\necho run\n")
     os.chmod(tree / "sub/run.sh", 0o755)
     os.chmod(tree / "sub/deeper", 0o700)

@@ -197,16 +197,23 @@ def _from_container(session: Session, container: str, src: str, dest: str, follo
         _check(frames.closing)
 
 
+def _keep_modes(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
+    """tarfile's `tar` filter (every entry inside the directory: no absolute names, no `..`,
+    nothing written through a link that leaves it), with the entry's mode bits kept as they were
+    in the container (the filter drops setuid and group/other write bits; docker cp keeps them)."""
+    checked = tarfile.tar_filter(member, dest)
+    return checked.replace(mode=member.mode, deep=False) if member.mode is not None else checked
+
+
 def _extract(stream: BinaryIO, target: Target) -> None:
-    """Extract with the top entry renamed; tarfile's `tar` filter keeps every entry inside the
-    directory (no absolute names, no `..`, nothing written through a link that leaves it)."""
+    """Extract with the top entry renamed, through `_keep_modes`."""
     with tarfile.open(fileobj=stream, mode="r|") as tar:
         for member in tar:
             member.name = _rename(member.name, target.name)
             if member.islnk():
                 member.linkname = _rename(member.linkname, target.name)
             try:
-                tar.extract(member, target.directory, filter="tar")
+                tar.extract(member, target.directory, filter=_keep_modes)
             except tarfile.FilterError as exc:
                 raise KleeError(f"Error! refusing to copy: {exc}") from None
 
