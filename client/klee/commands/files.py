@@ -191,7 +191,13 @@ def _from_container(session: Session, container: str, src: str, dest: str, follo
                 sys.stdout.buffer.write(chunk)
             sys.stdout.buffer.flush()
         else:
-            _extract(io.BufferedReader(frames, FRAME), target)
+            try:
+                _extract(io.BufferedReader(frames, FRAME), target)
+            except tarfile.TarError as exc:  # the stream broke off: the close frame says why, if it came
+                while frames.read(FRAME):
+                    pass
+                _check(frames.closing)
+                raise KleeError(f"Error! the copy ended early: {exc}") from None
             while frames.read(FRAME):  # the end padding, then the close frame
                 pass
         _check(frames.closing)
