@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 
-from quart import Response
+from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
@@ -42,6 +43,7 @@ def create_app(services: Services, *, max_request_body: int) -> QuartTrio:
     @app.before_request
     async def name_request() -> None:
         REQUEST_ID.set(secrets.token_hex(6))
+        request.started = time.monotonic()  # type: ignore[attr-defined]
 
     @app.before_websocket
     async def name_websocket() -> None:
@@ -50,6 +52,11 @@ def create_app(services: Services, *, max_request_body: int) -> QuartTrio:
     @app.after_request
     async def tag_response(response: Response) -> Response:
         response.headers["X-Request-Id"] = REQUEST_ID.get()
+        if log.isEnabledFor(logging.DEBUG):  # where a call's time goes: this line and the host commands'
+            started = getattr(request, "started", None)
+            ms = "" if started is None else f"{(time.monotonic() - started) * 1000:.1f}"
+            log.debug("request served", extra={"method": request.method, "path": request.path,
+                                                "status": response.status_code, "ms": ms})
         return response
 
     @app.errorhandler(KleeneError)
