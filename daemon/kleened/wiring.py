@@ -23,7 +23,6 @@ from .core.builder.build import Builder
 from .core.containers import Containers
 from .core.events import Events
 from .core.execs import Execs
-from .core.image_create import RootfsSource
 from .core.images import Images
 from .core.isolation import Isolation
 from .core.lifecycle import Locks
@@ -35,6 +34,7 @@ from .core.stats import Stats
 from .core.store import Store
 from .core.supervisor import Supervisor
 from .core.volumes import Volumes
+from .platform.base import RootfsSource
 
 log = logging.getLogger(__name__)
 SHUTDOWN_STOP_DEADLINE = 20.0  # seconds to stop every container at shutdown
@@ -67,7 +67,8 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
     from .platform.linux.buildhost import BuildHost, host_platform
     from .platform.linux.copying import HostFiles
     from .platform.linux.idmap import RangeError, parse_remap
-    from .platform.linux.netdev import LinuxNetworkHost
+    from .platform.linux.netdev import LinuxNetworkDriver
+    from .platform.linux.nftables import NftablesFirewall
     from .platform.linux.overlay import OverlayStorage
     from .platform.linux.reaper import become_subreaper, reap_orphans
     from .platform.linux.rootfs import HostRootfs
@@ -101,7 +102,8 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
                         buffer=config.log_buffer, recent=config.log_recent)
             images = Images(store, storage, rootfs, events=events, locks=locks)
             volumes = Volumes(store, storage, events=events, locks=locks)
-            networks = Networks(store, LinuxNetworkHost(config.host_prefix), hosts_dir=root / "hosts",
+            networks = Networks(store, LinuxNetworkDriver(config.host_prefix), NftablesFirewall(config.host_prefix),
+                                hosts_dir=root / "hosts",
                                 is_running=supervisor.is_running, events=events, locks=locks)
             containers = Containers(store, images, volumes, storage, runtime, supervisor, networks,
                                     dataset_root=str(root), logs=logs, events=events, locks=locks,

@@ -112,7 +112,6 @@ class Containers:
         self._runtime = runtime
         self._supervisor = supervisor
         self._networks = networks
-        self._dataset_root = dataset_root
         self.locks = locks if locks is not None else Locks()
         self.states = ContainerStates()
         self._creating: set[str] = set()  # names of containers being created (not yet stored)
@@ -218,7 +217,7 @@ class Containers:
             user=config.user or image.user, env=merge_env(image.env, config.env),
             jail_param=list(config.jail_param or []), network_driver=config.network_driver, public_ports=ports,
             restart_policy=config.restart_policy, persist=bool(config.persist), created=now_iso(),
-            dataset=f"{self._dataset_root}/containers/{container_id}", layers=image.layers_at(snapshot),
+            dataset=self._storage.container_dataset(container_id), layers=image.layers_at(snapshot),
             workdir=image.workdir, resources=resources, seccomp=seccomp, userns=userns,
         )
         await self._storage.create_container_fs(container_id)

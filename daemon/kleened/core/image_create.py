@@ -23,12 +23,10 @@ write, so a half-made image is never visible.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import urllib.parse
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
 
 import trio
 
@@ -38,46 +36,15 @@ from kleene_protocol.names import image_name_error, shown
 from kleene_protocol.refs import InvalidReference, split_nametag
 
 from .. import faults
-from ..platform.base import HostCommandError, LayerStorage
+from ..platform.base import Capability, Count, Emit, HostCommandError, LayerStorage, RootfsSource
 from .clock import now_iso
 from .records import ImageRecord
 
 log = logging.getLogger(__name__)
 
-Emit = Callable[[str], Awaitable[None]]
-Count = Callable[[int], Awaitable[None]]
-
 DEFAULT_CMD = ["/bin/sh"]
 DEFAULT_USER = "root"
 _CLEANUP_TIMEOUT = 120.0  # seconds to delete a partial layer; a big rootfs takes a few
-
-
-class RootfsSource(Protocol):
-    """What image creation needs from the host (the Linux driver is `platform.linux.rootfs`).
-
-    Failures the client should read raise `ValueError` (its text is the reason); failed host
-    commands raise `HostCommandError`; host trouble raises `OSError`. `output` receives raw
-    progress text (a download's progress, debootstrap's lines); `on_count` receives the number
-    of entries written so far, every hundred or so.
-    """
-
-    def fetched(self, url: str, output: Emit) -> contextlib.AbstractAsyncContextManager[Path]:
-        """A local path holding the archive at `url` while the block runs."""
-        ...
-
-    async def extract(self, archive: Path, dest: Path, on_count: Count) -> int: ...
-    async def copy_dir(self, source: str, dest: Path, on_count: Count) -> int: ...
-    async def bootstrap(self, dest: Path, output: Emit) -> tuple[str, str]:
-        """Install the host's own system into `dest`; return (name, architecture)."""
-        ...
-
-    async def add_host_file(self, host_path: str, dest: Path, path_in_root: str) -> bool:
-        """Copy a host file into the layer; False when the host has no such file."""
-        ...
-
-    def cleanup(self) -> None:
-        """At start-up: delete what a previous daemon left in the work directory."""
-        ...
 
 
 class CreationFailed(Exception):
@@ -131,7 +98,7 @@ async def create_image(
 
 def _check(config: ImageCreateConfig, storage: LayerStorage) -> tuple[str, str]:
     """Refuse what cannot work before any layer exists; return the (name, tag) to give."""
-    if config.method in ("zfs-copy", "zfs-clone"):
+    if config.method in ("zfs-copy", "zfs-clone") and Capability.SEND not in storage.capabilities:
         raise CreationFailed(f"{config.method} needs the ZFS storage driver (this daemon uses {storage.driver})")
     if config.method == "fetch":
         scheme = urllib.parse.urlsplit(config.url).scheme

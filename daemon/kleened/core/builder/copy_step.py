@@ -24,9 +24,10 @@ import trio
 from kleene_protocol.dockerignore import parse as parse_ignore
 from kleene_protocol.ids import new_id
 
+from ...platform.base import CopyPlan
 from .files import Add, Copy, is_url
 from .instructions import Heredoc
-from .steps import CopyPlan, Stage, StepFailed, StepRunner
+from .steps import Stage, StepFailed, StepRunner
 
 MAX_DOWNLOAD = 8 << 30  # bytes of one ADD <url>
 DOWNLOAD_MODE = 0o600

@@ -50,7 +50,7 @@ from pathlib import Path
 import trio
 
 from kleene_protocol.ids import new_id
-from kleened.platform.base import HostCommandError, UserNamespace
+from kleened.platform.base import Capability, HostCommandError, UserNamespace
 from kleened.platform.linux import hostcmd, idmap, mountinfo
 from kleened.platform.linux.bundle import INIT_DESTINATION
 
@@ -89,6 +89,7 @@ class OverlayStorage:
     """`LayerStorage` and `VolumeStorage` on overlayfs; see the module docstring for the layout."""
 
     driver = "overlay"
+    capabilities = Capability.NONE  # layers are composed at mount; no snapshots, no dataset send
 
     def __init__(self, root: Path) -> None:
         root.mkdir(parents=True, exist_ok=True)
@@ -266,6 +267,9 @@ class OverlayStorage:
 
     def dataset(self, name: str) -> str:
         return str(self.volume_path(name))
+
+    def container_dataset(self, container_id: str) -> str:
+        return str(self.containers / container_id)
 
     async def create_volume(self, name: str) -> Path:
         """Idempotent: an existing volume is returned as it is."""
