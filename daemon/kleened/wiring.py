@@ -65,7 +65,6 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
     if not sys.platform.startswith("linux"):
         raise SystemExit("kleened: this build has drivers for Linux only (FreeBSD drivers are planned)")
     from .platform.linux.buildhost import BuildHost, host_platform
-    from .platform.linux.copying import HostFiles
     from .platform.linux.idmap import RangeError, parse_remap
     from .platform.linux.netdev import LinuxNetworkDriver
     from .platform.linux.nftables import NftablesFirewall
@@ -76,6 +75,7 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
     from .platform.linux.whiteouts import OverlayWhiteouts
     from .platform.oci_archive import HostArchives
     from .platform.oci_layers import TarLayerFiles
+    from .platform.posix.copying import HostFiles
     from .platform.registry_http import HttpxTransport
 
     become_subreaper()

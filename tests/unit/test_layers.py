@@ -3,7 +3,7 @@
 - `kleene_protocol` imports nothing of the daemon or the CLI;
 - `klee` (the CLI) imports nothing of the daemon;
 - `kleened.core` never imports `kleened.api`, nor a concrete platform driver (only the
-  interfaces in `platform.base` and the POSIX path helpers in `platform.rootpath`);
+  interfaces in `platform.base` and the POSIX path helpers in `platform.posix.rootpath`);
 - `kleened.api` never imports `kleened.platform`.
 """
 
@@ -13,7 +13,8 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-CORE_MAY_USE = {"kleened.platform", "kleened.platform.base", "kleened.platform.rootpath"}
+CORE_MAY_USE = {"kleened.platform", "kleened.platform.base", "kleened.platform.posix",
+                "kleened.platform.posix.rootpath"}
 
 
 def imports(path: Path, package: str) -> set[str]:

@@ -47,7 +47,7 @@ from ..platform.base import (
     Runtime,
     VolumeStorage,
 )
-from ..platform.rootpath import PathEscape, ensure_target, resolve_in_root
+from ..platform.posix.rootpath import PathEscape, ensure_target, resolve_in_root
 from .clock import now_iso
 from .container_spec import bind_mounts, check_destination, process_spec, with_entrypoint
 from .environment import merge_env, validate_env

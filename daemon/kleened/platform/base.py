@@ -470,6 +470,8 @@ class CopyPlan(Protocol):
 
 
 class PathFilter(Protocol):
+    """What `.dockerignore` rules answer (`kleene_protocol.dockerignore.DockerIgnore`)."""
+
     def is_ignored(self, relpath: str) -> bool: ...
     def should_descend(self, reldir: str) -> bool: ...
 

@@ -1,7 +1,7 @@
 """COPY and ADD: sources from the context, a stage or an image (`--from`), heredocs, and (ADD) URLs and archives.
 
 The destination is relative to WORKDIR; a trailing `/` (or `.`, or `--parents`) makes it a directory, which several
-sources need. Sources are found by the `BuildFiles` driver (`platform.linux.globbing`), `--exclude` patterns
+sources need. Sources are found by the `BuildFiles` driver (`platform.posix.globbing`), `--exclude` patterns
 leave entries out, `--chmod` sets modes, `--chown` owners (names from the image's /etc/passwd and /etc/group).
 `--link` is accepted and copies the same way (kleened's layers are not rebased, so it changes nothing else).
 

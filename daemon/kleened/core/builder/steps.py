@@ -34,7 +34,7 @@ from kleene_protocol.models import HealthConfig
 
 from ... import faults
 from ...platform.base import BuildFiles, LayerStorage
-from ...platform.rootpath import PathEscape, ensure_target, read_text_in_root, resolve_in_root
+from ...platform.posix.rootpath import PathEscape, ensure_target, read_text_in_root, resolve_in_root
 from ..containers import Containers
 from ..errors import KleeneError
 from ..images import Images

@@ -1,6 +1,6 @@
 """Base images on FreeBSD: fetch-auto's URL from the host's release, and `freebsd-update` for the
 image-create `update` option. The archive itself is fetched and extracted by the portable code
-the Linux driver uses (httpx, and `platform.posix_tar`'s safe extractor), so a hostile base.txz
+the Linux driver uses (httpx, and `platform.posix.tar`'s safe extractor), so a hostile base.txz
 cannot write outside the image's dataset.
 
 Upstream's traps avoided:
@@ -24,7 +24,7 @@ from pathlib import Path
 
 from kleened.platform.base import HostCommandError
 from kleened.platform.linux.rootfs import HostRootfs, RootfsError
-from kleened.platform.rootpath import read_text_in_root
+from kleened.platform.posix.rootpath import read_text_in_root
 
 from .command import LONG_TIMEOUT, Commands
 

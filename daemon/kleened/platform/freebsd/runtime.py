@@ -29,7 +29,7 @@ import trio
 
 from kleened.platform.base import HostCommandError, Limits
 from kleened.platform.linux.process import RuncProcess
-from kleened.platform.rootpath import resolve_in_root
+from kleened.platform.posix.rootpath import resolve_in_root
 
 from . import jail, mounts, params, rctl
 from .command import Commands

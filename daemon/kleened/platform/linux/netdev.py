@@ -31,8 +31,9 @@ from pathlib import Path
 from typing import Literal
 
 from kleened.platform.base import HostCommandError, PlugSpec, Sandbox
+from kleened.platform.posix import hostcmd
 
-from . import hostcmd, netns
+from . import netns
 
 log = logging.getLogger(__name__)
 

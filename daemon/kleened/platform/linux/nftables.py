@@ -28,8 +28,7 @@ import logging
 from collections.abc import Mapping, Sequence
 
 from kleene_protocol.models import Network, PublishedPort
-
-from . import hostcmd
+from kleened.platform.posix import hostcmd
 
 log = logging.getLogger(__name__)
 

@@ -51,8 +51,9 @@ import trio
 
 from kleene_protocol.ids import new_id
 from kleened.platform.base import Capability, HostCommandError, UserNamespace
-from kleened.platform.linux import hostcmd, idmap, mountinfo
+from kleened.platform.linux import idmap, mountinfo
 from kleened.platform.linux.bundle import INIT_DESTINATION
+from kleened.platform.posix import hostcmd
 
 log = logging.getLogger(__name__)
 

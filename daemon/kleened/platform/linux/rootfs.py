@@ -34,10 +34,11 @@ from pathlib import Path
 import trio
 
 from kleened import faults
-from kleened.platform import posix_tar
-from kleened.platform.linux import hostcmd, mountinfo
-from kleened.platform.linux.download import DownloadError, download
-from kleened.platform.posix_tar import Limits
+from kleened.platform.linux import mountinfo
+from kleened.platform.posix import hostcmd
+from kleened.platform.posix import tar as posix_tar
+from kleened.platform.posix.download import DownloadError, download
+from kleened.platform.posix.tar import Limits
 
 log = logging.getLogger(__name__)
 

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from kleened.platform import rootpath
+from kleened.platform.posix import rootpath
 
 GiB = 1024**3
 PROGRESS_EVERY = 100  # entries between progress reports (upstream reports every >= 100 files)
