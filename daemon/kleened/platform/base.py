@@ -149,6 +149,7 @@ class NetworkMode(enum.Enum):
     HOST = "host"  # share the host's network stack
     NONE = "none"  # a private stack with loopback only
     NAMESPACE = "namespace"  # join an existing named namespace (vnet/ipnet containers)
+    ADDRESSES = "addresses"  # the host's stack held to the container's addresses (ipnet on FreeBSD)
 
 
 @dataclass(frozen=True)
