@@ -212,8 +212,9 @@ class LinuxNetworkDriver:
         host_if = self.veth_name(plug.endpoint_id)
         container_if = f"eth{plug.index}"
         namespace = self.netns_name(sandbox.container_id)
-        await _batch(host_lines(host_if, container_if, namespace, self.marker, plug.bridge, plug.cidrs))
         try:
+            # One batch: when a line fails (a missing bridge), the lines before it stay done.
+            await _batch(host_lines(host_if, container_if, namespace, self.marker, plug.bridge, plug.cidrs))
             if plug.bridge is None:
                 set_sysctl(f"net/ipv4/conf/{host_if}/proxy_arp", "1")
                 set_sysctl(f"net/ipv4/conf/{host_if}/route_localnet", "1")

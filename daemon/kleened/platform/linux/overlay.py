@@ -304,7 +304,7 @@ class OverlayStorage:
         if path.exists():
             await self._delete_tree(path)
 
-    def list_volumes(self) -> list[str]:
+    async def list_volumes(self) -> list[str]:
         return self._names(self.volumes)
 
     # --- helpers ----------------------------------------------------------------------------
