@@ -9,7 +9,7 @@ Methods (`ImageCreateConfig.method`):
 - `zfs-copy`, `zfs-clone`: need the ZFS storage driver; on any other driver they fail with a
   message that says so.
 Options: `dns` copies the host's /etc/resolv.conf in, `localtime` the host's /etc/localtime.
-`update` runs freebsd-update upstream; it has no Linux meaning and is reported and skipped.
+`update` runs freebsd-update (`RootfsSource.update`); where the host has none it is reported and skipped.
 
 Created images have `user "root"`, `env []`, `instructions []`, one layer, and the command
 `["/bin/sh"]`. Upstream's default is `["/bin/sh", "/etc/rc"]`, which boots a FreeBSD jail's rc
@@ -149,7 +149,10 @@ async def _host_files(config: ImageCreateConfig, layer: Path, source: RootfsSour
         if enabled and not await source.add_host_file(host_path, layer, host_path):
             await emit(f"{host_path} not found on host, skipping...\n")
     if config.update:
-        await emit("'update' runs freebsd-update, which this host's images do not have: skipping...\n")
+        try:
+            await source.update(layer, emit)
+        except NotImplementedError as exc:
+            await emit(f"{exc}: skipping...\n")
 
 
 def failure_reason(exc: BaseException) -> str:

@@ -457,6 +457,11 @@ class RootfsSource(Protocol):
         """Copy a host file into the layer; False when the host has no such file."""
         ...
 
+    async def update(self, root: Path, output: Emit) -> None:
+        """Bring the new image's system up to date (`freebsd-update` on FreeBSD). Raises
+        NotImplementedError with a one-line reason where the host has no such tool."""
+        ...
+
     def cleanup(self) -> None:
         """At start-up: delete what a previous daemon left in the work directory."""
         ...

@@ -27,13 +27,14 @@ import stat
 import subprocess
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import trio
 
 from kleened import faults
+from kleened.platform.base import Count, Emit
 from kleened.platform.linux import mountinfo
 from kleened.platform.posix import hostcmd
 from kleened.platform.posix import tar as posix_tar
@@ -41,9 +42,6 @@ from kleened.platform.posix.download import DownloadError, download
 from kleened.platform.posix.tar import Limits
 
 log = logging.getLogger(__name__)
-
-Emit = Callable[[str], Awaitable[None]]
-Count = Callable[[int], Awaitable[None]]
 
 MiB = 1024 * 1024
 _FETCH_REPORT = 32 * MiB  # progress line every 32 MiB when the size is unknown
@@ -147,6 +145,9 @@ class HostRootfs:
         self.limits = limits or Limits()
         self.debootstrap = debootstrap
         self.etc = etc
+
+    async def update(self, root: Path, output: Emit) -> None:
+        raise NotImplementedError("'update' runs freebsd-update, which this host's images do not have")
 
     def cleanup(self) -> None:
         """At start-up: what the work dir holds is a previous daemon's (downloads, uploaded build
