@@ -96,7 +96,7 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
     from .platform.linux.nftables import NftablesFirewall
     from .platform.linux.overlay import OverlayStorage
     from .platform.linux.reaper import become_subreaper, reap_orphans
-    from .platform.linux.rootfs import HostRootfs
+    from .platform.linux.rootfs import LinuxRootfs
     from .platform.linux.runc import RuncRuntime
     from .platform.linux.whiteouts import OverlayWhiteouts
     from .platform.oci_archive import HostArchives
@@ -116,7 +116,7 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
     isolation = Isolation(runtime, default_pids_limit=config.default_pids_limit, userns=userns)
     store = Store(root / "metadata.sqlite")
     storage = OverlayStorage(root)
-    rootfs = HostRootfs(root / "tmp")
+    rootfs = LinuxRootfs(root / "tmp")
     supervisor = Supervisor(runtime, grace=config.stop_timeout)
     locks = Locks()
     try:

@@ -435,7 +435,7 @@ class Firewall(Protocol):
 
 
 class RootfsSource(Protocol):
-    """What image creation needs from the host (`platform.linux.rootfs`, `platform.freebsd.images`).
+    """What image creation needs from the host (`platform.posix.rootfs` and its subclasses).
 
     Failures the client should read raise `ValueError` (its text is the reason); failed host
     commands raise `HostCommandError`; host trouble raises `OSError`. `output` receives raw

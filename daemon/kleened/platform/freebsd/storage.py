@@ -25,7 +25,7 @@ import trio
 
 from kleene_protocol.ids import new_id
 from kleened.platform.base import Capability, HostCommandError
-from kleened.platform.linux.rootfs import copy_tree
+from kleened.platform.posix.rootfs import copy_tree
 
 from . import zfs
 from .command import LONG_TIMEOUT, Commands
