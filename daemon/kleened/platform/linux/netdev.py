@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 IP = "ip"
 PROC_SYS = Path("/proc/sys")
-ROUTE_METRIC = 1024  # of the host routes to loopback networks' subnets (see configure_bridge)
+ROUTE_METRIC = 1024  # of the host routes to loopback networks' subnets (see configure_interface)
 
 
 def set_sysctl(key: str, value: str) -> None:
