@@ -8,9 +8,9 @@ Linux) with one *plug* per endpoint while they run. On Linux, ipnet cannot share
 restricted to some addresses, so it gets a namespace like vnet and keeps upstream's rules
 (network types, hot connect) and addresses; see docs/networking.md.
 
-Host state (interfaces, sandboxes, plugs, the firewall's rules) is derived from the store: `reconcile()`
-rebuilds it at start and removes what no stored object owns; `reapply()` reloads the table (after
-a host firewall reload). One lock serialises every change, so allocation and the table never see
+Host state (interfaces, sandboxes, plugs, the firewall's rules) is derived from the store:
+`reconcile()` rebuilds it at start and removes what no stored object owns; `reapply()` reloads
+the rules (after a host firewall reload). One lock serialises every change, so allocation and the table never see
 a half-made change. Messages are upstream's where upstream has one.
 """
 
@@ -191,7 +191,7 @@ class Networks:
             await self._apply_firewall()
             if record.owned:
                 await self._host.destroy_interface(record.interface)
-        except HostCommandError as exc:
+        except (HostCommandError, ValueError) as exc:  # ValueError: the interface is no longer ours
             raise Internal(f"network removed, but cleaning the host failed: {exc}") from None
 
     def _after_remove(self, record: NetworkRecord) -> None:
@@ -303,7 +303,7 @@ class Networks:
         live = self._live.get(endpoint.container_id)
         plug = live.plugs.pop(endpoint.id, None) if live else None
         if plug is not None:
-            await self._host.unplug(plug.host_end, plug.spec, sandbox=live.sandbox if live else None)
+            await self._host.unplug(plug.host_end, plug.spec, sandbox=live.sandbox)
 
     # --- the container side (called by the container lifecycle) ---------------------------------
 
