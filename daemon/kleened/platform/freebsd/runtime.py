@@ -73,6 +73,26 @@ class JailRuntime:
     def check_params(self, given: Sequence[str]) -> list[str]:
         return params.check(given)
 
+    # --- today's Runtime entries, with their FreeBSD meaning (docs/freebsd.md) --------------------
+
+    @staticmethod
+    def check_seccomp(profile: str) -> str:
+        """Only "" and "unconfined": seccomp is Linux's; a jail is confined by its parameters."""
+        if profile not in ("", "unconfined"):
+            raise ValueError("seccomp profiles are Linux's; a jail is confined by its parameters")
+        return profile
+
+    @staticmethod
+    def check_userns() -> None:
+        raise ValueError("FreeBSD has no user namespaces")
+
+    def oom_kills(self, container_id: str) -> int:
+        """0: rctl's `memoryuse:deny` refuses allocations, it kills nothing."""
+        return 0
+
+    async def close(self) -> None:
+        """Nothing the jails share needs releasing."""
+
     # --- create / delete -------------------------------------------------------------------------
 
     async def create(self, spec: ContainerSpec) -> None:
@@ -215,10 +235,9 @@ _NETWORKS = {NetworkMode.HOST: "host", NetworkMode.NONE: "disabled", NetworkMode
 def to_jail_spec(spec: ContainerSpec) -> tuple[JailSpec, jail.Command]:
     """The jail and main process for a neutral `ContainerSpec`. An ipnet jail starts with empty
     address lists (`ip4=new ip6=new`); the network driver's `set_addresses` fills them."""
-    if spec.seccomp not in ("", "unconfined"):
-        raise ValueError("seccomp profiles are Linux's; a jail is confined by its parameters")
+    JailRuntime.check_seccomp(spec.seccomp)
     if spec.userns is not None:
-        raise ValueError("FreeBSD has no user namespaces")
+        JailRuntime.check_userns()
     binds = []
     for mount in spec.mounts:
         if not isinstance(mount, BindMount):
