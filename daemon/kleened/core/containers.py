@@ -47,7 +47,7 @@ from ..platform.base import (
     Runtime,
     VolumeStorage,
 )
-from ..platform.rootpath import PathEscape, ensure_target, resolve_in_root
+from ..platform.posix.rootpath import PathEscape, ensure_target, resolve_in_root
 from .clock import now_iso
 from .container_spec import bind_mounts, check_destination, process_spec, with_entrypoint
 from .environment import merge_env, validate_env
@@ -112,7 +112,6 @@ class Containers:
         self._runtime = runtime
         self._supervisor = supervisor
         self._networks = networks
-        self._dataset_root = dataset_root
         self.locks = locks if locks is not None else Locks()
         self.states = ContainerStates()
         self._creating: set[str] = set()  # names of containers being created (not yet stored)
@@ -218,7 +217,7 @@ class Containers:
             user=config.user or image.user, env=merge_env(image.env, config.env),
             jail_param=list(config.jail_param or []), network_driver=config.network_driver, public_ports=ports,
             restart_policy=config.restart_policy, persist=bool(config.persist), created=now_iso(),
-            dataset=f"{self._dataset_root}/containers/{container_id}", layers=image.layers_at(snapshot),
+            dataset=self._storage.container_dataset(container_id), layers=image.layers_at(snapshot),
             workdir=image.workdir, resources=resources, seccomp=seccomp, userns=userns,
         )
         await self._storage.create_container_fs(container_id)

@@ -33,7 +33,7 @@ import sys
 import tarfile
 from typing import Any
 
-from kleened.platform import posix_tar
+from kleened.platform.posix import tar as posix_tar
 
 tarfile.pwd = None  # type: ignore[attr-defined]  # numeric owners only (see the module docstring)
 tarfile.grp = None  # type: ignore[attr-defined]
