@@ -16,7 +16,11 @@ from typing import Annotated, Literal
 import msgspec
 
 NetworkDriver = Literal["ipnet", "host", "vnet", "disabled"]
-RestartPolicy = Literal["no", "on-startup"]
+RestartPolicy = Literal["no", "on-startup"]  # upstream's values: what a `Container` shows
+# What a create or update may ask for: upstream's values, or (extension, docs/operations.md)
+# `always`, `unless-stopped`, `on-failure[:max-retries]`; the daemon validates it.
+RestartPolicySpec = Annotated[str, msgspec.Meta(
+    max_length=40, description="no, on-startup, always, unless-stopped or on-failure[:max-retries]")]
 MountType = Literal["volume", "nullfs"]
 Protocol = Literal["tcp", "udp"]
 NetworkType = Literal["bridge", "loopback", "custom"]
@@ -91,7 +95,7 @@ class ContainerConfig(_Request):
     jail_param: list[str] | None = msgspec.field(default_factory=list)
     network_driver: NetworkDriver = "ipnet"
     public_ports: list[PublishedPortConfig] | None = msgspec.field(default_factory=list)
-    restart_policy: RestartPolicy | None = "no"
+    restart_policy: RestartPolicySpec | None = "no"
     persist: bool | None = False
     # Extensions: isolation and resource control (docs/security.md). seccomp: "" (the daemon's
     # profile), "default", "unconfined" or a JSON profile.
@@ -113,7 +117,7 @@ class ContainerUpdate(_Request):
     env: list[str] | None = None
     cmd: list[str] | None = None
     persist: bool | None = None
-    restart_policy: RestartPolicy | None = None
+    restart_policy: RestartPolicySpec | None = None
     jail_param: list[str] | None = None
     # Extensions (docs/security.md): resources apply at once to a running container (ulimits
     # at its next start); seccomp and userns at its next start.
@@ -300,6 +304,13 @@ class Container(_Response):
     seccomp: str = ""
     userns: UsernsMode = ""
     oom_killed: bool = False
+    # Extensions: restart policies (docs/operations.md). `restart_policy` shows upstream's value
+    # closest to the policy (`on-startup` for always/unless-stopped, else `no`); `restart` is the
+    # policy as given; `restart_count` the automatic restarts since a user last started it;
+    # `restarting`: it exited and waits out its back-off before the next start.
+    restart: str = ""
+    restart_count: int = 0
+    restarting: bool = False
 
 
 class ContainerSummary(Container):

@@ -30,7 +30,14 @@ from klee.connection import api_path
 from klee.errors import ApiError, KleeError, UsageError
 from klee.limits import limit_fields, limit_options
 from klee.session import Session, pass_session
-from klee.specs import NETWORK_DRIVERS, RESTART_POLICIES, check_choice, parse_mount, parse_publish
+from klee.specs import (
+    NETWORK_DRIVERS,
+    RESTART_POLICIES,
+    check_choice,
+    check_restart_policy,
+    parse_mount,
+    parse_publish,
+)
 
 if TYPE_CHECKING:
     from klee.streams import ExecResult
@@ -46,6 +53,11 @@ HELP_PUBLISH = (
 HELP_DRIVER = (
     "Network driver of the container: 'ipnet', 'host', 'vnet' or 'disabled'. Without `network` "
     "and `driver` the driver is 'host'; with a `network` but no `driver` it is 'ipnet'."
+)
+HELP_RESTART = (
+    "Restart policy: 'no'; 'on-startup' (start whenever Kleened starts); 'always' (restart after every exit, "
+    "and start with Kleened); 'unless-stopped' (as always, unless a user stopped it); 'on-failure[:N]' (restart "
+    "after a non-zero exit, at most N times)."
 )
 EXEC_CREATED = "created execution instance {exec_id}"
 ONLY_ONE_ATTACHED = "only one container can be started when attaching to container I/O."
@@ -84,7 +96,7 @@ def create_options(function: Callable[..., Any]) -> Callable[..., Any]:
             default="no",
             show_default=True,
             shell_complete=complete_choices(*RESTART_POLICIES),
-            help="Restart policy: 'no', or 'on-startup' to start the container whenever Kleened starts.",
+            help=HELP_RESTART,
         ),
         click.option(
             "--driver", "-l", default=None, help=HELP_DRIVER, shell_complete=complete_choices(*NETWORK_DRIVERS)
@@ -239,7 +251,7 @@ def container_config(options: dict[str, Any]) -> dict[str, Any]:
         "mounts": [parse_mount(spec) for spec in options["mount"]],
         "jail_param": list(options["jailparam"]),
         "persist": options["persist"],
-        "restart_policy": check_choice(options["restart"], RESTART_POLICIES, "restart policy"),
+        "restart_policy": check_restart_policy(options["restart"]),
         "network_driver": check_choice(driver, NETWORK_DRIVERS, "network driver"),
         "public_ports": [parse_publish(spec) for spec in options["publish"]],
         **limit_fields(options),

@@ -39,7 +39,8 @@ class Services:
     stats: Stats
 
     async def start_on_startup(self) -> None:
-        """Start every container whose restart policy is `on-startup`, detached."""
+        """Start every container whose restart policy says so (`on-startup`, `always`, and
+        `unless-stopped` unless a user stopped it), detached."""
         for record in self.containers.on_startup():
             if self.containers.is_running(record.id):
                 continue
