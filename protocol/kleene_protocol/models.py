@@ -307,7 +307,8 @@ class Container(_Response):
     # Extensions: restart policies (docs/operations.md). `restart_policy` shows upstream's value
     # closest to the policy (`on-startup` for always/unless-stopped, else `no`); `restart` is the
     # policy as given; `restart_count` the automatic restarts since a user last started it;
-    # `restarting`: it exited and waits out its back-off before the next start.
+    # `restarting`: it exited and waits out its back-off before the next start. While a restarted
+    # container runs, `exit_code`, `finished_at` and `oom_killed` are those of the exit that restarted it.
     restart: str = ""
     restart_count: int = 0
     restarting: bool = False

@@ -399,7 +399,10 @@ class Containers:
         async with self._lock(container_id):
             record = self._reload(container_id)
             state = self.state(record)
-            run = self._supervisor.init_run(container_id)
+            # The main process of this run, also when it has just exited and its teardown waits for
+            # the lock: the stop then only waits for it, and the exit counts as the stop's (no restart).
+            run = self._supervisor.init_run(container_id) or next(
+                (r for r in self._supervisor.runs_in(container_id) if r.is_init), None)
             cancelled = self.restarts.cancel(container_id)
             if by_user and (cancelled or (state is State.RUNNING and run is not None)):
                 record.stopped_by_user = True
@@ -408,7 +411,8 @@ class Containers:
                 return
             if state is State.RUNNING and run is not None:
                 self._move(record, State.STOPPING)
-                await self._supervisor.signal_container(container_id, run.stop_signal)
+                if not run.exited.is_set():
+                    await self._supervisor.signal_container(container_id, run.stop_signal)
                 faults.point("container.stop.signalled")
             elif state is not State.STOPPING:
                 if refuse is not None:
@@ -573,8 +577,9 @@ class Containers:
                 raise _launch_error(exc) from None
             raise
         self._move(record, State.RUNNING)
-        record.started_at, record.finished_at, record.exit_code = now_iso(), None, None
-        record.oom_killed = False
+        record.started_at = now_iso()
+        if not automatic:  # a restarted container shows the exit that restarted it
+            record.finished_at, record.exit_code, record.oom_killed = None, None, False
         self._save(record)
         self._last_start[record.id] = (list(cmd), user, list(env), tty)
         log.info("container started", extra={"container": record.id, "exec": exec_id})
