@@ -85,6 +85,21 @@ class PublishedPortConfig(_Request):
     protocol: Protocol = "tcp"
 
 
+class HealthcheckConfig(_Request):
+    """Extension: a create's healthcheck, over the image's `HEALTHCHECK` (docs/operations.md).
+
+    `test` as in `HealthConfig` (`["NONE"]` disables the image's); a field that is null keeps the
+    image's value (or the default). Durations are seconds.
+    """
+
+    test: list[str] | None = None
+    interval: float | None = None
+    timeout: float | None = None
+    start_period: float | None = None
+    start_interval: float | None = None
+    retries: int | None = None
+
+
 class ContainerConfig(_Request):
     name: str | None = None
     image: str | None = None
@@ -102,6 +117,8 @@ class ContainerConfig(_Request):
     resources: Resources | None = None
     seccomp: str = ""
     userns: UsernsMode = ""
+    # Extension: healthcheck over the image's (docs/operations.md).
+    healthcheck: HealthcheckConfig | None = None
 
 
 class ContainerUpdate(_Request):
@@ -278,6 +295,43 @@ class PublishedPort(_Response):
     ip_address6: str = ""
 
 
+class HealthConfig(_Response):
+    """A container's healthcheck (Dockerfile `HEALTHCHECK`, or given at create).
+
+    `test`: `["CMD", arg...]` (run as is), `["CMD-SHELL", command]` (run by the image's shell) or
+    `["NONE"]` (disable the image's check). Durations are seconds.
+    """
+
+    test: list[str] = msgspec.field(default_factory=list)
+    interval: float = 30.0
+    timeout: float = 30.0
+    start_period: float = 0.0
+    start_interval: float = 5.0
+    retries: int = 3
+
+
+HealthStatus = Literal["starting", "healthy", "unhealthy"]
+
+
+class HealthResult(_Response):
+    """One probe: when it ran (RFC 3339), its exit code (-1: it timed out or could not run) and the
+    start of its output (at most 4096 bytes)."""
+
+    start: str
+    end: str
+    exit_code: int
+    output: str
+
+
+class Health(_Response):
+    """Extension: a container's health while its healthcheck runs (docs/operations.md).
+    `failing_streak`: consecutive failed probes; `log`: the last 5 probes, oldest first."""
+
+    status: HealthStatus
+    failing_streak: int = 0
+    log: list[HealthResult] = msgspec.field(default_factory=list)
+
+
 class Container(_Response):
     id: str
     name: str | None
@@ -312,6 +366,10 @@ class Container(_Response):
     restart: str = ""
     restart_count: int = 0
     restarting: bool = False
+    # Extensions: the healthcheck in force (the image's with the create's over it; null: none) and
+    # the health it reports (null before the first start; the last run's after it stopped).
+    healthcheck: HealthConfig | None = None
+    health: Health | None = None
 
 
 class ContainerSummary(Container):
@@ -341,21 +399,6 @@ class ContainerInspect(_Response):
     container: Container
     container_endpoints: list[EndPoint]
     container_mountpoints: list[MountPoint]
-
-
-class HealthConfig(_Response):
-    """A container's healthcheck (Dockerfile `HEALTHCHECK`, or given at create).
-
-    `test`: `["CMD", arg...]` (run as is), `["CMD-SHELL", command]` (run by the image's shell) or
-    `["NONE"]` (disable the image's check). Durations are seconds.
-    """
-
-    test: list[str] = msgspec.field(default_factory=list)
-    interval: float = 30.0
-    timeout: float = 30.0
-    start_period: float = 0.0
-    start_interval: float = 5.0
-    retries: int = 3
 
 
 class Image(_Response):

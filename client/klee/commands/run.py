@@ -28,6 +28,7 @@ from klee.commands.common import host_path_notice, reply_id
 from klee.completion import complete_choices, complete_containers, complete_images, complete_networks
 from klee.connection import api_path
 from klee.errors import ApiError, KleeError, UsageError
+from klee.health import health_fields, health_options
 from klee.limits import limit_fields, limit_options
 from klee.session import Session, pass_session
 from klee.specs import (
@@ -114,7 +115,7 @@ def create_options(function: Callable[..., Any]) -> Callable[..., Any]:
     ]
     for option in reversed(options):
         function = option(function)
-    return limit_options(function)
+    return health_options(limit_options(function))
 
 
 def exec_options(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -255,6 +256,7 @@ def container_config(options: dict[str, Any]) -> dict[str, Any]:
         "network_driver": check_choice(driver, NETWORK_DRIVERS, "network driver"),
         "public_ports": [parse_publish(spec) for spec in options["publish"]],
         **limit_fields(options),
+        **health_fields(options),
     }
 
 

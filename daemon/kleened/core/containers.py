@@ -55,6 +55,7 @@ from .environment import merge_env, validate_env
 from .errors import Conflict, ExecFailed, Internal, InvalidArgument, KleeneError, NotFound
 from .events import Events
 from .fanout import Fanout
+from .health import Healthchecks, HealthStatus, effective, probe_argv, probe_fanout, read_output
 from .imageconfig import remove_anonymous_volumes, stop_signal_of, with_image_volumes
 from .isolation import Isolation
 from .lifecycle import ContainerStates, Locks, State
@@ -125,6 +126,7 @@ class Containers:
         self._events = events if events is not None else Events()
         self._isolation = isolation if isolation is not None else Isolation(runtime)
         self.restarts = restarts if restarts is not None else Restarts()
+        self.health = Healthchecks(self._probe, self._publish_health)
         # The process arguments (cmd, user, env, tty) of each container's last start: an automatic restart reuses them.
         self._last_start: dict[str, tuple[list[str], str, list[str], bool]] = {}
 
@@ -219,6 +221,7 @@ class Containers:
         self._networks.check_ports_free(container_id, ports)
         resources, seccomp, userns = self._isolation.check_create(config)
         policy = _checked_policy(config.restart_policy, InvalidArgument)
+        healthcheck = effective(image.healthcheck, config.healthcheck)
         record = ContainerRecord(
             id=container_id, name=name, image_id=image.id,
             cmd=with_entrypoint(image.entrypoint, config.cmd if config.cmd else image.cmd),
@@ -226,7 +229,7 @@ class Containers:
             jail_param=list(config.jail_param or []), network_driver=config.network_driver, public_ports=ports,
             restart_policy=policy.upstream, restart=str(policy), persist=bool(config.persist), created=now_iso(),
             dataset=f"{self._dataset_root}/containers/{container_id}", layers=image.layers_at(snapshot),
-            workdir=image.workdir, resources=resources, seccomp=seccomp, userns=userns,
+            workdir=image.workdir, resources=resources, seccomp=seccomp, userns=userns, healthcheck=healthcheck,
         )
         await self._storage.create_container_fs(container_id)
         try:
@@ -320,6 +323,7 @@ class Containers:
         api = record.to_api(running=running)
         api.restart = api.restart or api.restart_policy or "no"
         api.restarting = self.restarts.is_pending(record.id)
+        api.health = self.health.get(record.id)
         return api
 
     def images_in_use(self) -> dict[str, list[str]]:
@@ -459,6 +463,7 @@ class Containers:
         self._move(record, State.REMOVING)
         self.restarts.reset(record.id)
         self._last_start.pop(record.id, None)
+        self.health.forget(record.id)
         with self._store.transaction():
             for m in record.mounts:
                 self._store.delete(MOUNT, mount_key(record.id, m.destination))
@@ -524,7 +529,8 @@ class Containers:
             record = self._reload(record.id)
             self.states.require(record.id, {State.CREATED, State.STOPPED}, ever_started=bool(record.started_at),
                                 refusal={State.RUNNING: "container is already running"})
-            return await self._start_locked(record, exec_id, cmd, user, env, tty, fanout, extra_mounts, network)
+            return await self._start_locked(record, exec_id, cmd, user, env, tty, fanout, extra_mounts, network,
+                                            healthcheck=False)
 
     async def _exec_locked(self, record: ContainerRecord, exec_id: str, cmd: list[str], user: str, env: list[str],
                            tty: bool, fanout: Fanout, on_exit: OnExit) -> Run:
@@ -537,9 +543,11 @@ class Containers:
 
     async def _start_locked(self, record: ContainerRecord, exec_id: str, cmd: list[str], user: str,
                             env: list[str], tty: bool, fanout: Fanout, extra_mounts: Sequence[Mount] = (),
-                            network: NetworkMode | None = None, *, automatic: bool = False) -> Run:
+                            network: NetworkMode | None = None, *, automatic: bool = False,
+                            healthcheck: bool = True) -> Run:
         """Start under the lock. A start that is not an automatic restart (`automatic`) is a
-        user's: it ends a pending restart and starts the back-off and restart count afresh."""
+        user's: it ends a pending restart and starts the back-off and restart count afresh. The
+        container's healthcheck runs while it runs, unless `healthcheck` is false (build steps)."""
         argv = cmd or record.cmd or []
         if not argv:
             raise InvalidArgument("no command given and the container has none")
@@ -582,6 +590,10 @@ class Containers:
             record.finished_at, record.exit_code, record.oom_killed = None, None, False
         self._save(record)
         self._last_start[record.id] = (list(cmd), user, list(env), tty)
+        if healthcheck and record.healthcheck is not None:
+            image = self._images.get(record.image_id)
+            self._supervisor.spawn(record.id, self.health.monitor, record.id, record.healthcheck,
+                                   probe_argv(record.healthcheck, image.shell if image else []))
         log.info("container started", extra={"container": record.id, "exec": exec_id})
         self._events.publish("container", "start", record.id, name=record.name)
         return run
@@ -628,6 +640,33 @@ class Containers:
         if oom_killed:
             self._events.publish("container", "oom", run.container_id, name=record.name)
         self._events.publish("container", "die", run.container_id, name=record.name, exit_code=run.exit_code)
+
+    async def _probe(self, container_id: str, argv: list[str], timeout: float) -> tuple[int, str]:
+        """Run a healthcheck probe as an exec: (exit code, start of its output); -1 when it timed
+        out (then killed) or could not run. Conflict when the container no longer runs."""
+        fanout, output = probe_fanout()
+        try:
+            run = await self.run_process(container_id, exec_id=new_id(), cmd=argv, user="", env=[], tty=False,
+                                         fanout=fanout, start_container=False, on_exec_exit=_ignore_exit)
+        except ExecFailed as exc:
+            output.close()
+            return exc.exit_code, exc.message
+        except Internal as exc:
+            output.close()
+            return -1, exc.message
+        with trio.move_on_after(timeout) as scope:
+            kept = await read_output(output)
+            await run.exited.wait()
+        if scope.cancelled_caught:
+            output.close()
+            await self._supervisor.stop_exec(run.exec_id, force=True)
+            return -1, f"Health check exceeded timeout ({timeout:g}s)"
+        return (run.exit_code if run.exit_code is not None else -1), kept.decode(errors="replace")
+
+    def _publish_health(self, container_id: str, status: HealthStatus) -> None:
+        record = self._store.get(CONTAINER, container_id, ContainerRecord)
+        self._events.publish("container", "health_status", container_id, name=record.name if record else None,
+                             health_status=status)
 
     async def _restart(self, pending: Pending) -> None:
         """The back-off of a restart is over: start the container again, as its last start did,
@@ -723,6 +762,10 @@ class Containers:
         """What starts with the daemon: `on-startup` and `always`, and `unless-stopped` unless a user stopped it."""
         return [r for r in self._store.all(CONTAINER, ContainerRecord, order="created ASC")
                 if _policy(r).starts_with_daemon(r.stopped_by_user)]
+
+
+async def _ignore_exit(run: Run) -> None:
+    """A probe's exit needs no cleanup of its own (its result is read from its `Run`)."""
 
 
 def _policy(record: ContainerRecord) -> Policy:
