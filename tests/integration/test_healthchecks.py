@@ -5,6 +5,8 @@ inspect, `klee container ls` and events, probe timeouts, and probes ending with 
 from __future__ import annotations
 
 import json
+import os
+import random
 import secrets
 import time
 
@@ -13,8 +15,11 @@ import pytest
 from tests.builds import built
 from tests.cli import run_klee
 from tests.integration.test_containers import create, exec_create, start_detached
+from tests.invariants import assert_clean
 from tests.wsapi import connect, create_image, exec_stream
 
+ROUNDS = int(os.environ.get("KLEENE_RACE_ROUNDS", "8"))
+SEED = int(os.environ.get("KLEENE_RACE_SEED", str(secrets.randbits(32))))
 FAST = {"interval": 0.2, "timeout": 5.0, "retries": 2}
 
 
@@ -120,3 +125,20 @@ def test_the_image_healthcheck_and_the_create_flags(api, daemon, image, tmp_path
     for cid in (plain, disabled, overridden):
         assert api.post(f"/containers/{cid}/stop").status_code == 200
         assert api.delete(f"/containers/{cid}").status_code == 200
+
+
+def test_probes_racing_stop_and_rm(api, daemon, image):
+    """Probes every 50 ms (some timing out) against a stop and rm at a random moment: no probe
+    survives its container and nothing leaks (the invariants run after this test too)."""
+    rng = random.Random(f"{SEED}:health-race")
+    check = {"test": ["CMD-SHELL", "sleep 0.$RANDOM"], "interval": 0.05, "timeout": 0.2, "retries": 1}
+    for round_ in range(ROUNDS):
+        cid = create(api, image, ["/bin/sleep", "1000"], healthcheck=check)
+        start_detached(api, daemon, cid)
+        time.sleep(rng.uniform(0, 0.4))  # jitter: the stop lands before, during or between probes
+        assert api.post(f"/containers/{cid}/stop").status_code == 200, (SEED, round_)
+        frozen = inspect(api, cid)["health"]
+        assert api.get(f"/containers/{cid}/top").status_code in (404, 409), (SEED, round_)
+        assert inspect(api, cid)["health"] == frozen, (SEED, round_)
+        assert api.delete(f"/containers/{cid}").status_code == 200, (SEED, round_)
+    assert_clean(daemon)

@@ -530,7 +530,7 @@ class Containers:
             self.states.require(record.id, {State.CREATED, State.STOPPED}, ever_started=bool(record.started_at),
                                 refusal={State.RUNNING: "container is already running"})
             return await self._start_locked(record, exec_id, cmd, user, env, tty, fanout, extra_mounts, network,
-                                            healthcheck=False)
+                                            policies=False)
 
     async def _exec_locked(self, record: ContainerRecord, exec_id: str, cmd: list[str], user: str, env: list[str],
                            tty: bool, fanout: Fanout, on_exit: OnExit) -> Run:
@@ -544,10 +544,11 @@ class Containers:
     async def _start_locked(self, record: ContainerRecord, exec_id: str, cmd: list[str], user: str,
                             env: list[str], tty: bool, fanout: Fanout, extra_mounts: Sequence[Mount] = (),
                             network: NetworkMode | None = None, *, automatic: bool = False,
-                            healthcheck: bool = True) -> Run:
+                            policies: bool = True) -> Run:
         """Start under the lock. A start that is not an automatic restart (`automatic`) is a
         user's: it ends a pending restart and starts the back-off and restart count afresh. The
-        container's healthcheck runs while it runs, unless `healthcheck` is false (build steps)."""
+        container's healthcheck and restart policy apply to this run unless `policies` is false
+        (a build step's run)."""
         argv = cmd or record.cmd or []
         if not argv:
             raise InvalidArgument("no command given and the container has none")
@@ -589,14 +590,22 @@ class Containers:
         if not automatic:  # a restarted container shows the exit that restarted it
             record.finished_at, record.exit_code, record.oom_killed = None, None, False
         self._save(record)
-        self._last_start[record.id] = (list(cmd), user, list(env), tty)
-        if healthcheck and record.healthcheck is not None:
-            image = self._images.get(record.image_id)
-            self._supervisor.spawn(record.id, self.health.monitor, record.id, record.healthcheck,
-                                   probe_argv(record.healthcheck, image.shell if image else []))
+        if policies:
+            self._last_start[record.id] = (list(cmd), user, list(env), tty)
+            self._start_healthcheck(record)
+        else:
+            self._last_start.pop(record.id, None)
         log.info("container started", extra={"container": record.id, "exec": exec_id})
         self._events.publish("container", "start", record.id, name=record.name)
         return run
+
+    def _start_healthcheck(self, record: ContainerRecord) -> None:
+        if record.healthcheck is None:
+            return
+        image = self._images.get(record.image_id)
+        self.health.begin(record.id)
+        self._supervisor.spawn(record.id, self.health.monitor, record.id, record.healthcheck,
+                               probe_argv(record.healthcheck, image.shell if image else []))
 
     def _hosts_mount(self, rootfs: Path, record: ContainerRecord) -> list[BindMount]:
         hosts = self._networks.hosts_file(record.id)
@@ -634,7 +643,8 @@ class Containers:
             self._move(record, State.STOPPED)
             record.exit_code, record.finished_at, record.oom_killed = run.exit_code, now_iso(), oom_killed
             self._save(record)
-            if by_itself and _policy(record).restarts_after(run.exit_code, record.restart_count):
+            if by_itself and record.id in self._last_start \
+                    and _policy(record).restarts_after(run.exit_code, record.restart_count):
                 self.restarts.schedule(record.id, _seconds_between(record.started_at, record.finished_at),
                                        self._restart)
         if oom_killed:

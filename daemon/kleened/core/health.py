@@ -117,12 +117,16 @@ class Healthchecks:
         state = self._states.get(container_id)
         return state.to_api() if state is not None else None
 
+    def begin(self, container_id: str) -> None:
+        """A run with a check starts: its health is `starting` from now on (before its monitor runs)."""
+        self._states[container_id] = HealthState()
+
     def forget(self, container_id: str) -> None:
         self._states.pop(container_id, None)
 
     async def monitor(self, container_id: str, check: HealthConfig, argv: list[str]) -> None:
         """Probe until cancelled (the container's main process ended) or the container is gone."""
-        state = self._states[container_id] = HealthState()
+        state = self._states.get(container_id) or self._states.setdefault(container_id, HealthState())
         began = trio.current_time()
         while True:
             in_start = trio.current_time() < began + check.start_period

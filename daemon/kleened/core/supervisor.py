@@ -144,10 +144,11 @@ class Supervisor:
     def spawn(self, container_id: str, fn: Callable[..., Awaitable[None]], *args: object) -> None:
         """Run `fn(*args)` beside the running container's processes (its healthcheck monitor), in
         the container's nursery: it is cancelled when the main process ends, before the cleanup
-        after the exit runs, so it never outlives the container."""
+        after the exit runs, so it never outlives the container. Nothing runs if the main process
+        has already ended."""
         nursery = self._containers.get(container_id)
         if nursery is None or container_id not in self._inits:
-            raise RuntimeError(f"container {container_id} is not running")
+            return
         scope = trio.CancelScope()
         self._companions.setdefault(container_id, []).append(scope)
         nursery.start_soon(self._companion, container_id, scope, fn, *args)
