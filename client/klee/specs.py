@@ -89,8 +89,10 @@ def check_restart_policy(value: str) -> str:
     if name == "on-failure" and colon and count.isascii() and count.isdigit():
         return value
     if colon:
+        why = "the maximum retry count must be a number" if name == "on-failure" else \
+            "only 'on-failure' takes a maximum retry count: 'on-failure:N'"
         raise UsageError(f"Error! Could not validate container configuration: '{value}' is not a valid restart "
-                         "policy (only 'on-failure' takes a maximum retry count: 'on-failure:N')")
+                         f"policy ({why})")
     return check_choice(value, RESTART_POLICIES, "restart policy")
 
 
