@@ -20,7 +20,6 @@ import contextlib
 import logging
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -55,7 +54,7 @@ from .environment import merge_env, validate_env
 from .errors import Conflict, ExecFailed, Internal, InvalidArgument, KleeneError, NotFound
 from .events import Events
 from .fanout import Fanout
-from .health import Healthchecks, HealthStatus, effective, probe_argv, probe_fanout, read_output
+from .health import ExecProbe, Healthchecks, HealthStatus, effective, probe_argv
 from .imageconfig import remove_anonymous_volumes, stop_signal_of, with_image_volumes
 from .isolation import Isolation
 from .lifecycle import ContainerStates, Locks, State
@@ -63,7 +62,7 @@ from .logs import Logs
 from .networks import Networks
 from .records import CONTAINER, ContainerRecord, ImageRecord
 from .resolve import resolve
-from .restarts import UPSTREAM, Pending, Policy, Restarts, parse_policy
+from .restarts import UPSTREAM, Pending, Restarts, checked_policy, policy_of, ran_for
 from .store import NameTaken, Store
 from .supervisor import OnExit, Run, Supervisor
 from .volumes import MOUNT, Volumes, mount_key
@@ -126,7 +125,7 @@ class Containers:
         self._events = events if events is not None else Events()
         self._isolation = isolation if isolation is not None else Isolation(runtime)
         self.restarts = restarts if restarts is not None else Restarts()
-        self.health = Healthchecks(self._probe, self._publish_health)
+        self.health = Healthchecks(ExecProbe(self.run_process, supervisor.stop_exec), self._publish_health)
         # The process arguments (cmd, user, env, tty) of each container's last start: an automatic restart reuses them.
         self._last_start: dict[str, tuple[list[str], str, list[str], bool]] = {}
 
@@ -220,7 +219,7 @@ class Containers:
         ])
         self._networks.check_ports_free(container_id, ports)
         resources, seccomp, userns = self._isolation.check_create(config)
-        policy = _checked_policy(config.restart_policy, InvalidArgument)
+        policy = checked_policy(config.restart_policy, InvalidArgument)
         healthcheck = effective(image.healthcheck, config.healthcheck)
         record = ContainerRecord(
             id=container_id, name=name, image_id=image.id,
@@ -366,7 +365,7 @@ class Containers:
                 raise Conflict(f"an error ocurred while updating the container: {error}")
             record.env = update.env
         if update.restart_policy is not None:
-            policy = _checked_policy(update.restart_policy, Conflict, "an error ocurred while updating the container: ")
+            policy = checked_policy(update.restart_policy, Conflict, "an error ocurred while updating the container: ")
             record.restart_policy, record.restart = policy.upstream, str(policy)
         for field in ("user", "cmd", "persist"):
             value = getattr(update, field)
@@ -644,34 +643,12 @@ class Containers:
             record.exit_code, record.finished_at, record.oom_killed = run.exit_code, now_iso(), oom_killed
             self._save(record)
             if by_itself and record.id in self._last_start \
-                    and _policy(record).restarts_after(run.exit_code, record.restart_count):
-                self.restarts.schedule(record.id, _seconds_between(record.started_at, record.finished_at),
+                    and policy_of(record).restarts_after(run.exit_code, record.restart_count):
+                self.restarts.schedule(record.id, ran_for(record.started_at, record.finished_at),
                                        self._restart)
         if oom_killed:
             self._events.publish("container", "oom", run.container_id, name=record.name)
         self._events.publish("container", "die", run.container_id, name=record.name, exit_code=run.exit_code)
-
-    async def _probe(self, container_id: str, argv: list[str], timeout: float) -> tuple[int, str]:
-        """Run a healthcheck probe as an exec: (exit code, start of its output); -1 when it timed
-        out (then killed) or could not run. Conflict when the container no longer runs."""
-        fanout, output = probe_fanout()
-        try:
-            run = await self.run_process(container_id, exec_id=new_id(), cmd=argv, user="", env=[], tty=False,
-                                         fanout=fanout, start_container=False, on_exec_exit=_ignore_exit)
-        except ExecFailed as exc:
-            output.close()
-            return exc.exit_code, exc.message
-        except Internal as exc:
-            output.close()
-            return -1, exc.message
-        with trio.move_on_after(timeout) as scope:
-            kept = await read_output(output)
-            await run.exited.wait()
-        if scope.cancelled_caught:
-            output.close()
-            await self._supervisor.stop_exec(run.exec_id, force=True)
-            return -1, f"Health check exceeded timeout ({timeout:g}s)"
-        return (run.exit_code if run.exit_code is not None else -1), kept.decode(errors="replace")
 
     def _publish_health(self, container_id: str, status: HealthStatus) -> None:
         record = self._store.get(CONTAINER, container_id, ContainerRecord)
@@ -685,7 +662,7 @@ class Containers:
             if not self.restarts.take(pending):
                 return
             record = self._store.get(CONTAINER, pending.container_id, ContainerRecord)
-            if record is None or self.state(record) is not State.STOPPED or _policy(record).name in UPSTREAM:
+            if record is None or self.state(record) is not State.STOPPED or policy_of(record).name in UPSTREAM:
                 return
             cmd, user, env, tty = self._last_start.get(record.id, ([], "", [], False))
             record.restart_count += 1
@@ -771,32 +748,7 @@ class Containers:
     def on_startup(self) -> list[ContainerRecord]:
         """What starts with the daemon: `on-startup` and `always`, and `unless-stopped` unless a user stopped it."""
         return [r for r in self._store.all(CONTAINER, ContainerRecord, order="created ASC")
-                if _policy(r).starts_with_daemon(r.stopped_by_user)]
-
-
-async def _ignore_exit(run: Run) -> None:
-    """A probe's exit needs no cleanup of its own (its result is read from its `Run`)."""
-
-
-def _policy(record: ContainerRecord) -> Policy:
-    try:
-        return parse_policy(record.restart or record.restart_policy)
-    except ValueError:
-        return Policy("no")
-
-
-def _checked_policy(text: str | None, error: type[KleeneError], prefix: str = "") -> Policy:
-    try:
-        return parse_policy(text)
-    except ValueError as exc:
-        raise error(f"{prefix}{exc}") from None
-
-
-def _seconds_between(start: str | None, end: str | None) -> float:
-    """Seconds from `start` to `end` (timestamps of `now_iso`); 0 when either is missing."""
-    if not start or not end:
-        return 0.0
-    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+                if policy_of(r).starts_with_daemon(r.stopped_by_user)]
 
 
 def _launch_error(exc: HostCommandError) -> KleeneError:

@@ -20,11 +20,13 @@ from dataclasses import dataclass, field
 import trio
 
 from kleene_protocol.durations import MAXIMUM, MINIMUM
+from kleene_protocol.ids import new_id
 from kleene_protocol.models import Health, HealthcheckConfig, HealthConfig, HealthResult, HealthStatus
 
 from .clock import now_iso
-from .errors import Conflict, InvalidArgument
-from .fanout import Fanout
+from .errors import Conflict, ExecFailed, Internal, InvalidArgument
+from .fanout import Chunk, Fanout
+from .supervisor import Run
 
 log = logging.getLogger(__name__)
 
@@ -143,15 +145,43 @@ class Healthchecks:
                 self._publish(container_id, state.status)
 
 
-async def read_output(fanout_output: trio.MemoryReceiveChannel, limit: int = OUTPUT_LIMIT) -> bytes:
+class ExecProbe:
+    """A probe as an exec in the running container, launched by `run_process` (under the
+    container's lock, as any exec) and killed by `stop_exec` when it exceeds its timeout."""
+
+    def __init__(self, run_process: Callable[..., Awaitable[Run]], stop_exec: Callable[..., Awaitable[None]]) -> None:
+        self._run_process = run_process
+        self._stop_exec = stop_exec
+
+    async def __call__(self, container_id: str, argv: list[str], timeout: float) -> tuple[int, str]:
+        """(exit code, start of the output); -1 when it timed out or could not run. Conflict when
+        the container no longer runs."""
+        fanout = Fanout()
+        output = fanout.subscribe(lossless=True)
+        try:
+            run = await self._run_process(container_id, exec_id=new_id(), cmd=argv, user="", env=[], tty=False,
+                                          fanout=fanout, start_container=False, on_exec_exit=_ignore_exit)
+        except (ExecFailed, Internal) as exc:
+            output.close()
+            return getattr(exc, "exit_code", -1), exc.message
+        with trio.move_on_after(timeout) as scope:
+            kept = await _read_output(output)
+            await run.exited.wait()
+        if scope.cancelled_caught:
+            output.close()
+            await self._stop_exec(run.exec_id, force=True)
+            return -1, f"Health check exceeded timeout ({timeout:g}s)"
+        return (run.exit_code if run.exit_code is not None else -1), kept.decode(errors="replace")
+
+
+async def _ignore_exit(run: Run) -> None:
+    """A probe's exit needs no cleanup of its own (its result is read from its `Run`)."""
+
+
+async def _read_output(output: trio.MemoryReceiveChannel[Chunk], limit: int = OUTPUT_LIMIT) -> bytes:
     """The first `limit` bytes of a probe's output (stdout and stderr), reading to the end."""
     kept = bytearray()
-    async for chunk in fanout_output:
+    async for _stream, data in output:
         if len(kept) < limit:
-            kept += chunk[1][: limit - len(kept)]
+            kept += data[: limit - len(kept)]
     return bytes(kept)
-
-
-def probe_fanout() -> tuple[Fanout, trio.MemoryReceiveChannel]:
-    fanout = Fanout()
-    return fanout, fanout.subscribe(lossless=True)

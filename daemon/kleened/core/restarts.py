@@ -20,8 +20,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
 
 import trio
+
+from .errors import KleeneError
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +79,34 @@ def parse_policy(text: str | None) -> Policy:
     if not count.isascii() or not count.isdigit() or len(count) > 9:
         raise ValueError(f"invalid restart policy '{text[:40]}': the maximum retry count must be a number")
     return Policy(name, int(count))
+
+
+class HasPolicy(Protocol):
+    restart: str
+    restart_policy: str | None
+
+
+def policy_of(container: HasPolicy) -> Policy:
+    """A stored container's policy: `restart` (empty in records older than it) or `restart_policy`."""
+    try:
+        return parse_policy(container.restart or container.restart_policy)
+    except ValueError:
+        return Policy("no")
+
+
+def checked_policy(text: str | None, error: type[KleeneError], prefix: str = "") -> Policy:
+    """A policy from a request; `error` (with `prefix`) says what is wrong with it."""
+    try:
+        return parse_policy(text)
+    except ValueError as exc:
+        raise error(f"{prefix}{exc}") from None
+
+
+def ran_for(started: str | None, finished: str | None) -> float:
+    """Seconds a run lasted, from its RFC 3339 start and finish stamps; 0 when either is missing."""
+    if not started or not finished:
+        return 0.0
+    return (datetime.fromisoformat(finished) - datetime.fromisoformat(started)).total_seconds()
 
 
 def next_delay(previous: float, ran_for: float) -> float:
