@@ -228,3 +228,29 @@ def test_daemon_start_honours_always_and_unless_stopped(fresh):
         for cid in (*ids.values(), stopped_unless, stopped_always):
             assert api.delete(f"/containers/{cid}").status_code == 200
     assert_clean(fresh)
+
+
+def test_a_daemon_killed_during_crash_loops_recovers_them_by_policy(fresh):
+    """kill -9 while containers crash and wait out back-offs: the next daemon leaves nothing behind
+    of the old runs and starts what the policies say (a user-stopped unless-stopped stays stopped)."""
+    image = create_image(fresh)
+    with fresh.client() as api:
+        looping = create(api, image, CRASH, restart_policy="always")
+        stopped = create(api, image, CRASH, restart_policy="unless-stopped")
+        failing = create(api, image, CRASH, restart_policy="on-failure")
+        for cid in (looping, stopped, failing):
+            start_detached(api, fresh, cid)
+        for cid in (looping, stopped, failing):
+            wait_for(api, cid, lambda c: c["restart_count"] >= 2, "crash looping")
+        assert api.post(f"/containers/{stopped}/stop").status_code == 200
+    fresh.kill()
+    fresh.start()
+    with fresh.client() as api:
+        wait_for(api, looping, lambda c: c["restart_count"] >= 1, "crash looping again after the restart")
+        for cid in (stopped, failing):  # a user stopped one; on-failure does not start with the daemon
+            c = inspect(api, cid)
+            assert not c["running"] and not c["restarting"] and c["finished_at"] is not None, c
+        assert api.post(f"/containers/{looping}/stop").status_code == 200
+        for cid in (looping, stopped, failing):
+            assert api.delete(f"/containers/{cid}").status_code == 200
+    assert_clean(fresh)
