@@ -27,6 +27,7 @@ import trio
 
 from kleene_protocol.ids import new_id
 from kleene_protocol.models import (
+    Container,
     ContainerConfig,
     ContainerInspect,
     ContainerSummary,
@@ -318,7 +319,8 @@ class Containers:
             container_mountpoints=record.mounts,
         )
 
-    def _to_api(self, record: ContainerRecord, running: bool):  # type: ignore[no-untyped-def]
+    def _to_api(self, record: ContainerRecord, running: bool) -> Container:
+        """The wire object, with what only memory knows: a pending restart, the health so far."""
         api = record.to_api(running=running)
         api.restart = api.restart or api.restart_policy or "no"
         api.restarting = self.restarts.is_pending(record.id)
