@@ -25,6 +25,10 @@ def test_the_create_overrides_the_image_field_by_field():
     assert effective(IMAGE, HealthcheckConfig(test=["NONE"])) is None
     assert effective(HealthConfig(test=["NONE"]), None) is None
     assert IMAGE.interval == 10.0  # the image's config is not changed
+    zeros = effective(IMAGE, HealthcheckConfig(test=[], interval=0.0, retries=0))  # 0 and [] keep the image's
+    assert (zeros.test, zeros.interval, zeros.retries) == (IMAGE.test, 10.0, 4)
+    image_zeros = effective(HealthConfig(test=["CMD", "x"], interval=0.0, timeout=0.0, retries=0), None)
+    assert (image_zeros.interval, image_zeros.timeout, image_zeros.retries) == (30.0, 30.0, 3)  # the defaults
 
 
 @pytest.mark.parametrize(("override", "message"), [

@@ -24,7 +24,7 @@ from kleene_protocol.ids import new_id
 from kleene_protocol.models import Health, HealthcheckConfig, HealthConfig, HealthResult, HealthStatus
 
 from .clock import now_iso
-from .errors import Conflict, ExecFailed, Internal, InvalidArgument
+from .errors import Conflict, ExecFailed, InvalidArgument, KleeneError
 from .fanout import Chunk, Fanout
 from .supervisor import Run
 
@@ -36,7 +36,11 @@ DEFAULT_SHELL = ["/bin/sh", "-c"]
 
 
 def effective(image: HealthConfig | None, override: HealthcheckConfig | None) -> HealthConfig | None:
-    """The check a container gets, or None (no check, or `NONE`). InvalidArgument for a bad override."""
+    """The check a container gets, or None (no check, or `NONE`). InvalidArgument for a bad override.
+
+    As Docker: an override field that is null, 0 or empty keeps the image's value, and a value
+    that is still 0 (an image's) is the default.
+    """
     if override is not None:
         _validate(override)
     base = image if image is not None else HealthConfig()
@@ -44,10 +48,14 @@ def effective(image: HealthConfig | None, override: HealthcheckConfig | None) ->
     if override is not None:
         for name in HealthConfig.__struct_fields__:
             value = getattr(override, name)
-            if value is not None:
+            if value:
                 setattr(merged, name, list(value) if name == "test" else value)
     if not merged.test or merged.test[0] == "NONE":
         return None
+    defaults = HealthConfig()
+    for name in ("interval", "timeout", "start_interval", "retries"):
+        if getattr(merged, name) <= 0:
+            setattr(merged, name, getattr(defaults, name))
     return merged
 
 
@@ -161,9 +169,12 @@ class ExecProbe:
         try:
             run = await self._run_process(container_id, exec_id=new_id(), cmd=argv, user="", env=[], tty=False,
                                           fanout=fanout, start_container=False, on_exec_exit=_ignore_exit)
-        except (ExecFailed, Internal) as exc:
+        except Conflict:
             output.close()
-            return getattr(exc, "exit_code", -1), exc.message
+            raise
+        except KleeneError as exc:  # the probe could not run (no such command, its user is gone, ...)
+            output.close()
+            return exc.exit_code if isinstance(exc, ExecFailed) else -1, exc.message
         with trio.move_on_after(timeout) as scope:
             kept = await _read_output(output)
             await run.exited.wait()
