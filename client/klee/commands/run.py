@@ -162,6 +162,9 @@ def run(
     detach = detach and not interactive
     if remove and detach:
         raise UsageError("Error! '--rm' cannot be combined with '--detach': klee removes the container after it exits")
+    if remove and options["restart"] not in ("no", "on-startup"):
+        raise UsageError(f"Error! '--rm' cannot be combined with '--restart {options['restart']}': "
+                         "a container that restarts is not removed when it exits")
     container_id = create_container(session, options, remove_on_failure=remove)
     try:
         result = start_process(session, container_id, attach=not detach, interactive=interactive, tty=tty)
