@@ -136,7 +136,7 @@ class Healthchecks:
 
     async def monitor(self, container_id: str, check: HealthConfig, argv: list[str]) -> None:
         """Probe until cancelled (the container's main process ended) or the container is gone."""
-        state = self._states.get(container_id) or self._states.setdefault(container_id, HealthState())
+        state = self._states.setdefault(container_id, HealthState())  # `begin` made it at the start
         began = trio.current_time()
         while True:
             in_start = trio.current_time() < began + check.start_period
