@@ -254,3 +254,25 @@ def test_a_daemon_killed_during_crash_loops_recovers_them_by_policy(fresh):
         for cid in (looping, stopped, failing):
             assert api.delete(f"/containers/{cid}").status_code == 200
     assert_clean(fresh)
+
+
+def test_prune_keeps_a_container_waiting_to_restart(fresh):
+    image = create_image(fresh)
+    with fresh.client() as api:
+        cid = create(api, image, ["/bin/sh", "-c", "sleep 0.3; exit 1"], restart_policy="always")
+        stopped = create(api, image, ["/bin/true"])
+        start_detached(api, fresh, cid)
+        pruned: list[str] = []
+        deadline = time.monotonic() + 60
+        while True:  # until a prune lands within one back-off (restarting before and after, same count)
+            before = inspect(api, cid)
+            if before["restarting"]:
+                pruned += api.post("/containers/prune").json()
+                after = inspect(api, cid)
+                if after["restarting"] and after["restart_count"] == before["restart_count"]:
+                    break
+            assert time.monotonic() < deadline, before
+            time.sleep(0.01)
+        assert cid not in pruned and stopped in pruned
+        assert api.post(f"/containers/{cid}/stop").status_code == 200
+        assert api.post("/containers/prune").json() == [cid]

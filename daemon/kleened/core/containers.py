@@ -490,14 +490,16 @@ class Containers:
         self._events.publish("container", "remove", record.id, name=record.name)
 
     async def prune(self) -> list[str]:
-        """Remove every stopped container without `persist`, oldest first (upstream's order)."""
+        """Remove every stopped container without `persist`, oldest first (upstream's order). A
+        container waiting out a restart's back-off is not stopped: it stays."""
         removed = []
         for record in self._store.all(CONTAINER, ContainerRecord, order="created ASC"):
             if record.persist:
                 continue
             async with self._lock(record.id):
                 current = self._store.get(CONTAINER, record.id, ContainerRecord)
-                if current is None or self.state(current) not in (State.CREATED, State.STOPPED):
+                if current is None or self.state(current) not in (State.CREATED, State.STOPPED) \
+                        or self.restarts.is_pending(record.id):
                     continue
                 await self._destroy(current)
             removed.append(record.id)
