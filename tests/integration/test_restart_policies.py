@@ -167,6 +167,25 @@ def test_on_failure_stops_after_its_retries_and_a_clean_exit_is_not_retried(api,
         assert api.delete(f"/containers/{container}").status_code == 200
 
 
+def test_an_update_to_a_policy_that_never_restarts_ends_restarting(api, daemon, image):
+    cid = create(api, image, ["/bin/sh", "-c", "exit 1"], restart_policy="always")
+    start_detached(api, daemon, cid)
+    deadline = time.monotonic() + 30
+    while True:  # until the update lands in a back-off (restarting before, and no restart after it)
+        before = inspect(api, cid)
+        if before["restarting"]:
+            assert api.post(f"/containers/{cid}/update", json={"restart_policy": "no"}).status_code == 201
+            after = inspect(api, cid)
+            if after["restart_count"] == before["restart_count"] and not after["running"]:
+                break
+            assert api.post(f"/containers/{cid}/update", json={"restart_policy": "always"}).status_code == 201
+        assert time.monotonic() < deadline, before
+        time.sleep(0.01)
+    assert not after["restarting"] and (after["restart"], after["restart_policy"]) == ("no", "no")
+    assert api.post(f"/containers/{cid}/stop").json()["message"] == "container not running"
+    assert api.delete(f"/containers/{cid}").status_code == 200
+
+
 def test_rm_cancels_a_pending_restart(api, daemon, image):
     cid = create(api, image, ["/bin/sh", "-c", "sleep 0.2; exit 1"], restart_policy="always")
     start_detached(api, daemon, cid)

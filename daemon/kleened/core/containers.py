@@ -369,6 +369,8 @@ class Containers:
         if update.restart_policy is not None:
             policy = checked_policy(update.restart_policy, Conflict, "an error ocurred while updating the container: ")
             record.restart_policy, record.restart = policy.upstream, str(policy)
+            if policy.name in UPSTREAM:  # a policy that never restarts ends a pending restart
+                self.restarts.cancel(record.id)
         for field in ("user", "cmd", "persist"):
             value = getattr(update, field)
             if value is not None:
