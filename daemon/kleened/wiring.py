@@ -33,6 +33,7 @@ from .core.lifecycle import Locks
 from .core.logs import Logs
 from .core.networks import Networks
 from .core.oci.service import OciImages, RegistrySettings
+from .core.restarts import Restarts
 from .core.services import Services
 from .core.stats import Stats
 from .core.store import Store
@@ -134,6 +135,8 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(supervisor.run)
+            restarts = Restarts()
+            await nursery.start(restarts.run)
             nursery.start_soon(reap_orphans)
             events = Events(history=config.events_history, buffer=config.events_buffer)
             logs = Logs(root / "logs", max_size=config.log_max_size, max_files=config.log_max_files,
@@ -145,7 +148,7 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
                                 is_running=supervisor.is_running, events=events, locks=locks)
             containers = Containers(store, images, volumes, storage, runtime, supervisor, networks,
                                     dataset_root=str(root), logs=logs, events=events, locks=locks,
-                                    isolation=isolation)
+                                    isolation=isolation, restarts=restarts)
             transport = HttpxTransport(config.registry_ca_file)
             oci = OciImages(store=store, images=images, storage=storage, transport=transport,
                             files=TarLayerFiles(OverlayWhiteouts()), archives=HostArchives(root / "tmp" / "oci"),

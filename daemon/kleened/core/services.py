@@ -45,7 +45,8 @@ class Services:
     system: System  # system info, df, prune
 
     async def start_on_startup(self) -> None:
-        """Start every container whose restart policy is `on-startup`, detached."""
+        """Start every container whose restart policy says so (`on-startup`, `always`, and
+        `unless-stopped` unless a user stopped it), detached."""
         for record in self.containers.on_startup():
             if self.containers.is_running(record.id):
                 continue
