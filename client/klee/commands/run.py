@@ -28,9 +28,17 @@ from klee.commands.common import host_path_notice, reply_id
 from klee.completion import complete_choices, complete_containers, complete_images, complete_networks
 from klee.connection import api_path
 from klee.errors import ApiError, KleeError, UsageError
+from klee.health import health_fields, health_options
 from klee.limits import limit_fields, limit_options
 from klee.session import Session, pass_session
-from klee.specs import NETWORK_DRIVERS, RESTART_POLICIES, check_choice, parse_mount, parse_publish
+from klee.specs import (
+    NETWORK_DRIVERS,
+    RESTART_POLICIES,
+    check_choice,
+    check_restart_policy,
+    parse_mount,
+    parse_publish,
+)
 
 if TYPE_CHECKING:
     from klee.streams import ExecResult
@@ -46,6 +54,11 @@ HELP_PUBLISH = (
 HELP_DRIVER = (
     "Network driver of the container: 'ipnet', 'host', 'vnet' or 'disabled'. Without `network` "
     "and `driver` the driver is 'host'; with a `network` but no `driver` it is 'ipnet'."
+)
+HELP_RESTART = (
+    "Restart policy: 'no'; 'on-startup' (start whenever Kleened starts); 'always' (restart after every exit, "
+    "and start with Kleened); 'unless-stopped' (as always, unless a user stopped it); 'on-failure[:N]' (restart "
+    "after a non-zero exit, at most N times)."
 )
 EXEC_CREATED = "created execution instance {exec_id}"
 ONLY_ONE_ATTACHED = "only one container can be started when attaching to container I/O."
@@ -84,7 +97,7 @@ def create_options(function: Callable[..., Any]) -> Callable[..., Any]:
             default="no",
             show_default=True,
             shell_complete=complete_choices(*RESTART_POLICIES),
-            help="Restart policy: 'no', or 'on-startup' to start the container whenever Kleened starts.",
+            help=HELP_RESTART,
         ),
         click.option(
             "--driver", "-l", default=None, help=HELP_DRIVER, shell_complete=complete_choices(*NETWORK_DRIVERS)
@@ -102,7 +115,7 @@ def create_options(function: Callable[..., Any]) -> Callable[..., Any]:
     ]
     for option in reversed(options):
         function = option(function)
-    return limit_options(function)
+    return health_options(limit_options(function))
 
 
 def exec_options(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -149,6 +162,9 @@ def run(
     detach = detach and not interactive
     if remove and detach:
         raise UsageError("Error! '--rm' cannot be combined with '--detach': klee removes the container after it exits")
+    if remove and options["restart"] not in ("no", "on-startup"):
+        raise UsageError(f"Error! '--rm' cannot be combined with '--restart {options['restart']}': "
+                         "a container that restarts is not removed when it exits")
     container_id = create_container(session, options, remove_on_failure=remove)
     try:
         result = start_process(session, container_id, attach=not detach, interactive=interactive, tty=tty)
@@ -239,10 +255,11 @@ def container_config(options: dict[str, Any]) -> dict[str, Any]:
         "mounts": [parse_mount(spec) for spec in options["mount"]],
         "jail_param": list(options["jailparam"]),
         "persist": options["persist"],
-        "restart_policy": check_choice(options["restart"], RESTART_POLICIES, "restart policy"),
+        "restart_policy": check_restart_policy(options["restart"]),
         "network_driver": check_choice(driver, NETWORK_DRIVERS, "network driver"),
         "public_ports": [parse_publish(spec) for spec in options["publish"]],
         **limit_fields(options),
+        **health_fields(options),
     }
 
 

@@ -189,7 +189,7 @@ class MonitoredRuntime:
                     finished = record.paths.exit_file.stat().st_mtime
             found[container_id] = FoundContainer(
                 id=container_id, running=record.monitor_alive, exit_code=status.code if status else None,
-                oom=bool(status and status.oom), finished_at=finished)
+                oom=bool(status and status.oom), finished_at=finished, tty=record.options.tty)
         return found
 
     async def adopt(self, container_id: str) -> MonitoredProcess:
