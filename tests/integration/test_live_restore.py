@@ -264,6 +264,38 @@ def test_adopted_containers_racing_stop_exec_attach_and_rm(live):
         assert_clean(d)
 
 
+def test_restart_policies_apply_across_the_gap(live):
+    """`on-failure`: a container that failed while no daemon ran is started again at start-up;
+    `always`: an adopted container that exits afterwards is restarted by its policy."""
+    d = live
+    image = create_image(d)
+    # Fails once (when /tmp/go appears), then runs on after its restart.
+    once = ["/bin/sh", "-c", "[ -e /tmp/done ] && exec sleep 1000; while [ ! -e /tmp/go ]; do sleep 0.02; done; "
+                             "touch /tmp/done; exit 7"]
+    with d.client() as api:
+        failing = create(api, image, once, restart_policy="on-failure")
+        adopted = create(api, image, once, restart_policy="always")
+        for cid in (failing, adopted):
+            start_detached(api, d, cid)
+    d.kill()
+    (d.state_root / "containers" / failing / "rootfs" / "tmp" / "go").touch()
+    wait_for("it fails", lambda: (d.state_root / "bundles" / failing / "exit").exists())
+    d.start()
+    with d.client() as api:
+        wait_for("it is started again", lambda: inspect(api, failing)["running"])
+        assert (d.state_root / "containers" / failing / "rootfs" / "tmp" / "done").exists()  # it ran, failed, runs
+        assert inspect(api, adopted)["running"]
+        (d.state_root / "containers" / adopted / "rootfs" / "tmp" / "go").touch()
+        c = wait_for("the adopted one is restarted", lambda: (c := inspect(api, adopted))["restart_count"] == 1
+                     and c["running"] and c)
+        assert c["exit_code"] == 7
+        assert_clean(d)
+        for cid in (failing, adopted):
+            api.post(f"/containers/{cid}/update", json={"restart_policy": "no"})
+            api.post(f"/containers/{cid}/stop")
+            assert api.delete(f"/containers/{cid}").status_code == 200
+
+
 def test_without_live_restore_a_restart_stops_what_ran(tmp_path):
     """The default: SIGTERM stops every container; after kill -9 the next start stops what
     still runs and records it as ended (tests/integration/test_restart.py has the rest)."""

@@ -842,7 +842,6 @@ class Containers:
             policy = policy_of(record)
             if policy.restarts_after(found.exit_code, record.restart_count) \
                     and not policy.starts_with_daemon(record.stopped_by_user):
-                record.restart_count += 1
                 self._restart_at_startup.add(record.id)  # `on_startup` lists it
         else:
             if found is not None and not found.running and live_restore:
