@@ -173,20 +173,24 @@ def test_follow_survives_rotation_and_sees_the_end(tmp_path):
     with running_daemon(tmp_path, extra={"log_max_size": 4096, "log_max_files": 4}) as daemon, \
             daemon.client() as api:
         image = create_image(daemon, tag="rotation")
-        # 1500 lines, about 66 KB on disk: some 16 rotations of 4 KiB files. The bursts leave the
-        # follower time to keep up (16 KiB retained: about 10 bursts of slack on a loaded machine).
+        # 1500 lines, about 70 KB on disk: some 12 rotations of 4 KiB files. Each burst waits
+        # for a line on stdin, sent once the follower has the previous burst: the container (its
+        # monitor writes the log, whatever the daemon does) never gets more than a burst ahead.
         bursts, per_burst = 60, 25
-        cid = create(api, image, sh(f"{GO}; i=0; while [ $i -lt {bursts} ]; do seq $((i*{per_burst})) "
-                                    f"$((i*{per_burst}+{per_burst - 1})); i=$((i+1)); sleep 0.03; done"))
+        cid = create(api, image, sh(f"i=0; while [ $i -lt {bursts} ]; do read go; seq $((i*{per_burst})) "
+                                    f"$((i*{per_burst}+{per_burst - 1})); i=$((i+1)); done"))
         start_detached(api, daemon, cid)
         with connect(daemon, f"/containers/{cid}/logs") as follower, attach(daemon, cid) as starter:
             follower.send(json.dumps({"follow": True}))
             assert json.loads(follower.recv(timeout=10))["msg_type"] == "starting"
             assert json.loads(starter.recv(timeout=10))["msg_type"] == "starting"
-            starter.send(b"go\n")
+            seen = b""
+            for burst in range(bursts):
+                starter.send(b"go\n")
+                seen += read_until(follower, b"\n%d\n" % ((burst + 1) * per_burst - 1), timeout=60)
             followed = collect(follower, 120)
         assert followed.close_reason == {"msg_type": "closing", "message": "end of log", "data": ""}
-        assert demux(followed)[1] == b"".join(b"%d\n" % i for i in range(bursts * per_burst))
+        assert seen + demux(followed)[1] == b"".join(b"%d\n" % i for i in range(bursts * per_burst))
         # The monitor writes live.log; the daemon renames it to the next generation once it
         # holds log_max_size bytes (it looks every log_max_size / 16 bytes of output, so a file
         # ends a little past it) and keeps log_max_files files, the live one included.
