@@ -217,8 +217,11 @@ class Supervisor:
                     log.exception("cleanup after exit failed", extra={"container": run.container_id})
                 self._runs.pop(run.exec_id, None)
                 run.done.set()
-        log.info("process exited", extra={"container": run.container_id, "exec": run.exec_id,
-                                          "code": run.exit_code})
+        if self._leaving and run.is_init and run.exit_code is None:
+            log.info("container left running for the next daemon", extra={"container": run.container_id})
+        else:
+            log.info("process exited", extra={"container": run.container_id, "exec": run.exec_id,
+                                              "code": run.exit_code})
 
     async def _pump_until_exit(self, run: Run) -> None:
         async with trio.open_nursery() as pumps:
