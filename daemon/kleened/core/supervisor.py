@@ -34,6 +34,9 @@ from .logs import ContainerLog
 log = logging.getLogger(__name__)
 
 DRAIN_AFTER_EXIT = 1.0  # seconds: output a lingering grandchild still holds is cut after this
+# seconds to read the rest of a process whose output ends with it (a monitor's connection closes
+# when the monitor exits): a safety net only, on a loaded host reading it may take over a second.
+OUTPUT_END_WAIT = 30.0
 KILL_WAIT = 5.0  # seconds to wait for a KILLed container to be reaped
 TEARDOWN_WAIT = 60.0  # seconds its cleanup may take on top (runc delete, umount)
 LOG_DRAIN = 10.0  # seconds the log writer gets to write what is pending once the output ended
@@ -235,7 +238,8 @@ class Supervisor:
                     with trio.CancelScope(shield=True):
                         await self._kill_now(run)
                 raise
-            pumps.cancel_scope.deadline = trio.current_time() + DRAIN_AFTER_EXIT
+            ends = getattr(run.process, "output_ends_at_exit", False)
+            pumps.cancel_scope.deadline = trio.current_time() + (OUTPUT_END_WAIT if ends else DRAIN_AFTER_EXIT)
 
     @staticmethod
     async def _pump(run: Run, stream: trio.abc.ReceiveStream, which: Stream) -> None:

@@ -349,7 +349,9 @@ class Process(Protocol):
 
     Output: with a TTY, `stdout` carries the terminal and `stderr` is None.
     `wait()` returns the exit code (128+N for a signal, as a shell shows it); whoever started
-    the process must wait for it, which also releases its fds.
+    the process must wait for it, which also releases its fds. `output_ends_at_exit`: its
+    streams end once `wait()` returned (a monitor's connection), so they are read to the end;
+    otherwise a grandchild may hold them open and the reader stops shortly after the exit.
     """
 
     pid: int

@@ -112,6 +112,8 @@ class MonitoredProcess:
     `aclose()` closes the tap only: the container and its monitor run on.
     """
 
+    output_ends_at_exit = True  # the monitor's connection closes when it exits
+
     def __init__(self, monitored: Monitored, connection: AttachConnection | None) -> None:
         self.monitored = monitored
         self.pid = monitored.init_pid or 0
