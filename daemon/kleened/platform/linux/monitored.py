@@ -61,14 +61,16 @@ class _Tap:
             if self._reading.locked():
                 await self._arrived.park()
                 continue
-            async with self._reading:
-                assert self.connection is not None
-                packet = await self.connection.receive()
+            try:
+                async with self._reading:
+                    assert self.connection is not None
+                    packet = await self.connection.receive()
+            finally:
+                self._arrived.unpark_all()  # the woken run after this task's next await: the packet is queued
             if packet is None:
                 self.ended = True
             else:
                 self._queues[packet[0]].append(packet[1])
-            self._arrived.unpark_all()
 
     def close(self) -> None:
         self.ended = True
