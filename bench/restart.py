@@ -4,7 +4,8 @@ started again; the time from its launch until it answers `/version` and lists al
 
 Also the monitors' memory at the largest N (PSS and RSS per conmon, from /proc smaps_rollup).
 
-`python -m bench.restart [N ...]` (default 0 100 500).
+`python -m bench.restart [N ...]` (default 0 100 500); `--without-live-restore [N]`: the same
+kill -9 and launch with live restore off (start-up stops the N containers), one round.
 """
 
 from __future__ import annotations
@@ -69,6 +70,20 @@ def restart_to_serving(daemon: Daemon, expected: int) -> dict[str, float]:
     return {"serving_s": round(served - began, 3), "all_adopted_s": round(listed - began, 3)}
 
 
+def without_live_restore(count: int) -> dict[str, float]:
+    """The same kill -9 and launch without live restore (one round): start-up stops and cleans
+    up every container, then serves; timed until it lists none running."""
+    with tempfile.TemporaryDirectory(prefix="kleened-bench-") as tmp, \
+            running_daemon(Path(tmp), extra={"log_level": "info"}) as daemon:
+        image = create_image(daemon, tag="benchbox")
+        cids = start_containers(daemon, image, count)
+        result = restart_to_serving(daemon, 0)
+        with daemon.client(timeout=120) as api:
+            for cid in cids:
+                api.delete(f"/containers/{cid}")
+    return {"containers": count, "serving_ms": result["serving_s"] * 1000}
+
+
 def monitors_memory(daemon: Daemon) -> dict[str, float]:
     pids = [int(p.read_text()) for p in (daemon.state_root / "bundles").glob("*/conmon.pid")]
     return memory_summary([memory_of(pid) for pid in pids])
@@ -99,5 +114,8 @@ def run(counts: tuple[int, ...] = (0, 100, 500), rounds: int = 3) -> dict[str, A
 
 
 if __name__ == "__main__":
-    wanted = tuple(int(a) for a in sys.argv[1:]) or (0, 100, 500)
-    print(json.dumps(run(wanted), indent=2))
+    if sys.argv[1:2] == ["--without-live-restore"]:
+        print(json.dumps(without_live_restore(int(sys.argv[2]) if len(sys.argv) > 2 else 100), indent=2))
+    else:
+        wanted = tuple(int(a) for a in sys.argv[1:]) or (0, 100, 500)
+        print(json.dumps(run(wanted), indent=2))
