@@ -18,7 +18,6 @@ import contextlib
 import logging
 import os
 from collections.abc import Collection, Sequence
-from pathlib import Path
 
 import trio
 
@@ -123,7 +122,6 @@ class MonitoredProcess:
         self.stdin: trio.abc.SendStream | None = _Input(self._tap)
         self.stdout: trio.abc.ReceiveStream = _Output(self._tap, STDOUT)
         self.stderr: trio.abc.ReceiveStream | None = None if monitored.options.tty else _Output(self._tap, STDERR)
-        self.oom = False
 
     async def wait(self) -> int:
         try:
@@ -131,7 +129,6 @@ class MonitoredProcess:
         except MonitorGone as exc:
             log.warning("%s", exc, extra={"container": self.monitored.container_id})
             return MONITOR_GONE
-        self.oom = status.oom
         return status.code
 
     def resize(self, rows: int, cols: int) -> None:
@@ -156,7 +153,6 @@ class MonitoredRuntime:
     def __init__(self, runc: RuncRuntime, conmon: str = "conmon") -> None:
         self.runc = runc
         self.monitors = ConmonMonitors(runc, conmon)
-        self.security = runc.security
         self._watched: dict[str, Monitored] = {}  # created or adopted, until delete
         self._found: dict[str, MonitorRecord] = {}  # the last `find_containers`, until adopted
 
@@ -269,8 +265,4 @@ class MonitoredRuntime:
 
     def processes(self, container_id: str) -> list[ProcessInfo]:
         return self.runc.processes(container_id)
-
-    @property
-    def state_dir(self) -> Path:
-        return self.runc.state_dir
 
