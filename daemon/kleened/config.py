@@ -73,6 +73,9 @@ class Config(msgspec.Struct, kw_only=True):
     registry_auth_file: str = "/etc/kleened/registry-auth.json"
     registry_concurrency: int = 3  # layers downloaded or uploaded at once per pull or push
     registry_retries: int = 3  # attempts after the first for a request or a layer that breaks
+    # `cp` into a container (docs/operations.md): one upload writes at most this much.
+    cp_max_bytes: int = 16 * 1024**3  # bytes of file content
+    cp_max_entries: int = 1_000_000  # files, directories and links
     # Isolation and resource control (docs/security.md).
     seccomp_profile: str = ""  # "": the built-in profile; "unconfined"; or the path of a JSON profile
     default_pids_limit: int = 2048  # tasks per container without a pids limit of its own; 0: none

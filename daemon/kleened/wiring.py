@@ -17,11 +17,14 @@ import trio
 
 from kleene_protocol import API_VERSION
 from kleene_protocol.models import RuntimeVersion, Version
+from kleene_protocol.operations import Listener
 
 from . import __version__
-from .config import Config
+from .config import Config, parse_listener
 from .core.builder.build import Builder
+from .core.commit import Commits
 from .core.containers import Containers
+from .core.copies import Copies
 from .core.events import Events
 from .core.execs import Execs
 from .core.images import Images
@@ -34,6 +37,7 @@ from .core.services import Services
 from .core.stats import Stats
 from .core.store import Store
 from .core.supervisor import Supervisor
+from .core.system import System
 from .core.volumes import Volumes
 from .platform.base import RootfsSource
 
@@ -50,6 +54,11 @@ def _version(runtimes: list[RuntimeVersion]) -> Version:
         python=sys.version.split()[0],
         runtimes=runtimes,
     )
+
+
+def _listeners(config: Config) -> list[Listener]:
+    parsed = [parse_listener(entry) for entry in config.api_listening_sockets]
+    return [Listener(kind="unix" if p.unix_path else "tcp", address=p.unix_path or p.bind, tls=p.tls) for p in parsed]
 
 
 def _registry_settings(config: Config) -> RegistrySettings:
@@ -90,7 +99,10 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
         # The drivers exist (platform/freebsd/, proved on a simulated host: docs/freebsd.md);
         # core's container start and storage paths do not drive them yet.
         raise SystemExit("kleened: the FreeBSD drivers are not wired into the daemon yet (docs/freebsd.md)")
+    from .platform.base import CopyLimits, HostFacts
+    from .platform.container_files import ChrootFiles
     from .platform.linux.buildhost import BuildHost, host_platform
+    from .platform.linux.diskusage import OverlaySizes, cgroup_mode
     from .platform.linux.idmap import RangeError, parse_remap
     from .platform.linux.netdev import LinuxNetworkDriver
     from .platform.linux.nftables import NftablesFirewall
@@ -138,18 +150,28 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
             oci = OciImages(store=store, images=images, storage=storage, transport=transport,
                             files=TarLayerFiles(OverlayWhiteouts()), archives=HostArchives(root / "tmp" / "oci"),
                             settings=_registry_settings(config))
+            build_host = BuildHost(root / "buildcache", root / "tmp")
             builds = Builder(store=store, images=images, containers=containers, networks=networks,
                              storage=storage, files=HostFiles(), tmp_dir=root / "tmp",
-                             host=BuildHost(root / "buildcache", root / "tmp"), platform=host_platform(),
+                             host=build_host, platform=host_platform(),
                              pull=oci.pull_for_build)
             await reconcile(containers, images, networks, rootfs, builds, oci)
+            version = _version([RuntimeVersion(name=runtime.name, version=runtime.version())])
+            system = System(store, containers, images, volumes, networks, version=version,
+                            facts=HostFacts(os=platform.system(), kernel=platform.release(), storage_driver="overlay",
+                                            cgroup_mode=cgroup_mode()),
+                            sizes=OverlaySizes(root, build_host.cache_root), state_root=str(root),
+                            listeners=_listeners(config))
             services = Services(
                 store=store, volumes=volumes, networks=networks, images=images, containers=containers,
                 execs=Execs(containers, supervisor, events=events, detach_keys=config.detach_keys,
                             attach_buffer=config.attach_buffer), supervisor=supervisor, events=events,
-                version=_version([RuntimeVersion(name=runtime.name, version=runtime.version())]), oci=oci,
+                version=version, oci=oci, system=system,
                 builds=builds,
                 stats=Stats(containers, supervisor, runtime, storage),
+                copies=Copies(containers, ChrootFiles(), CopyLimits(config.cp_max_bytes, config.cp_max_entries),
+                              storage.volume_path),
+                commits=Commits(containers, images, storage),
             )
             try:
                 yield services

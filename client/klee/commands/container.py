@@ -197,3 +197,8 @@ container.add_command(
 )
 for _command in (create, run, start, restart, exec_):
     container.add_command(_command)
+
+from klee.commands.files import commit, cp  # noqa: E402 - after the group they join
+
+container.add_command(cp)
+container.add_command(commit)

@@ -22,6 +22,16 @@ _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 
 
+def _masked(payload: bytes, mask: bytes) -> bytes:
+    """`payload` XORed with the 4-byte `mask` (RFC 6455 5.3): each of the four byte lanes through a
+    translation table, which is about four times faster than one big-integer XOR (it matters for
+    uploads: a build context, an archive, `cp`)."""
+    data = bytearray(payload)
+    for lane, key in enumerate(mask):
+        data[lane::4] = data[lane::4].translate(bytes(b ^ key for b in range(256)))
+    return bytes(data)
+
+
 class WebSocketError(Exception):
     """The handshake failed or the server broke the protocol."""
 
@@ -167,8 +177,7 @@ class WebSocket:
         else:
             header = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, length)
         mask = os.urandom(4)
-        masked = (int.from_bytes(payload, "little") ^ int.from_bytes(mask * (length // 4 + 1), "little")
-                  ).to_bytes(length + 4, "little")[:length] if length else b""
+        masked = _masked(payload, mask)
         with self._send_lock:
             self._sock.sendall(header + mask + masked)
 

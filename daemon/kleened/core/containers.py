@@ -613,12 +613,46 @@ class Containers:
                 with trio.CancelScope(shield=True):
                     await self._storage.unmount_container_fs(container_id)
 
+    @contextlib.asynccontextmanager
+    async def files_of(self, container_id: str) -> AsyncIterator[tuple[ContainerRecord, Path]]:
+        """The container's root while the block runs, under its lock (`cp`, `commit`): a running
+        container's mounted filesystem, or a stopped one's, mounted for the block and unmounted
+        after it, shielded, whatever ends the block. Refused while it starts, stops or goes."""
+        async with self._lock(container_id):
+            record = self._reload(container_id)
+            state = self.states.require(record.id, {State.CREATED, State.STOPPED, State.RUNNING},
+                                        ever_started=bool(record.started_at))
+            if state is State.RUNNING:
+                yield record, self._storage.rootfs_path(container_id)
+                return
+            rootfs = await self._storage.mount_container_fs(container_id, record.layers)
+            try:
+                faults.point("container.files.mounted")
+                yield record, rootfs
+            finally:
+                with trio.CancelScope(shield=True), trio.move_on_after(TEARDOWN_DEADLINE):
+                    await self._storage.unmount_container_fs(container_id)
+
     async def commit_layer(self, container_id: str) -> str:
         """Turn the stopped container's writable layer into a new layer; return its id."""
         async with self._lock(container_id):
             record = self._reload(container_id)
             self.states.require(record.id, {State.CREATED, State.STOPPED}, ever_started=bool(record.started_at))
             return await self._storage.commit_container_fs(container_id)
+
+    async def commit_fs(self, ident: str) -> ContainerRecord:
+        """`commit`: the stopped container's writable layer becomes a layer of its stack (the
+        container goes on from it, unchanged to its processes); return the updated record."""
+        container_id = self.get(ident, f"no such container '{ident}'").id
+        async with self._lock(container_id):
+            record = self._reload(container_id, f"no such container '{ident}'")
+            self.states.require(record.id, {State.CREATED, State.STOPPED}, ever_started=bool(record.started_at),
+                                refusal={s: f"container is {s.value}: stop it before committing"
+                                         for s in (State.STARTING, State.RUNNING, State.STOPPING)})
+            layer = await self._storage.commit_container_fs(container_id)
+            record.layers = [*record.layers, layer]
+            self._save(record)
+            return record
 
     def set_stack(self, container_id: str, layers: Sequence[str], workdir: str) -> ContainerRecord:
         """Record a new layer stack and working directory (a build step's result)."""

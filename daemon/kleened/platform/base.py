@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import enum
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
@@ -29,6 +30,7 @@ from typing import Literal, Protocol
 import trio
 
 from kleene_protocol.models import Network, PublishedPort
+from kleene_protocol.operations import PathStat
 
 Emit = Callable[[str], Awaitable[None]]
 Count = Callable[[int], Awaitable[None]]
@@ -70,6 +72,70 @@ class Packed:
     digest: str  # of the blob's bytes, compressed as asked
     size: int
     diff_id: str  # of the uncompressed tar
+
+
+# --- container files (cp) ------------------------------------------------------------------------
+
+
+class PathError(ValueError):
+    """A container path that cannot be copied: `kind` is `missing` (nothing there), `invalid`
+    (not a directory, a hostile or broken archive, over a limit) or `failed` (the copy broke)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+@dataclass(frozen=True)
+class CopyLimits:
+    """Caps on one upload into a container."""
+
+    max_bytes: int
+    max_entries: int
+
+
+class ContainerFiles(Protocol):
+    """Paths of a mounted container root (`root`, a host path) as the container sees them, read
+    and written as uncompressed tar streams; symlinks resolve inside `root` even when the
+    container changes them meanwhile. Raises `PathError`."""
+
+    async def stat(self, root: Path, path: str, follow: bool = False) -> PathStat:
+        """What is at `path`; `follow`: what a link there points to (also when `path` ends with `/`)."""
+        ...
+
+    def read(self, root: Path, path: str, follow: bool = False
+             ) -> AbstractAsyncContextManager[tuple[PathStat, AsyncIterator[bytes]]]:
+        """`path`'s stat, and its tar stream (the top entry named after its last component)."""
+        ...
+
+    async def write(self, root: Path, path: str, chunks: AsyncIterator[bytes], limits: CopyLimits) -> tuple[int, int]:
+        """Extract the tar `chunks` into the existing directory `path`; return (entries, bytes)."""
+        ...
+
+
+# --- system views ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """What `system info` says about the host and the drivers."""
+
+    os: str
+    kernel: str
+    storage_driver: str
+    cgroup_mode: str  # "v2", "hybrid", "v1" or "none"
+
+
+class DiskSizes(Protocol):
+    """Bytes of file content of the storage's objects; blocking (run them in a worker thread)."""
+
+    def layer(self, layer_id: str) -> int: ...
+    def container(self, container_id: str) -> int:
+        """The container's own writable layer."""
+        ...
+    def volume(self, name: str) -> int: ...
+    def build_cache(self) -> int: ...
 
 
 # --- storage ----------------------------------------------------------------------------------

@@ -33,6 +33,8 @@ FREEBSD_DEFAULTS: dict[str, Any] = {
     "detach_keys": "ctrl-p,ctrl-q",
     "events_history": 1000,
     "events_buffer": 1024,
+    "cp_max_bytes": 16 * 1024**3,  # cp into a jail: the same caps as on Linux
+    "cp_max_entries": 1_000_000,
     # Isolation: seccomp and user namespaces are Linux's; a jail is confined by its own parameters
     # (`allow.*`, `enforce_statfs`, `securelevel`). No default pids limit: it is an rctl rule, and
     # rctl is off unless kern.racct.enable=1 was set at boot (a default would refuse every container).
