@@ -320,6 +320,9 @@ class Networks:
             return NetworkMode.HOST, None
         if container.network_driver == "disabled":
             return NetworkMode.NONE, None
+        if container.network_driver not in self._host.sandboxed_drivers:
+            # Address-only mode (ipnet on FreeBSD) needs the runtime's jail first (docs/freebsd.md).
+            raise Internal(f"'{container.network_driver}' containers are address-only here; core cannot start them yet")
         async with self._lock:
             await self._release(container.id)  # what a failed teardown may have left
             self._check_ports_free(container.id, container.public_ports)
