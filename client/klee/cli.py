@@ -44,6 +44,9 @@ SHORTCUTS: dict[str, tuple[str, str]] = {
     "load": ("image", "load"),
     "create": ("container", "create"),
     "exec": ("container", "exec"),
+    "ps": ("container", "ls"),
+    "rm": ("container", "rm"),
+    "images": ("image", "ls"),
     "restart": ("container", "restart"),
     "run": ("container", "run"),
     "start": ("container", "start"),
@@ -95,7 +98,7 @@ class KleeGroup(click.Group):
         singles = [
             (name, f"Shortcut for 'klee {' '.join(target)}'.")
             for name, target in SHORTCUTS.items()
-            if not name.startswith(("is", "ls", "rm"))
+            if not name.startswith(("is", "ls", "rm")) or name == "rm"
         ]
         with formatter.section("Shortcuts"):
             formatter.write_dl(sorted(singles) + list(SHORTCUT_FAMILIES))

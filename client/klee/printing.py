@@ -45,6 +45,12 @@ class Output:
         self.stream.write(text + "\n")
         self.stream.flush()
 
+    def status(self, text: str = "") -> None:
+        """klee's own status lines ("created execution instance ..."): on stderr, so that stdout
+        carries only results and the process's output."""
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+
     def lines(self, texts: Iterable[str]) -> None:
         for text in texts:
             self.line(text)

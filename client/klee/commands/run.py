@@ -48,6 +48,10 @@ HELP_DRIVER = (
     "and `driver` the driver is 'host'; with a `network` but no `driver` it is 'ipnet'."
 )
 EXEC_CREATED = "created execution instance {exec_id}"
+EXEC_STARTED_CONTAINER = (
+    "note: container {container} was not running: exec started it with this command as its main process, "
+    "so it stopped when the command ended"
+)
 ONLY_ONE_ATTACHED = "only one container can be started when attaching to container I/O."
 
 
@@ -67,6 +71,9 @@ def create_options(function: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--mount",
             "-m",
+            "--volume",
+            "-v",
+            "mount",
             multiple=True,
             metavar="list",
             help="Mount a volume, directory or file into the container: SOURCE:DESTINATION[:rw|ro]",
@@ -149,7 +156,7 @@ def run(
     detach = detach and not interactive
     if remove and detach:
         raise UsageError("Error! '--rm' cannot be combined with '--detach': klee removes the container after it exits")
-    container_id = create_container(session, options, remove_on_failure=remove)
+    container_id = create_container(session, options, remove_on_failure=remove, status=not detach)
     try:
         result = start_process(session, container_id, attach=not detach, interactive=interactive, tty=tty)
     except KleeError:
@@ -222,6 +229,8 @@ def exec_(
         env=list(env),
         user=user,
     )
+    if not result.container_running and command:
+        session.out.status(EXEC_STARTED_CONTAINER.format(container=container))
     ctx.exit(result.exit_code)
 
 
@@ -246,10 +255,13 @@ def container_config(options: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def create_container(session: Session, options: dict[str, Any], remove_on_failure: bool = False) -> str:
+def create_container(
+    session: Session, options: dict[str, Any], remove_on_failure: bool = False, status: bool = False
+) -> str:
     """Create the container (and connect it to `--network`); print and return its id.
 
-    As upstream, a container whose network connection fails is kept, unless `remove_on_failure`.
+    The id is the result of `create` and `run -d` (stdout), a `status` line of an attached `run`
+    (stderr). As upstream, a container whose network connection fails is kept, unless `remove_on_failure`.
     """
     config = container_config(options)
     for mount in config["mounts"]:
@@ -259,7 +271,7 @@ def create_container(session: Session, options: dict[str, Any], remove_on_failur
         container_id = reply_id(session.client.post("/containers/create", body=config, ok=(201,)))
     except ApiError as exc:
         raise KleeError(f"could not create container: {exc.message}") from None
-    session.out.line(container_id)
+    (session.out.status if status else session.out.line)(container_id)
     if options["network"]:
         endpoint = {
             "container": container_id,
@@ -295,7 +307,7 @@ def start_process(
         exec_id = reply_id(session.client.post("/exec/create", body=body, ok=(201,)))
     except ApiError as exc:
         raise KleeError(f"{container}: error creating execution instance: {exc.message}") from None
-    session.out.line(EXEC_CREATED.format(exec_id=exec_id))
+    session.out.status(EXEC_CREATED.format(exec_id=exec_id))
     return start_exec(session.client, session.out, exec_id, attach=attach, interactive=interactive, tty=tty)
 
 

@@ -70,15 +70,6 @@ def _open(websocket: Any, config: dict[str, Any]) -> dict[str, Any]:
     raise KleeError(_describe(closing) or "kleened reported an error")
 
 
-def _write_multiplexed(frame: str | bytes) -> None:
-    """A frame whose first byte names the stream: 1 stdout, 2 stderr."""
-    if isinstance(frame, str) or not frame:
-        return
-    target = sys.stderr.buffer if frame[0] == 2 else sys.stdout.buffer
-    target.write(frame[1:])
-    target.flush()
-
-
 def _finish(closing: dict[str, Any] | None) -> dict[str, Any]:
     from klee.streams import CONNECTION_CLOSED, _describe
 
@@ -103,7 +94,14 @@ def attach(ctx: click.Context, session: Session, no_stdin: bool, detach_keys: st
     import contextlib
 
     from klee.specs import exit_code_from_message, shell_exit_status
-    from klee.streams import _InputPump, _interrupt_on_termination, _isatty, _raw_terminal, _receive_until_closed
+    from klee.streams import (
+        _InputPump,
+        _interrupt_on_termination,
+        _isatty,
+        _raw_terminal,
+        _receive_until_closed,
+        write_multiplexed,
+    )
 
     config = {"logs": recent, "stdin": not no_stdin, "detach_keys": detach_keys, "multiplex": True}
     with session.client.stream(api_path("/containers/{}/attach", container)) as websocket:
@@ -114,7 +112,7 @@ def attach(ctx: click.Context, session: Session, no_stdin: bool, detach_keys: st
             terminal = _raw_terminal(sys.stdin.fileno()) if raw else contextlib.nullcontext()
             pump = _InputPump.running(websocket, not no_stdin, tty) if tty or not no_stdin else contextlib.nullcontext()
             with terminal, pump:
-                closing = _finish(_receive_until_closed(websocket, _write_multiplexed))
+                closing = _finish(_receive_until_closed(websocket, write_multiplexed))
     message = str(closing.get("message", ""))
     if message.startswith("detached"):
         click.echo("read escape sequence", err=True)
@@ -134,7 +132,7 @@ def attach(ctx: click.Context, session: Session, no_stdin: bool, detach_keys: st
 def logs(session: Session, follow: bool, tail: str, since: str | None, until: str | None, timestamps: bool,
          container: str) -> None:
     """Print a container's log (stdout and stderr of its main process), running or stopped."""
-    from klee.streams import _receive_until_closed
+    from klee.streams import _receive_until_closed, write_multiplexed
 
     if tail != "all" and not tail.isdigit():
         raise UsageError(f"Error! invalid --tail '{tail}': use a number of lines or 'all'")
@@ -142,7 +140,7 @@ def logs(session: Session, follow: bool, tail: str, since: str | None, until: st
               "until": time_spec(until), "timestamps": timestamps, "stdout": True, "stderr": True}
     with session.client.stream(api_path("/containers/{}/logs", container)) as websocket:
         _open(websocket, config)
-        _finish(_receive_until_closed(websocket, _write_multiplexed))
+        _finish(_receive_until_closed(websocket, write_multiplexed))
 
 
 @click.command(name="events")
