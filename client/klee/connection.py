@@ -199,6 +199,10 @@ class Client:
         except TimeoutError:
             raise KleeError(TIMEOUT_ERROR) from None
         except OSError as exc:  # HttpError and ssl.SSLError are OSErrors
+            from klee.wire.http import HttpError
+
+            if isinstance(exc, HttpError):
+                raise ConnectionFailed(f"Error! kleened's answer could not be read: {exc}") from None
             raise ConnectionFailed(f"unable to connect to kleened: {exc}") from None
         return response.status, response.content
 
@@ -228,6 +232,7 @@ class Client:
     @contextlib.contextmanager
     def stream(self, endpoint: str) -> Iterator[WebSocket]:
         """A WebSocket to `endpoint` (e.g. "/exec/start"), closed on exit."""
+        from klee.wire.sockets import WireError
         from klee.wire.websocket import WebSocket, WebSocketError
 
         try:
@@ -237,6 +242,9 @@ class Client:
             raise ConnectionFailed(f"unable to connect to kleened: {exc}") from None
         try:
             yield websocket
+        except (WireError, TimeoutError, ConnectionResetError, ConnectionAbortedError) as exc:
+            # Lost or broken mid-stream (klee's own output errors, such as a closed stdout, pass on).
+            raise ConnectionFailed(f"Error! connection to kleened lost: {exc}") from None
         finally:
             websocket.close()
 

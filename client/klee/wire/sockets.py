@@ -10,6 +10,13 @@ if TYPE_CHECKING:
     import ssl  # about 8 ms to import: only TLS hosts pay it (klee.connection.ssl_context)
 
 
+class WireError(OSError):
+    """kleened's answer broke HTTP or WebSocket, or the connection was lost mid-exchange.
+
+    An OSError, as every other failure of the transport (refused, reset, TLS): callers map
+    them all to one readable line."""
+
+
 @dataclass(frozen=True)
 class Endpoint:
     """Where kleened listens, as klee's `--host` names it."""
