@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import sys
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
     import httpx
 
+    from klee.session import Session
     from klee.wire.http import HttpClient
     from klee.wire.sockets import Endpoint
     from klee.wire.websocket import WebSocket
@@ -312,3 +314,43 @@ def _describe(error: Any) -> str:
     detail = str(error.get("detail") or error.get("title") or "invalid value")
     pointer = (error.get("source") or {}).get("pointer") if isinstance(error.get("source"), dict) else None
     return f"{pointer}: {detail}" if pointer else detail
+
+
+def reply_id(reply: Any) -> str:
+    """The `id` of an `IdResponse`."""
+    if isinstance(reply, dict) and isinstance(reply.get("id"), str):
+        return reply["id"]
+    raise KleeError(UNEXPECTED_RESPONSE)
+
+
+def reply_list(reply: Any) -> list[Any]:
+    """A JSON list reply (ids, or objects of a listing)."""
+    if isinstance(reply, list):
+        return reply
+    raise KleeError(UNEXPECTED_RESPONSE)
+
+
+def remote_daemon(session: Session) -> str | None:
+    """The daemon's address when it is on another machine (TCP to a non-loopback address), else None."""
+    import ipaddress
+
+    host = parse_host(session.settings.host)
+    if host.is_unix:
+        return None
+    hostname = urlsplit(f"//{host.netloc}").hostname or ""
+    if hostname == "localhost":
+        return None
+    try:
+        if ipaddress.ip_address(hostname).is_loopback:
+            return None
+    except ValueError:
+        pass  # a host name: assume another machine
+    return host.netloc
+
+
+def host_path_notice(session: Session, path: str, what: str) -> None:
+    """Warn, on one stderr line, that `path` (a bind mount source, a build context) is read on the daemon's host."""
+    remote = remote_daemon(session)
+    if remote is not None:
+        print(f"warning: {what} '{path}' is a path on the daemon's host ({remote}), not on this machine",
+              file=sys.stderr, flush=True)
