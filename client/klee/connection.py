@@ -13,11 +13,10 @@ reached, `ApiError(status, message)` when it answers with an error status.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import sys
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote, urlsplit
 
 from klee.config import Settings
@@ -42,8 +41,7 @@ TIMEOUT_ERROR = "Error! Timed out while waiting for Kleene to respond."
 UNEXPECTED_RESPONSE = "Error! Unexpected response received from Kleened."
 
 
-@dataclasses.dataclass(frozen=True)
-class Host:
+class Host(NamedTuple):
     """A parsed `--host`. `netloc` is "" for a unix socket, whose path is then `path`."""
 
     scheme: str

@@ -15,8 +15,7 @@ the same help or the same error as always. So both paths behave alike by constru
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from klee import options as opts
 from klee.options import Opt
@@ -26,8 +25,7 @@ class Fallback(Exception):
     """The command line needs click (help, an error, an option the tables do not have)."""
 
 
-@dataclass(frozen=True)
-class Command:
+class Command(NamedTuple):
     table: tuple[Opt, ...]
     arguments: tuple[str, ...]  # names of the positional arguments; a trailing "*" takes the rest
     interspersed: bool  # options may follow arguments (click's default); False: they end at the first
@@ -43,8 +41,7 @@ COMMANDS: dict[str, Command] = {
 GROUPED = {"container": ("run", "exec", "start")}  # `klee container run ...` is the same command
 
 
-@dataclass(frozen=True)
-class Parsed:
+class Parsed(NamedTuple):
     root: dict[str, Any]  # the root options given (None when absent)
     command: str
     options: dict[str, Any]  # every option and argument of the command, by `dest`

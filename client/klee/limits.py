@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from klee.errors import UsageError
@@ -60,7 +59,8 @@ def parse_security_opt(options: tuple[str, ...]) -> str | None:
             seccomp = value
             continue
         try:
-            seccomp = Path(value).read_text()
+            with open(value) as profile:
+                seccomp = profile.read()
         except OSError as exc:
             raise UsageError(f"Error! cannot read the seccomp profile '{value}': {exc.strerror}") from None
     return seccomp

@@ -12,8 +12,7 @@ parser does not know it and hands the whole command line to click.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from klee.config import DEFAULT_HOST, THEMES
 from klee.specs import NETWORK_DRIVERS, RESTART_POLICIES
@@ -21,8 +20,7 @@ from klee.specs import NETWORK_DRIVERS, RESTART_POLICIES
 USERNS = ("host", "remap")
 
 
-@dataclass(frozen=True)
-class Opt:
+class Opt(NamedTuple):
     names: tuple[str, ...]  # "--name", "-n"; long names first
     dest: str
     help: str

@@ -13,7 +13,6 @@ the whole session, so Ctrl-C reaches the container's process as a byte.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import select
@@ -21,7 +20,7 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from klee.errors import KleeError
 from klee.printing import Output
@@ -35,8 +34,7 @@ CLOSE_DETACHED = 1001
 CONNECTION_CLOSED = "ERROR! Connection closed unexpectedly."
 
 
-@dataclasses.dataclass(frozen=True)
-class ExecResult:
+class ExecResult(NamedTuple):
     exit_code: int
     container_running: bool  # False once kleened reported that the container exited
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import select
 import socket
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .sockets import Endpoint, WireError, open_socket
 
@@ -42,8 +42,7 @@ class _NotSent(Exception):
         self.cause = cause
 
 
-@dataclass(frozen=True)
-class Response:
+class Response(NamedTuple):
     status: int
     content: bytes
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     import ssl  # about 8 ms to import: only TLS hosts pay it (klee.connection.ssl_context)
@@ -17,8 +16,7 @@ class WireError(OSError):
     them all to one readable line."""
 
 
-@dataclass(frozen=True)
-class Endpoint:
+class Endpoint(NamedTuple):
     """Where kleened listens, as klee's `--host` names it."""
 
     unix_path: str | None = None

@@ -25,8 +25,7 @@ import socket
 import struct
 import threading
 import time
-from dataclasses import dataclass
-from typing import NoReturn
+from typing import NamedTuple, NoReturn
 
 from .sockets import Endpoint, WireError, open_socket
 
@@ -46,8 +45,7 @@ class WebSocketError(WireError):
     """The handshake failed, the server broke the protocol, or it stopped answering."""
 
 
-@dataclass(frozen=True)
-class Close:
+class Close(NamedTuple):
     code: int
     reason: str
 
