@@ -159,6 +159,28 @@ def klee_contenders(daemon: Daemon) -> tuple[Callable[[], None], ...]:
     )
 
 
+def in_process_exec(daemon: Daemon) -> Callable[[], None]:
+    """klee's requests of `exec kb1 echo hi` from this process: the daemon's share and the wire's,
+    without a Python start or imports (the breakdown of `klee exec`)."""
+    import io
+
+    from klee.config import Settings
+    from klee.connection import Client
+    from klee.printing import Output
+    from klee.streams import start_exec
+
+    client = Client(Settings(host=daemon.host))
+    body = {"container_id": "kb1", "cmd": ["echo", "hi"], "env": [], "user": "", "tty": False}
+
+    def exec_once() -> None:
+        exec_id = client.post("/exec/create", body=body, ok=(201,))["id"]
+        sink = io.TextIOWrapper(io.BytesIO())  # with a .buffer, as klee writes output bytes
+        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            start_exec(client, Output(False, io.StringIO()), exec_id, attach=True, start_container=False)
+
+    return exec_once
+
+
 def run(runs: int = 10) -> dict[str, object]:
     results: dict[str, object] = {}
     with bench_daemon() as daemon, daemon.client() as api, contextlib.ExitStack() as stack:
@@ -172,7 +194,8 @@ def run(runs: int = 10) -> dict[str, object]:
         stack.callback(raw.close)
         klee_run, klee_exec, klee_exec_click, klee_run_click = klee_contenders(daemon)
         run_contenders: dict[str, Callable[[], object]] = {"klee": klee_run, "klee_click_path": klee_run_click}
-        exec_contenders: dict[str, Callable[[], object]] = {"klee": klee_exec, "klee_click_path": klee_exec_click}
+        exec_contenders: dict[str, Callable[[], object]] = {"klee": klee_exec, "klee_click_path": klee_exec_click,
+                                                             "klee_wire_in_process": in_process_exec(daemon)}
         if shutil.which("podman"):
             podman = Podman(daemon.workdir, tarball)
             stack.callback(podman.close)
