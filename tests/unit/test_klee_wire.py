@@ -447,3 +447,39 @@ def test_a_request_that_failed_before_its_first_byte_is_sent_again(serve, monkey
     monkeypatch.setattr("klee.wire.http._peer_closed", lambda sock: False)  # the race: checked before the close
     assert client.request("POST", "/containers/create", b"{}").status == 201
     assert requests == ["GET /version HTTP/1.1", "POST /containers/create HTTP/1.1"]
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_pongs_and_stdin_frames_from_two_threads_never_interleave(serve, round_):
+    """klee's stdin pump sends from its own thread while the reader answers pings: every frame
+    must reach the server whole (random jitter between sends, bounded rounds)."""
+    import random
+
+    frames: list[tuple[int, bytes]] = []
+    pings = 200
+
+    def script(peer: Peer) -> None:
+        peer.accept_websocket()
+        for n in range(pings):
+            peer.frame(OP_PING, n.to_bytes(2, "big"))
+        while sum(op == OP_PONG for op, _ in frames) < pings or sum(op == OP_BINARY for op, _ in frames) < 200:
+            frames.append(peer.read_frame())
+        peer.frame(OP_CLOSE, struct.pack("!H", 1000))
+        peer.read_frame()
+
+    ws = connect(serve(script), ping_interval=None)
+    rng = random.Random(round_)
+
+    def pump() -> None:
+        for n in range(200):
+            ws.send(b"x" * rng.randint(1, 300) + n.to_bytes(2, "big"))
+            if rng.random() < 0.1:
+                threading.Event().wait(rng.random() / 1000)
+
+    sender = threading.Thread(target=pump)
+    sender.start()
+    with pytest.raises(ConnectionClosed):
+        ws.recv(timeout=30)
+    sender.join(10)
+    assert [p for op, p in frames if op == OP_PONG] == [n.to_bytes(2, "big") for n in range(pings)]
+    assert [p[-2:] for op, p in frames if op == OP_BINARY] == [n.to_bytes(2, "big") for n in range(200)]
