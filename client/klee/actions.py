@@ -72,12 +72,26 @@ def exec_command(
     session: Session, *, detach: bool, interactive: bool, tty: bool, env: tuple[str, ...], user: str, container: str,
     command: tuple[str, ...],
 ) -> int:
-    """`exec`: a process in the container (a stopped container is started with it, and a note says so)."""
-    result = start_process(session, container, attach=interactive or not detach, interactive=interactive, tty=tty,
-                           cmd=list(command), env=list(env), user=user)
-    if not result.container_running and command:
+    """`exec`: a process in the container. A stopped container is started with it as its main
+    process (upstream's behaviour), and one note on stderr says so: an attached session learns
+    it from the closing message, a detached one asks first (one more request, `-d` only)."""
+    attach = interactive or not detach
+    stopped_before = bool(command) and not attach and not _running(session, container)
+    result = start_process(session, container, attach=attach, interactive=interactive, tty=tty, cmd=list(command),
+                           env=list(env), user=user)
+    if command and (stopped_before or not result.container_running):
         session.out.status(EXEC_STARTED_CONTAINER.format(container=container))
     return result.exit_code
+
+
+def _running(session: Session, container: str) -> bool:
+    """Whether the container runs; True when that cannot be told (the start reports the error)."""
+    try:
+        reply = session.client.get(api_path("/containers/{}/inspect", container))
+    except ApiError:
+        return True
+    state = reply.get("container") if isinstance(reply, dict) else None
+    return not isinstance(state, dict) or bool(state.get("running", True))
 
 
 def container_config(options: dict[str, Any]) -> dict[str, Any]:

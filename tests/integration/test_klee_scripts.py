@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 from pathlib import Path
 
 import pytest
@@ -70,12 +71,23 @@ def test_exec_starting_a_stopped_container_notes_it_once(klee, image):
     try:
         r = klee("exec", name, "/bin/echo", "hi")
         assert r.returncode == 0 and r.stdout == "hi\n", r
-        assert [line for line in r.err_lines if line.startswith("note:")] == [
-            f"note: container {name} was not running: exec started it with this command as its main process, "
-            "so it stopped when the command ended"
-        ]
+        note = (f"note: container {name} was not running: exec started it with this command as its main process, "
+                "so it stopped when the command ended")
+        assert [line for line in r.err_lines if line.startswith("note:")] == [note]
+        detached = klee("exec", "-d", name, "/bin/sleep", "0")
+        assert detached.returncode == 0 and [line for line in detached.err_lines if line.startswith("note:")] == [note]
+        deadline = time.monotonic() + 30
+        while json.loads(klee("isc", name).stdout)["container"]["running"]:  # the sleep ends, and so does the container
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
     finally:
         assert klee("rm", name).returncode == 0
+
+
+def test_exec_in_a_running_container_has_no_note(klee, sleeper):
+    for args in (("-d",), ()):
+        r = klee("exec", *args, sleeper, "/bin/true")
+        assert r.returncode == 0 and not any(line.startswith("note:") for line in r.err_lines), r
 
 
 def test_multiplex_is_opt_in_on_the_wire(daemon, api, sleeper):
