@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 from klee.connection import api_path, host_path_notice, reply_id
 from klee.errors import ApiError, KleeError, UsageError
+from klee.health import health_fields
 from klee.limits import limit_fields
-from klee.specs import NETWORK_DRIVERS, RESTART_POLICIES, check_choice, parse_mount, parse_publish
+from klee.specs import NETWORK_DRIVERS, check_choice, check_restart_policy, parse_mount, parse_publish
 
 if TYPE_CHECKING:
     from klee.session import Session
@@ -45,6 +46,9 @@ def run_command(
     detach = detach and not interactive
     if remove and detach:
         raise UsageError("Error! '--rm' cannot be combined with '--detach': klee removes the container after it exits")
+    if remove and options["restart"] not in ("no", "on-startup"):
+        raise UsageError(f"Error! '--rm' cannot be combined with '--restart {options['restart']}': "
+                         "a container that restarts is not removed when it exits")
     container_id = create_container(session, options, remove_on_failure=remove, status=not detach)
     try:
         result = start_process(session, container_id, attach=not detach, interactive=interactive, tty=tty)
@@ -108,10 +112,11 @@ def container_config(options: dict[str, Any]) -> dict[str, Any]:
         "mounts": [parse_mount(spec) for spec in options["mount"]],
         "jail_param": list(options["jailparam"]),
         "persist": options["persist"],
-        "restart_policy": check_choice(options["restart"], RESTART_POLICIES, "restart policy"),
+        "restart_policy": check_restart_policy(options["restart"]),
         "network_driver": check_choice(driver, NETWORK_DRIVERS, "network driver"),
         "public_ports": [parse_publish(spec) for spec in options["publish"]],
         **limit_fields(options),
+        **health_fields(options),
     }
 
 

@@ -98,6 +98,11 @@ HELP_DRIVER = (
     "Network driver of the container: 'ipnet', 'host', 'vnet' or 'disabled'. Without `network` "
     "and `driver` the driver is 'host'; with a `network` but no `driver` it is 'ipnet'."
 )
+HELP_RESTART = (
+    "Restart policy: 'no'; 'on-startup' (start whenever Kleened starts); 'always' (restart after every exit, "
+    "and start with Kleened); 'unless-stopped' (as always, unless a user stopped it); 'on-failure[:N]' (restart "
+    "after a non-zero exit, at most N times)."
+)
 ENV = Opt(("--env", "-e"), "env", "Set environment variables (e.g. `--env A=1 --env B=2`)", multiple=True,
           metavar="list")
 
@@ -111,8 +116,7 @@ CREATE = (
     Opt(("--jailparam", "-J"), "jailparam", "Set jail parameters, replacing Kleene's defaults of the same name.",
         multiple=True, metavar="list"),
     Opt(("--persist", "-P"), "persist", "Do not remove this container when pruning", flag=True, default=False),
-    Opt(("--restart",), "restart", "Restart policy: 'no', or 'on-startup' to start the container whenever Kleened "
-        "starts.", default="no", show_default=True, complete=RESTART_POLICIES),
+    Opt(("--restart",), "restart", HELP_RESTART, default="no", show_default=True, complete=RESTART_POLICIES),
     Opt(("--driver", "-l"), "driver", HELP_DRIVER, complete=NETWORK_DRIVERS),
     Opt(("--network", "-n"), "network", "Connect the container to a network.", complete="complete_networks"),
     Opt(("--ip",), "ip", "IPv4 address on `network` (default: allocate an unused one)."),
@@ -134,6 +138,23 @@ LIMITS = (
     Opt(("--userns",), "userns", "'host': no user namespace; 'remap': kleened's userns_remap range.", choices=USERNS),
 )
 
+HEALTH = (  # klee.health turns them into the body's `healthcheck`
+    Opt(("--health-cmd",), "health_cmd", "Command to run to check health (through the image's shell).",
+        metavar="COMMAND"),
+    Opt(("--health-interval",), "health_interval", "Time between running the check (e.g. 30s, 1m; default 30s).",
+        metavar="DURATION"),
+    Opt(("--health-timeout",), "health_timeout", "Maximum time to allow one check to run (default 30s).",
+        metavar="DURATION"),
+    Opt(("--health-start-period",), "health_start_period", "Start period for the container to initialize: failures "
+        "do not count (default 0s).", metavar="DURATION"),
+    Opt(("--health-start-interval",), "health_start_interval", "Time between running the check during the start "
+        "period (default 5s).", metavar="DURATION"),
+    Opt(("--health-retries",), "health_retries", "Consecutive failures needed to report unhealthy (default 3).",
+        type=int, minimum=0),
+    Opt(("--no-healthcheck",), "no_healthcheck", "Disable any container-specified HEALTHCHECK.", flag=True,
+        default=False),
+)
+
 # --- starting processes -----------------------------------------------------------------------
 
 EXEC_MODES = (
@@ -143,7 +164,8 @@ EXEC_MODES = (
         "ignored.", flag=True, default=False),
     Opt(("--tty", "-t"), "tty", "Allocate a pseudo-TTY", flag=True, default=False),
 )
-RUN = (*CREATE, *LIMITS, *EXEC_MODES,
+CONTAINER = (*CREATE, *LIMITS, *HEALTH)  # every option of `create`
+RUN = (*CONTAINER, *EXEC_MODES,
        Opt(("--rm",), "remove", "Remove the container when its process has exited.", flag=True, default=False))
 EXEC = (*EXEC_MODES, ENV, Opt(("--user", "-u"), "user", "Username or UID of the user running the process", default=""))
 

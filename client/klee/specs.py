@@ -17,7 +17,7 @@ from klee.errors import UsageError
 
 PROTOCOLS = ("tcp", "udp")
 NETWORK_DRIVERS = ("ipnet", "host", "vnet", "disabled")
-RESTART_POLICIES = ("no", "on-startup")
+RESTART_POLICIES = ("no", "on-startup", "always", "unless-stopped", "on-failure")
 
 _EXIT_CODE = re.compile(r"exited with exit-code (-?\d+)\s*$")
 
@@ -81,6 +81,19 @@ def check_choice(value: str, choices: tuple[str, ...], what: str) -> str:
             f"Error! Could not validate container configuration: '{value}' is not a valid {what} ({allowed})"
         )
     return value
+
+
+def check_restart_policy(value: str) -> str:
+    """A restart policy: one of `RESTART_POLICIES`, or `on-failure:N` (at most N restarts)."""
+    name, colon, count = value.partition(":")
+    if name == "on-failure" and colon and count.isascii() and count.isdigit():
+        return value
+    if colon:
+        why = "the maximum retry count must be a number" if name == "on-failure" else \
+            "only 'on-failure' takes a maximum retry count: 'on-failure:N'"
+        raise UsageError(f"Error! Could not validate container configuration: '{value}' is not a valid restart "
+                         f"policy ({why})")
+    return check_choice(value, RESTART_POLICIES, "restart policy")
 
 
 def exit_code_from_message(message: str) -> int | None:

@@ -6,7 +6,8 @@ Upstream keys we honour: `api_listening_sockets` (with `address`, `tlscert`, `tl
 `pf_config_template_path`, `pf_config_path`, `enable_logging`) are accepted and ignored, so an
 upstream config file loads unchanged. Our keys: `state_root`, `host_prefix`, the limits, and
 isolation (`seccomp_profile`, `default_pids_limit`, `userns_remap`; checked against the host
-when the daemon starts).
+when the daemon starts), `backend` (which drivers: `auto` picks them from the OS, see
+`wiring.select_backend`), and for pf on FreeBSD `pf_mode` and `pf_anchor` (docs/freebsd.md).
 """
 
 from __future__ import annotations
@@ -72,11 +73,20 @@ class Config(msgspec.Struct, kw_only=True):
     registry_auth_file: str = "/etc/kleened/registry-auth.json"
     registry_concurrency: int = 3  # layers downloaded or uploaded at once per pull or push
     registry_retries: int = 3  # attempts after the first for a request or a layer that breaks
+    # `cp` into a container (docs/operations.md): one upload writes at most this much.
+    cp_max_bytes: int = 16 * 1024**3  # bytes of file content
+    cp_max_entries: int = 1_000_000  # files, directories and links
     # Isolation and resource control (docs/security.md).
     seccomp_profile: str = ""  # "": the built-in profile; "unconfined"; or the path of a JSON profile
     default_pids_limit: int = 2048  # tasks per container without a pids limit of its own; 0: none
     userns_remap: str = ""  # "": off; USER[:GROUP] (ranges from /etc/subuid, /etc/subgid) or UID:GID:SIZE
-    # Accepted for compatibility with upstream config files; meaningless here.
+    # The host drivers: "auto" chooses by the operating system (wiring.select_backend).
+    backend: Literal["auto", "linux", "freebsd"] = "auto"
+    # pf on FreeBSD (docs/freebsd.md): "file" fills the template into pf_config_path (upstream's
+    # way); "anchor" loads kleened's rules into the anchor `pf_anchor` and never writes pf.conf.
+    pf_mode: Literal["file", "anchor"] = "file"
+    pf_anchor: str = "kleened"
+    # Accepted for compatibility with upstream config files; meaningless on Linux.
     kleene_root: str | None = None
     pf_config_template_path: str | None = None
     pf_config_path: str | None = None

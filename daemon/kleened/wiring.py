@@ -11,30 +11,36 @@ import platform
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Literal
 
 import trio
 
 from kleene_protocol import API_VERSION
 from kleene_protocol.models import RuntimeVersion, Version
+from kleene_protocol.operations import Listener
 
 from . import __version__
-from .config import Config
+from .config import Config, parse_listener
 from .core.builder.build import Builder
+from .core.commit import Commits
 from .core.containers import Containers
+from .core.copies import Copies
 from .core.events import Events
 from .core.execs import Execs
-from .core.image_create import RootfsSource
 from .core.images import Images
 from .core.isolation import Isolation
 from .core.lifecycle import Locks
 from .core.logs import Logs
 from .core.networks import Networks
 from .core.oci.service import OciImages, RegistrySettings
+from .core.restarts import Restarts
 from .core.services import Services
 from .core.stats import Stats
 from .core.store import Store
 from .core.supervisor import Supervisor
+from .core.system import System
 from .core.volumes import Volumes
+from .platform.base import RootfsSource
 
 log = logging.getLogger(__name__)
 SHUTDOWN_STOP_DEADLINE = 20.0  # seconds to stop every container at shutdown
@@ -51,6 +57,11 @@ def _version(runtimes: list[RuntimeVersion]) -> Version:
     )
 
 
+def _listeners(config: Config) -> list[Listener]:
+    parsed = [parse_listener(entry) for entry in config.api_listening_sockets]
+    return [Listener(kind="unix" if p.unix_path else "tcp", address=p.unix_path or p.bind, tls=p.tls) for p in parsed]
+
+
 def _registry_settings(config: Config) -> RegistrySettings:
     return RegistrySettings(
         default_registry=config.default_registry, insecure=frozenset(config.insecure_registries),
@@ -59,22 +70,51 @@ def _registry_settings(config: Config) -> RegistrySettings:
     )
 
 
+Backend = Literal["linux", "freebsd"]
+BACKENDS: dict[str, Backend] = {"linux": "linux", "freebsd": "freebsd"}  # sys.platform prefix -> backend
+
+
+def select_backend(sys_platform: str, configured: str) -> Backend:
+    """The drivers for this host: the config's `backend`, or by the OS when it is "auto".
+    Raises ValueError with a one-line reason when the host cannot run the chosen drivers."""
+    found = next((backend for prefix, backend in BACKENDS.items() if sys_platform.startswith(prefix)), None)
+    if configured == "auto":
+        if found is None:
+            raise ValueError(f"kleened has drivers for Linux and FreeBSD, not for '{sys_platform}'")
+        return found
+    if configured not in BACKENDS.values():
+        raise ValueError(f"unknown backend '{configured}': use auto, linux or freebsd")
+    if found != configured:
+        raise ValueError(f"the {configured} backend cannot run on '{sys_platform}'")
+    return BACKENDS[configured]
+
+
 @contextlib.asynccontextmanager
 async def open_services(config: Config) -> AsyncIterator[Services]:
     """Services ready to serve; on exit every container is stopped and the store closed."""
-    if not sys.platform.startswith("linux"):
-        raise SystemExit("kleened: this build has drivers for Linux only (FreeBSD drivers are planned)")
+    try:
+        backend = select_backend(sys.platform, config.backend)
+    except ValueError as exc:
+        raise SystemExit(f"kleened: {exc}") from None
+    if backend == "freebsd":
+        # The drivers exist (platform/freebsd/, proved on a simulated host: docs/freebsd.md);
+        # core's container start and storage paths do not drive them yet.
+        raise SystemExit("kleened: the FreeBSD drivers are not wired into the daemon yet (docs/freebsd.md)")
+    from .platform.base import CopyLimits, HostFacts
+    from .platform.container_files import ChrootFiles
     from .platform.linux.buildhost import BuildHost, host_platform
-    from .platform.linux.copying import HostFiles
+    from .platform.linux.diskusage import OverlaySizes, cgroup_mode
     from .platform.linux.idmap import RangeError, parse_remap
-    from .platform.linux.netdev import LinuxNetworkHost
+    from .platform.linux.netdev import LinuxNetworkDriver
+    from .platform.linux.nftables import NftablesFirewall
     from .platform.linux.overlay import OverlayStorage
     from .platform.linux.reaper import become_subreaper, reap_orphans
-    from .platform.linux.rootfs import HostRootfs
+    from .platform.linux.rootfs import LinuxRootfs
     from .platform.linux.runc import RuncRuntime
     from .platform.linux.whiteouts import OverlayWhiteouts
     from .platform.oci_archive import HostArchives
     from .platform.oci_layers import TarLayerFiles
+    from .platform.posix.copying import HostFiles
     from .platform.registry_http import HttpxTransport
 
     become_subreaper()
@@ -89,39 +129,52 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
     isolation = Isolation(runtime, default_pids_limit=config.default_pids_limit, userns=userns)
     store = Store(root / "metadata.sqlite")
     storage = OverlayStorage(root)
-    rootfs = HostRootfs(root / "tmp")
+    rootfs = LinuxRootfs(root / "tmp")
     supervisor = Supervisor(runtime, grace=config.stop_timeout)
     locks = Locks()
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(supervisor.run)
+            restarts = Restarts()
+            await nursery.start(restarts.run)
             nursery.start_soon(reap_orphans)
             events = Events(history=config.events_history, buffer=config.events_buffer)
             logs = Logs(root / "logs", max_size=config.log_max_size, max_files=config.log_max_files,
                         buffer=config.log_buffer, recent=config.log_recent)
             images = Images(store, storage, rootfs, events=events, locks=locks)
             volumes = Volumes(store, storage, events=events, locks=locks)
-            networks = Networks(store, LinuxNetworkHost(config.host_prefix), hosts_dir=root / "hosts",
+            networks = Networks(store, LinuxNetworkDriver(config.host_prefix), NftablesFirewall(config.host_prefix),
+                                hosts_dir=root / "hosts",
                                 is_running=supervisor.is_running, events=events, locks=locks)
             containers = Containers(store, images, volumes, storage, runtime, supervisor, networks,
                                     dataset_root=str(root), logs=logs, events=events, locks=locks,
-                                    isolation=isolation)
+                                    isolation=isolation, restarts=restarts)
             transport = HttpxTransport(config.registry_ca_file)
             oci = OciImages(store=store, images=images, storage=storage, transport=transport,
                             files=TarLayerFiles(OverlayWhiteouts()), archives=HostArchives(root / "tmp" / "oci"),
                             settings=_registry_settings(config))
+            build_host = BuildHost(root / "buildcache", root / "tmp")
             builds = Builder(store=store, images=images, containers=containers, networks=networks,
                              storage=storage, files=HostFiles(), tmp_dir=root / "tmp",
-                             host=BuildHost(root / "buildcache", root / "tmp"), platform=host_platform(),
+                             host=build_host, platform=host_platform(),
                              pull=oci.pull_for_build)
             await reconcile(containers, images, networks, rootfs, builds, oci)
+            version = _version([RuntimeVersion(name=runtime.name, version=runtime.version())])
+            system = System(store, containers, images, volumes, networks, version=version,
+                            facts=HostFacts(os=platform.system(), kernel=platform.release(), storage_driver="overlay",
+                                            cgroup_mode=cgroup_mode()),
+                            sizes=OverlaySizes(root, build_host.cache_root), state_root=str(root),
+                            listeners=_listeners(config))
             services = Services(
                 store=store, volumes=volumes, networks=networks, images=images, containers=containers,
                 execs=Execs(containers, supervisor, events=events, detach_keys=config.detach_keys,
                             attach_buffer=config.attach_buffer), supervisor=supervisor, events=events,
-                version=_version([RuntimeVersion(name=runtime.name, version=runtime.version())]), oci=oci,
+                version=version, oci=oci, system=system,
                 builds=builds,
                 stats=Stats(containers, supervisor, runtime, storage),
+                copies=Copies(containers, ChrootFiles(), CopyLimits(config.cp_max_bytes, config.cp_max_entries),
+                              storage.volume_path),
+                commits=Commits(containers, images, storage),
             )
             try:
                 yield services

@@ -16,7 +16,11 @@ from typing import Annotated, Literal
 import msgspec
 
 NetworkDriver = Literal["ipnet", "host", "vnet", "disabled"]
-RestartPolicy = Literal["no", "on-startup"]
+RestartPolicy = Literal["no", "on-startup"]  # upstream's values: what a `Container` shows
+# What a create or update may ask for: upstream's values, or (extension, docs/operations.md)
+# `always`, `unless-stopped`, `on-failure[:max-retries]`; the daemon validates it.
+RestartPolicySpec = Annotated[str, msgspec.Meta(
+    max_length=40, description="no, on-startup, always, unless-stopped or on-failure[:max-retries]")]
 MountType = Literal["volume", "nullfs"]
 Protocol = Literal["tcp", "udp"]
 NetworkType = Literal["bridge", "loopback", "custom"]
@@ -81,6 +85,21 @@ class PublishedPortConfig(_Request):
     protocol: Protocol = "tcp"
 
 
+class HealthcheckConfig(_Request):
+    """Extension: a create's healthcheck, over the image's `HEALTHCHECK` (docs/operations.md).
+
+    `test` as in `HealthConfig` (`["NONE"]` disables the image's); a field that is null keeps the
+    image's value (or the default). Durations are seconds.
+    """
+
+    test: list[str] | None = None
+    interval: float | None = None
+    timeout: float | None = None
+    start_period: float | None = None
+    start_interval: float | None = None
+    retries: int | None = None
+
+
 class ContainerConfig(_Request):
     name: str | None = None
     image: str | None = None
@@ -91,13 +110,15 @@ class ContainerConfig(_Request):
     jail_param: list[str] | None = msgspec.field(default_factory=list)
     network_driver: NetworkDriver = "ipnet"
     public_ports: list[PublishedPortConfig] | None = msgspec.field(default_factory=list)
-    restart_policy: RestartPolicy | None = "no"
+    restart_policy: RestartPolicySpec | None = "no"
     persist: bool | None = False
     # Extensions: isolation and resource control (docs/security.md). seccomp: "" (the daemon's
     # profile), "default", "unconfined" or a JSON profile.
     resources: Resources | None = None
     seccomp: str = ""
     userns: UsernsMode = ""
+    # Extension: healthcheck over the image's (docs/operations.md).
+    healthcheck: HealthcheckConfig | None = None
 
 
 class ContainerUpdate(_Request):
@@ -113,7 +134,7 @@ class ContainerUpdate(_Request):
     env: list[str] | None = None
     cmd: list[str] | None = None
     persist: bool | None = None
-    restart_policy: RestartPolicy | None = None
+    restart_policy: RestartPolicySpec | None = None
     jail_param: list[str] | None = None
     # Extensions (docs/security.md): resources apply at once to a running container (ulimits
     # at its next start); seccomp and userns at its next start.
@@ -279,6 +300,43 @@ class PublishedPort(_Response):
     ip_address6: str = ""
 
 
+class HealthConfig(_Response):
+    """A container's healthcheck (Dockerfile `HEALTHCHECK`, or given at create).
+
+    `test`: `["CMD", arg...]` (run as is), `["CMD-SHELL", command]` (run by the image's shell) or
+    `["NONE"]` (disable the image's check). Durations are seconds.
+    """
+
+    test: list[str] = msgspec.field(default_factory=list)
+    interval: float = 30.0
+    timeout: float = 30.0
+    start_period: float = 0.0
+    start_interval: float = 5.0
+    retries: int = 3
+
+
+HealthStatus = Literal["starting", "healthy", "unhealthy"]
+
+
+class HealthResult(_Response):
+    """One probe: when it ran (RFC 3339), its exit code (-1: it timed out or could not run) and the
+    start of its output (at most 4096 bytes)."""
+
+    start: str
+    end: str
+    exit_code: int
+    output: str
+
+
+class Health(_Response):
+    """Extension: a container's health while its healthcheck runs (docs/operations.md).
+    `failing_streak`: consecutive failed probes; `log`: the last 5 probes, oldest first."""
+
+    status: HealthStatus
+    failing_streak: int = 0
+    log: list[HealthResult] = msgspec.field(default_factory=list)
+
+
 class Container(_Response):
     id: str
     name: str | None
@@ -305,6 +363,18 @@ class Container(_Response):
     seccomp: str = ""
     userns: UsernsMode = ""
     oom_killed: bool = False
+    # Extensions: restart policies (docs/operations.md). `restart_policy` shows upstream's value
+    # closest to the policy (`on-startup` for always/unless-stopped, else `no`); `restart` is the
+    # policy as given; `restart_count` the automatic restarts since a user last started it;
+    # `restarting`: it exited and waits out its back-off before the next start. While a restarted
+    # container runs, `exit_code`, `finished_at` and `oom_killed` are those of the exit that restarted it.
+    restart: str = ""
+    restart_count: int = 0
+    restarting: bool = False
+    # Extensions: the healthcheck in force (the image's with the create's over it; null: none) and
+    # the health it reports (null before the first start; the last run's after it stopped).
+    healthcheck: HealthConfig | None = None
+    health: Health | None = None
 
 
 class ContainerSummary(Container):
@@ -334,21 +404,6 @@ class ContainerInspect(_Response):
     container: Container
     container_endpoints: list[EndPoint]
     container_mountpoints: list[MountPoint]
-
-
-class HealthConfig(_Response):
-    """A container's healthcheck (Dockerfile `HEALTHCHECK`, or given at create).
-
-    `test`: `["CMD", arg...]` (run as is), `["CMD-SHELL", command]` (run by the image's shell) or
-    `["NONE"]` (disable the image's check). Durations are seconds.
-    """
-
-    test: list[str] = msgspec.field(default_factory=list)
-    interval: float = 30.0
-    timeout: float = 30.0
-    start_period: float = 0.0
-    start_interval: float = 5.0
-    retries: int = 3
 
 
 class Image(_Response):

@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from . import API_VERSION, models
+from . import API_VERSION, models, operations
 from .websocket import WebSocketMessage, WindowSize
 
 
@@ -134,6 +134,30 @@ ROUTES: list[Route] = [
           "container, an interval outside 0.1 to 60 seconds)."),
     Route("get", "/containers/{container_id}/top", "Processes of a running container (extension)", None,
           ((200, models.ContainerTop), (404, E), (409, E))),
+    Route("post", "/containers/{container_id}/commit", "Make an image of a stopped container's filesystem "
+          "(extension)", operations.ContainerCommitConfig, ((201, I), (400, E), (404, E), (409, E))),
+    Route("get", "/containers/{container_id}/archive/stat", "What is at a path of a container (extension)", None,
+          ((200, operations.PathStat), (404, E), (409, E)),
+          (("path", "string", True), ("follow_link", "boolean", False))),
+    Route("get", "/containers/{container_id}/archive/get", "Read a path of a container as a tar stream (WebSocket, "
+          "extension)", operations.ArchiveGetConfig, (),
+          websocket="First client frame: ArchiveGetConfig. Server: starting message (data: the PathStat as JSON), "
+          "BINARY frames of an uncompressed tar whose top entry is named after the path's last component, close "
+          "1000 'archive sent'. Before the starting message a failure closes 1002 with its reason, after it 1011."),
+    Route("get", "/containers/{container_id}/archive/put", "Extract a tar stream into a directory of a container "
+          "(WebSocket, extension)", operations.ArchivePutConfig, (),
+          websocket="First client frame: ArchivePutConfig. Server: starting message; the client then sends an "
+          "uncompressed (or gzip, bzip2, xz) tar in BINARY frames ended by an empty BINARY frame or the TEXT frame "
+          "{\"type\":\"context-end\"}. Close 1000 'archive extracted' (data: ArchivePutResult JSON); 1002 "
+          "before the starting message (no such container, ...), 1011 after it (no such directory, a hostile "
+          "archive, cp_max_bytes or cp_max_entries exceeded)."),
+    Route("get", "/system/info", "Versions, drivers, host, counts, state root and listeners (extension)", None,
+          ((200, operations.SystemInfo),)),
+    Route("get", "/system/df", "Disk space per image, container and volume, and the build cache (extension)", None,
+          ((200, operations.DiskUsage),)),
+    Route("post", "/system/prune", "Remove stopped containers, unused networks, dangling (or, with all, unused) "
+          "images and, with volumes, unused volumes (extension)", operations.SystemPruneConfig,
+          ((200, operations.SystemPruneResult),)),
     Route("get", "/version", "Daemon and API version (extension)", None, ((200, models.Version),)),
     Route("get", "/openapi.json", "This document (extension)", None, ((200, dict),)),
 ]

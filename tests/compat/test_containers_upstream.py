@@ -129,3 +129,21 @@ def test_image_prune(tmp_path):
         assert [line.split()[0] for line in run_upstream(own.host, "lsi").lines[2:] if line.strip()] == [used]
         run_upstream(own.host, "rmc", cid)
         assert run_upstream(own.host, "image", "prune", "-a", "-f").lines == [used]
+
+
+def test_containers_with_our_restart_policies_list_and_inspect_in_upstream_klee(klee, busybox, api):
+    """A policy upstream does not know shows as upstream's nearest value (AUTORUN yes when it starts
+    with the daemon), never a value upstream klee's enum refuses."""
+    made = {}
+    for policy in ("always", "unless-stopped", "on-failure:2"):
+        r = api.post("/containers/create", json={"image": busybox, "cmd": ["/bin/true"], "restart_policy": policy})
+        assert r.status_code == 201, r.text
+        made[policy] = r.json()["id"]
+    ls = klee("container", "ls", "-a")
+    assert ls.returncode == 0, ls
+    for policy, cid in made.items():
+        row = next(line for line in ls.lines if cid in line)
+        assert ("yes" if policy != "on-failure:2" else "no") in row.split(), row
+        shown = json.loads(klee("isc", cid).stdout)["container"]
+        assert shown["restart_policy"] == ("no" if policy == "on-failure:2" else "on-startup")
+        assert klee("rmc", cid).lines == [cid]

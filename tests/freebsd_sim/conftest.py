@@ -19,7 +19,7 @@ from kleened.platform.base import Limits
 from kleened.platform.freebsd import jail
 from kleened.platform.freebsd.command import Commands
 from kleened.platform.freebsd.images import FreeBSDRootfs
-from kleened.platform.freebsd.network import FreeBSDNetworkHost
+from kleened.platform.freebsd.network import FreeBSDNetworkDriver
 from kleened.platform.freebsd.runtime import JailRuntime, JailSpec
 from kleened.platform.freebsd.storage import ZfsStorage
 from kleened.platform.linux.process import RuncProcess
@@ -85,7 +85,7 @@ class Drivers:
     commands: Commands
     storage: ZfsStorage
     runtime: JailRuntime
-    network: FreeBSDNetworkHost
+    network: FreeBSDNetworkDriver
     rootfs: FreeBSDRootfs
     tarball: Path
 
@@ -105,7 +105,7 @@ class Drivers:
         spec = JailSpec(name=cid, root=root, network=network or jail.Network("host"), user="root",
                         params=self.runtime.check_params(params or []), mounts=mounts or [],
                         limits=limits or Limits())
-        await self.runtime.create(spec)
+        await self.runtime.create_jail(spec)
         return cid, root
 
     async def remove(self, cid: str, root: Path) -> None:
@@ -127,7 +127,7 @@ async def _ignore(*_args: object) -> None:
 @pytest.fixture
 def drivers(sim: SimHost, commands: Commands, busybox_tarball: Path, tmp_path: Path) -> Iterator[Drivers]:
     built = Drivers(commands=commands, storage=ZfsStorage(commands, ROOT_DATASET), runtime=JailRuntime(commands),
-                    network=FreeBSDNetworkHost(commands, "kt"), rootfs=FreeBSDRootfs(tmp_path / "work", commands),
+                    network=FreeBSDNetworkDriver(commands, "kt"), rootfs=FreeBSDRootfs(tmp_path / "work", commands),
                     tarball=busybox_tarball)
     run(built.storage.prepare)
     yield built

@@ -11,8 +11,9 @@ import pytest
 
 from kleene_protocol.models import ImageCreateConfig
 from kleened.core.image_create import create_image
+from kleened.platform.freebsd import mounts
 from kleened.platform.freebsd.images import FreeBSDRootfs
-from kleened.platform.linux.rootfs import RootfsError
+from kleened.platform.posix.rootfs import RootfsError
 from tests.freebsd_sim.conftest import Drivers, run
 from tests.freebsd_sim.host import SimHost
 
@@ -61,3 +62,23 @@ def test_update_uses_the_images_release_and_its_own_workdir(sim: SimHost, driver
     (image / "bin/freebsd-version").unlink()
     with pytest.raises(RootfsError, match="has no /bin/freebsd-version"):
         run(source.update, image, emit)
+
+
+def test_start_up_cleanup_never_deletes_through_a_mount(sim: SimHost, drivers: Drivers, tmp_path: Path):
+    """The work directory is emptied at start-up, except what has a mount below it (seen with
+    the simulated `mount -p`); the mount's source keeps its files."""
+    work = sim.state.root / "work"  # mounts land inside the simulated host only
+    work.mkdir()
+    rootfs = FreeBSDRootfs(work, drivers.commands)
+    (work / "download-left").write_text("partial")
+    (work / "context" / "in").mkdir(parents=True)
+    source = tmp_path / "precious"
+    source.mkdir()
+    (source / "file").write_text("keep")
+    run(drivers.commands.run, mounts.mount_argv(mounts.prepare(work / "context", source, "/in")))
+    rootfs.cleanup()
+    assert sorted(p.name for p in work.iterdir()) == ["context"]
+    run(drivers.commands.run, mounts.umount_argv(str(work / "context" / "in")))
+    assert (source / "file").read_text() == "keep"
+    rootfs.cleanup()
+    assert list(work.iterdir()) == []

@@ -1,4 +1,4 @@
-"""FreeBSDNetworkHost and PfFirewall against the SIMULATED FreeBSD host: a bridge network with a
+"""FreeBSDNetworkDriver and PfFirewall against the SIMULATED FreeBSD host: a bridge network with a
 vnet and an ipnet container, a loopback network, published ports in the loaded pf rules, and
 interfaces kleened does not own left alone. The simulation keeps interfaces and rules as state
 and refuses what ifconfig, route and pfctl refuse; no packet moves."""
@@ -11,6 +11,7 @@ import pytest
 
 from kleene_protocol.models import Network, PublishedPort
 from kleened.core import ipam
+from kleened.platform.base import PlugSpec, Sandbox
 from kleened.platform.freebsd import jail, pf
 from kleened.platform.freebsd.firewall import PfFirewall
 from tests.freebsd_sim.conftest import Drivers, run
@@ -74,11 +75,14 @@ def test_vnet_and_ipnet_containers_on_a_bridge(sim: SimHost, drivers: Drivers):
         await net.configure_interface("kleene2", ["10.13.39.1/24"])
         image = await drivers.image()
         vnet, vroot = await drivers.jail(image, network=jail.Network("vnet"))
-        await net.prepare_vnet(vnet)
-        epair = await net.plug_vnet(vnet, vnet, bridge="kleene0", cidrs=["10.13.37.2/24", "fd00:1::2/64"],
-                                    gateway4="10.13.37.1", gateway6="fd00:1::1")
+        sandbox = Sandbox(vnet, vnet)
+        first_plug = PlugSpec(endpoint_id="e1", index=0, interface="kleene0", bridge="kleene0",
+                              cidrs=("10.13.37.2/24", "fd00:1::2/64"), gateway4="10.13.37.1", gateway6="fd00:1::1")
+        epair = await net.plug(sandbox, first_plug)
         # B4: a second network gets no second default route (the simulated route(8) would refuse it)
-        second = await net.plug_vnet(vnet, vnet, bridge="kleene2", cidrs=["10.13.39.2/24"])
+        second_plug = PlugSpec(endpoint_id="e2", index=1, interface="kleene2", bridge="kleene2",
+                               cidrs=("10.13.39.2/24",), gateway4="10.13.39.1")
+        second = await net.plug(sandbox, second_plug)
         inside = dict(sim.interfaces(vnet))
         routes = dict(sim.routes(vnet))
         assert await net.epairs() == {epair: vnet, second: vnet}
@@ -87,16 +91,16 @@ def test_vnet_and_ipnet_containers_on_a_bridge(sim: SimHost, drivers: Drivers):
         in_use = [*await net.interface_addresses("kleene0"), "10.13.37.2"]
         assert ipam.allocate(BRIDGE.subnet, in_use) == "10.13.37.3"
         ipnet, iroot = await drivers.jail(image, network=jail.Network("ipnet", ("10.13.37.3",)))
-        await net.add_alias("kleene0", "10.13.37.3")
-        await net.add_alias("kleene0", "fd00:1::3")
-        await net.set_jail_addresses(ipnet, ["10.13.37.3"], ["fd00:1::3"])  # B7: v6 live, in ip6.addr
+        await net.add_address("kleene0", "10.13.37.3")
+        await net.add_address("kleene0", "fd00:1::3")
+        await net.set_addresses(Sandbox(ipnet, ipnet), ["10.13.37.3"], ["fd00:1::3"])  # B7: v6 live, in ip6.addr
         assert sim.jails()[ipnet]["ip4"] == ["10.13.37.3"] and sim.jails()[ipnet]["ip6"] == ["fd00:1::3"]
-        await net.unplug_vnet(second, bridge="kleene2", name=vnet)  # disconnect while running
+        await net.unplug(second, second_plug, sandbox=sandbox)  # disconnect while running
         await drivers.remove(vnet, vroot)
-        await net.unplug_vnet(epair, bridge="kleene0")  # after stop: the jail's end came back
-        await net.remove_alias("kleene0", "10.13.37.3")
-        await net.remove_alias("kleene0", "fd00:1::3")
-        await net.remove_alias("kleene0", "fd00:1::3")  # check-then-act: a second cleanup is fine
+        await net.unplug(epair, first_plug, sandbox=None)  # after stop: the jail's end came back
+        await net.remove_address("kleene0", "10.13.37.3")
+        await net.remove_address("kleene0", "fd00:1::3")
+        await net.remove_address("kleene0", "fd00:1::3")  # check-then-act: a second cleanup is fine
         await drivers.remove(ipnet, iroot)
         await net.destroy_interface("kleene0")
         await net.destroy_interface("kleene2")
@@ -121,10 +125,10 @@ def test_published_ports_in_the_loaded_pf_rules(sim: SimHost, drivers: Drivers, 
     async def body() -> None:
         await firewall.enable()
         await firewall.enable()  # "already enabled" is fine
-        await firewall.apply(ruleset)
+        await firewall.load(ruleset)
         template.write_text(pf.DEFAULT_TEMPLATE + "pass on $undefined_macro\n")
         with pytest.raises(Exception, match="undefined_macro"):
-            await firewall.apply(ruleset)  # refused by pfctl -n: /etc/pf.conf keeps the good rules
+            await firewall.load(ruleset)  # refused by pfctl -n: /etc/pf.conf keeps the good rules
 
     run(body)
     loaded = [r["text"] for r in sim.pf()["main"]]
@@ -144,7 +148,7 @@ def test_anchor_mode_never_writes_pf_conf(sim: SimHost, drivers: Drivers, tmp_pa
     firewall = PfFirewall(drivers.commands, mode="anchor", config_path=str(config), anchor="kleened")
 
     async def body() -> bool:
-        await firewall.apply(pf.render([BRIDGE], [PORT], host_gateway="em0"))
+        await firewall.apply([BRIDGE], [PORT], host_gateway="em0", plugs={})
         present = await firewall.hooks_present()
         assert [r["kind"] for r in sim.pf()["main"]] == ["nat-anchor", "rdr-anchor", "anchor", "filter"]
         assert any(r["kind"] == "rdr" for r in sim.pf()["anchors"]["kleened"])

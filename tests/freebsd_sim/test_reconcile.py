@@ -7,10 +7,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from kleene_protocol.ids import new_id
+from kleened.platform.base import PlugSpec, Sandbox
 from kleened.platform.freebsd import jail, mounts
 from kleened.platform.freebsd.reconcile import Desired, Reconciler, WantedInterface
 from tests.freebsd_sim.conftest import Drivers, run
 from tests.freebsd_sim.host import SimHost
+
+
+def plug(cidr: str) -> PlugSpec:
+    return PlugSpec(endpoint_id=cidr, index=0, interface="kleene0", bridge="kleene0", cidrs=(cidr,))
 
 
 async def previous_daemon(drivers: Drivers, tmp_path: Path) -> dict[str, str]:
@@ -21,9 +26,9 @@ async def previous_daemon(drivers: Drivers, tmp_path: Path) -> dict[str, str]:
     await net.create_interface("kleene5", "loopback")  # a network since removed from the store
     image = await drivers.image()
     kept, kept_root = await drivers.jail(image, network=jail.Network("vnet"))  # still running: live restore
-    kept_epair = await net.plug_vnet(kept, kept, bridge="kleene0", cidrs=["10.13.37.2/24"])
+    kept_epair = await net.plug(Sandbox(kept, kept), plug("10.13.37.2/24"))
     gone, _ = await drivers.jail(image, network=jail.Network("vnet"))  # should not run any more
-    gone_epair = await net.plug_vnet(gone, gone, bridge="kleene0", cidrs=["10.13.37.3/24"])
+    gone_epair = await net.plug(Sandbox(gone, gone), plug("10.13.37.3/24"))
     stopped = new_id()  # stopped, but a mount was left by a crash mid-stop
     stopped_root = await drivers.storage.create_container_fs(stopped, image)
     await drivers.runtime.commands.run(mounts.mount_argv(mounts.prepare(stopped_root, tmp_path, "/data")))
@@ -65,7 +70,8 @@ def test_reconcile_after_a_crash(sim: SimHost, drivers: Drivers, tmp_path: Path)
     assert leftovers == []
 
     async def shutdown() -> None:  # what the next stop does; then the fixture checks for leaks
-        await drivers.network.unplug_vnet(made["kept_epair"], bridge="kleene0", name=made["kept"])
+        kept = Sandbox(made["kept"], made["kept"])
+        await drivers.network.unplug(made["kept_epair"], plug("10.13.37.2/24"), sandbox=kept)
         for name in ("kleene0", "kleene3"):
             await drivers.network.destroy_interface(name)
         await drivers.storage.remove_volume("userdata")

@@ -113,7 +113,7 @@ def test_devfs_and_nullfs_mounts_are_undone_deepest_first(sim: SimHost, drivers:
         root = await drivers.storage.create_container_fs(cid, image)
         (root / "etc/link").symlink_to("/srv")
         binds = [mounts.Bind(outer, "/etc/link/data"), mounts.Bind(inner, "/etc/link/data/in", read_only=True)]
-        await drivers.runtime.create(JailSpec(name=cid, root=root, network=jail.Network("host"), user="root",
+        await drivers.runtime.create_jail(JailSpec(name=cid, root=root, network=jail.Network("host"), user="root",
                                               mounts=binds))
         seen = (await collect(await drivers.runtime.exec(cid, Command(args=["cat", "/srv/data/in/file"]), ROOT)))[1]
         write = await collect(await drivers.runtime.exec(cid, Command(args=["touch", "/srv/data/in/x"]), ROOT))
@@ -158,7 +158,7 @@ def test_a_failed_create_leaves_no_jail_and_no_mounts(sim: SimHost, drivers: Dri
         cid, root = await drivers.jail(image)
         other = await drivers.storage.create_container_fs("b0b0b0b0b0b1", image)
         with pytest.raises(HostCommandError, match="already exists"):  # a jail name in use
-            await drivers.runtime.create(JailSpec(name=cid, root=other, network=jail.Network("host"), user="root",
+            await drivers.runtime.create_jail(JailSpec(name=cid, root=other, network=jail.Network("host"), user="root",
                                                   mounts=[mounts.Bind(tmp_path, "/mnt/x")]))
         assert mounts.under(await drivers.runtime.mounted(), other) == []
         assert await drivers.runtime.is_running(cid)  # the other one is untouched

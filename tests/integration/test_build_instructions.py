@@ -264,6 +264,21 @@ def test_an_unchanged_rebuild_returns_the_same_image_and_moves_the_tag(api, daem
     assert via_upload.ok and via_upload.close[2] == first.image_id  # the uploaded context has the same content
 
 
+def test_an_unchanged_rebuild_takes_its_tag_back_from_the_image_that_had_it(api, daemon, base, tmp_path):
+    """Docker's rule: the tag names the image the build returns, even when that image existed
+    before and another one holds the tag meanwhile."""
+    name = f"back{secrets.token_hex(3)}:1"
+    one = f"FROM {base}\nRUN echo {secrets.token_hex(4)} > /f\n"
+    two = f"FROM {base}\nRUN echo {secrets.token_hex(4)} > /f\n"
+    first = built(daemon, tmp_path / "one", one, cache=True, tag=name)
+    other = built(daemon, tmp_path / "two", two, cache=True, tag=name)
+    assert other.image_id != first.image_id and inspect(api, name)["id"] == other.image_id
+    again = built(daemon, tmp_path / "one", one, cache=True, tag=name)
+    assert again.log.count(CACHED) == 1 and again.image_id == first.image_id
+    assert inspect(api, name)["id"] == first.image_id
+    assert inspect(api, other.image_id)["name"] != name.split(":")[0] or inspect(api, other.image_id)["tag"] != "1"
+
+
 def _context_tar(files: dict[str, str]) -> bytes:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:

@@ -3,7 +3,9 @@ used to come back as "internal error" (issue reproductions, on the session daemo
 
 from __future__ import annotations
 
+import re
 import secrets
+import time
 
 import pytest
 
@@ -104,3 +106,20 @@ def test_internal_errors_name_the_request_in_the_log(api, daemon):
     r = api.post("/volumes/create", json={"name": name})
     assert f"request={r.headers['X-Request-Id']}" in daemon.log()
     api.delete(f"/volumes/{name}")
+
+
+def test_debug_log_times_each_request(api, daemon):
+    """At debug level every request leaves one line with its route, status and milliseconds:
+    with the host commands' own lines, that is where a call's time goes."""
+    r = api.get("/containers/list")
+    request_id = r.headers["X-Request-Id"]
+    deadline = time.monotonic() + 10
+    while True:
+        lines = [line for line in daemon.log().splitlines()
+                 if "request served" in line and f"request={request_id}" in line]
+        if lines or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert len(lines) == 1, lines
+    assert "path=/containers/list" in lines[0] and "status=200" in lines[0]
+    assert re.search(r" ms=\d+\.\d", lines[0]), lines[0]

@@ -1,4 +1,4 @@
-"""COPY's file driver (`platform.linux.copying`) on plain directories: source patterns, .dockerignore, destination
+"""COPY's file driver (`platform.posix.copying`) on plain directories: source patterns, .dockerignore, destination
 semantics, symlinks that try to leave the context or the root, digests, and uploaded contexts. No root needed."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kleene_protocol.dockerignore import parse as parse_ignore
-from kleened.platform.linux.copying import CopyError, HostFiles
+from kleened.platform.posix.copying import CopyError, HostFiles
 
 files = HostFiles()
 

@@ -13,7 +13,7 @@ import pytest
 
 from kleene_protocol.dockerignore import parse as parse_ignore
 from kleened.core.builder.files import Chmod
-from kleened.platform.linux.copying import CopyError, HostFiles
+from kleened.platform.posix.copying import CopyError, HostFiles
 
 files = HostFiles()
 

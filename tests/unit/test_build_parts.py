@@ -12,8 +12,8 @@ import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kleene_protocol.durations import parse_duration
 from kleened.core.builder.cachemounts import CacheMounts, cache_key
-from kleened.core.builder.durations import parse_duration
 from kleened.core.builder.files import Chmod
 from kleened.core.builder.plan import platform_mismatch
 from kleened.core.builder.secrets import MASK, Redactor, SecretError, check_secrets

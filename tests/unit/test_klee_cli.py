@@ -189,7 +189,8 @@ def test_create_errors(klee, kleened):
 
 
 def test_invalid_options_fail_before_any_request(klee, kleened):
-    for args in (["-l", "lolnet"], ["--restart", "always"], ["-m", "nocolon"], ["-p", "80/sctp"]):
+    for args in (["-l", "lolnet"], ["--restart", "sometimes"], ["--restart", "always:2"], ["-m", "nocolon"],
+                 ["-p", "80/sctp"], ["--rm", "--restart", "always"], ["--health-interval", "soon"]):
         result = klee("run", *args, "FreeBSD")
         assert isinstance(result.exception, KleeError), args
     assert "'lolnet' is not a valid network driver" in klee("run", "-l", "lolnet", "FreeBSD").exception.message

@@ -220,3 +220,13 @@ def test_errors_are_one_line_with_exit_code_125(tmp_path):
     assert usage.stderr.endswith(" (see 'klee network create --help')\n") and len(usage.stderr.splitlines()) == 1
     unknown = _klee_process("volume", "nope")
     assert (unknown.returncode, unknown.stderr) == (125, "Error: No such command 'nope'. (see 'klee volume --help')\n")
+
+
+def test_container_status_shows_restarting_and_health():
+    from klee.commands.container import status_cell
+
+    assert status_cell({"running": True}).text == "running"
+    assert status_cell({"running": True, "health": None}).text == "running"
+    assert status_cell({"running": True, "health": {"status": "unhealthy"}}).text == "running (unhealthy)"
+    assert status_cell({"running": False, "restarting": True, "health": {"status": "healthy"}}).text == "restarting"
+    assert status_cell({"running": False}).text == "stopped"

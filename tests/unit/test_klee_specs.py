@@ -100,3 +100,15 @@ def test_exit_code_from_message(message, code):
 @pytest.mark.parametrize(("code", "status"), [(0, 0), (1, 1), (255, 255), (256, 0), (258, 2), (-9, 137), (-15, 143)])
 def test_shell_exit_status(code, status):
     assert shell_exit_status(code) == status
+
+
+def test_restart_policies():
+    from klee.specs import check_restart_policy
+
+    for ok in ("no", "on-startup", "always", "unless-stopped", "on-failure", "on-failure:3"):
+        assert check_restart_policy(ok) == ok
+    for bad, why in (("sometimes", "is not a valid restart policy"), ("always:3", "only 'on-failure' takes"),
+                     ("on-failure:x", "must be a number"), ("on-failure:-1", "must be a number")):
+        with pytest.raises(UsageError) as info:
+            check_restart_policy(bad)
+        assert why in str(info.value)

@@ -27,7 +27,7 @@ from kleened.core.oci.reference import ReferenceError_, parse
 from kleened.core.oci.registry import parse_challenge
 from kleened.core.store import Store
 from kleened.platform.oci_layers import TarLayerFiles
-from kleened.platform.posix_tar import UnsafeArchive
+from kleened.platform.posix.tar import UnsafeArchive
 
 
 @pytest.mark.parametrize(("text", "registry", "repository", "tag", "familiar"), [

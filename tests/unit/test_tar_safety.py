@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from kleened.platform.linux.rootfs import copy_host_file, copy_tree
-from kleened.platform.posix_tar import (
+from kleened.platform.posix.rootfs import copy_host_file, copy_tree
+from kleened.platform.posix.tar import (
     PROGRESS_EVERY,
     ExtractError,
     Limits,

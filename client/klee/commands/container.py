@@ -28,14 +28,14 @@ from klee.commands.common import (
     reply_id,
     reply_list,
 )
-from klee.commands.run import COMMAND_SETTINGS, create, exec_, restart, run, start
+from klee.commands.run import COMMAND_SETTINGS, HELP_RESTART, create, exec_, restart, run, start
 from klee.completion import complete_containers
 from klee.connection import api_path, query_bool
 from klee.errors import ApiError
 from klee.limits import limit_fields, limit_options
 from klee.printing import Column, Styled, ago
 from klee.session import Session, pass_session
-from klee.specs import RESTART_POLICIES, check_choice
+from klee.specs import check_restart_policy
 
 COLUMNS = (
     Column("CONTAINER ID", style="cyan"),
@@ -75,7 +75,6 @@ def listing(session: Session, all_: bool, output: str, quiet: bool) -> None:
 def container_row(item: dict[str, Any]) -> list[str | Styled]:
     """One line of `container ls`."""
     cmd = item.get("cmd")
-    running = bool(item.get("running"))
     jid = item.get("jid")
     return [
         str(item.get("id", "")),
@@ -84,7 +83,7 @@ def container_row(item: dict[str, Any]) -> list[str | Styled]:
         "Dockerfile" if cmd is None else " ".join(cmd),
         ago(item.get("created")),
         Styled("yes", "bold") if item.get("restart_policy") == "on-startup" else "no",
-        Styled("running", "green") if running else Styled("stopped", "red"),
+        status_cell(item),
         "" if jid is None else str(jid),
         ports_cell(item.get("public_ports") or []),
     ]
@@ -102,6 +101,16 @@ def ports_cell(ports: list[Any]) -> str:
         for interface in port.get("interfaces") or ["0.0.0.0"]:
             texts.append(f"{interface}:{host_port}->{container_port}/{port.get('protocol', 'tcp')}")
     return ", ".join(texts)
+
+
+def status_cell(item: dict[str, Any]) -> Styled:
+    """running / restarting / stopped, with the health of a running container that has a healthcheck."""
+    if not item.get("running"):
+        return Styled("restarting", "yellow") if item.get("restarting") else Styled("stopped", "red")
+    health = (item.get("health") or {}).get("status")
+    if not health:
+        return Styled("running", "green")
+    return Styled(f"running ({health})", {"healthy": "green", "unhealthy": "red"}.get(health, "yellow"))
 
 
 def image_cell(name: str, tag: str, image_id: str) -> Styled:
@@ -151,7 +160,7 @@ def stop(session: Session, containers: tuple[str, ...]) -> None:
     "--jailparam", "-J", multiple=True, metavar="list", help="Set jail parameters, replacing all the stored ones."
 )
 @click.option("--persist/--no-persist", "-P", default=None, help="Do (not) remove this container when pruning")
-@click.option("--restart", default=None, help="Restart policy: 'no' or 'on-startup'.")
+@click.option("--restart", default=None, help=HELP_RESTART)
 @limit_options
 @click.argument("container_ident", metavar="CONTAINER", shell_complete=complete_containers)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
@@ -171,7 +180,7 @@ def update(session: Session, container_ident: str, command: tuple[str, ...], **o
         "jail_param": list(options["jailparam"]) or None,
         "cmd": list(command) or None,
         "persist": options["persist"],
-        "restart_policy": None if restart is None else check_choice(restart, RESTART_POLICIES, "restart policy"),
+        "restart_policy": None if restart is None else check_restart_policy(restart),
         **limit_fields(options),
     }
     session.out.line(
@@ -213,3 +222,8 @@ container.add_command(
 )
 for _command in (create, run, start, restart, exec_):
     container.add_command(_command)
+
+from klee.commands.files import commit, cp  # noqa: E402 - after the group they join
+
+container.add_command(cp)
+container.add_command(commit)

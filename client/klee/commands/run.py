@@ -34,14 +34,15 @@ __all__ = [
     "EXEC_CREATED", "EXEC_STARTED_CONTAINER", "ONLY_ONE_ATTACHED", "container_config", "create_container",
     "remove_container", "start_process",
 ]
+HELP_RESTART = opts.HELP_RESTART  # `container update` shows the same help
 
 # Options end at IMAGE or CONTAINER: everything after it is the command, dash-options included.
 COMMAND_SETTINGS = {"allow_interspersed_args": False}
 
 
 def create_options(function: Callable[..., Any]) -> Callable[..., Any]:
-    """The options of `create` and `run` that configure the container (limits included)."""
-    return opts.click_options((*opts.CREATE, *opts.LIMITS))(function)
+    """The options of `create` and `run` that configure the container (limits and healthcheck included)."""
+    return opts.click_options(opts.CONTAINER)(function)
 
 
 def exec_options(function: Callable[..., Any]) -> Callable[..., Any]:

@@ -41,6 +41,16 @@ PING_TIMEOUT = 20.0  # seconds more without any frame before the connection coun
 CLOSE_TIMEOUT = 2.0  # seconds close() waits for the server's close frame
 
 
+def _masked(payload: bytes, mask: bytes) -> bytes:
+    """`payload` XORed with the 4-byte `mask` (RFC 6455 5.3): each of the four byte lanes through a
+    translation table, which is about four times faster than one big-integer XOR (it matters for
+    uploads: a build context, an archive, `cp`)."""
+    data = bytearray(payload)
+    for lane, key in enumerate(mask):
+        data[lane::4] = data[lane::4].translate(bytes(b ^ key for b in range(256)))
+    return bytes(data)
+
+
 class WebSocketError(WireError):
     """The handshake failed, the server broke the protocol, or it stopped answering."""
 
@@ -290,8 +300,7 @@ class WebSocket:
         else:
             header = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, length)
         mask = os.urandom(4)
-        masked = (int.from_bytes(payload, "little") ^ int.from_bytes(mask * (length // 4 + 1), "little")
-                  ).to_bytes(length + 4, "little")[:length] if length else b""
+        masked = _masked(payload, mask)
         with self._send_lock:
             self._sock.sendall(header + mask + masked)
 

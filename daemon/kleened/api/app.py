@@ -11,22 +11,23 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 
-from quart import Response
+from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from ..core.errors import KleeneError
 from ..core.services import Services
 from ..logs import REQUEST_ID
-from . import build, containers, execs, images, networks, oci, stats, streams, system, volumes
+from . import build, containers, copies, execs, images, networks, oci, stats, streams, system, volumes
 from .errors import status_for
 from .http import IdentPath, ValidationFailed, error_reply, internal_message, reply
 
 log = logging.getLogger(__name__)
 
-BLUEPRINTS = [system.bp, volumes.bp, containers.bp, execs.bp, images.bp, build.bp, oci.bp, networks.bp, streams.bp,
-              stats.bp]
+BLUEPRINTS = [system.bp, volumes.bp, containers.bp, copies.bp, execs.bp, images.bp, build.bp, oci.bp, networks.bp,
+              streams.bp, stats.bp]
 
 
 def create_app(services: Services, *, max_request_body: int) -> QuartTrio:
@@ -42,6 +43,7 @@ def create_app(services: Services, *, max_request_body: int) -> QuartTrio:
     @app.before_request
     async def name_request() -> None:
         REQUEST_ID.set(secrets.token_hex(6))
+        request.started = time.monotonic()  # type: ignore[attr-defined]
 
     @app.before_websocket
     async def name_websocket() -> None:
@@ -50,6 +52,11 @@ def create_app(services: Services, *, max_request_body: int) -> QuartTrio:
     @app.after_request
     async def tag_response(response: Response) -> Response:
         response.headers["X-Request-Id"] = REQUEST_ID.get()
+        if log.isEnabledFor(logging.DEBUG):  # where a call's time goes: this line and the host commands'
+            started = getattr(request, "started", None)
+            ms = "" if started is None else f"{(time.monotonic() - started) * 1000:.1f}"
+            log.debug("request served", extra={"method": request.method, "path": request.path,
+                                                "status": response.status_code, "ms": ms})
         return response
 
     @app.errorhandler(KleeneError)

@@ -1,7 +1,7 @@
 """What a container's processes run with: the process spec (user, groups, working directory,
 environment) and the bind mounts, computed from the container record and its mounted root.
 
-Pure decisions on files read inside the root (`platform.rootpath`); nothing here changes the
+Pure decisions on files read inside the root (`platform.posix.rootpath`); nothing here changes the
 host except creating mount targets inside the container's own filesystem.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 from kleene_protocol.models import MountPoint
 
 from ..platform.base import BindMount, ProcessSpec
-from ..platform.rootpath import PathEscape, ensure_target, read_text_in_root, resolve_in_root
+from ..platform.posix.rootpath import PathEscape, ensure_target, read_text_in_root, resolve_in_root
 from .environment import login_env, merge_env
 from .errors import InvalidArgument
 from .records import ContainerRecord

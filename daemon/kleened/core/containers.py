@@ -27,6 +27,7 @@ import trio
 
 from kleene_protocol.ids import new_id
 from kleene_protocol.models import (
+    Container,
     ContainerConfig,
     ContainerInspect,
     ContainerSummary,
@@ -47,13 +48,14 @@ from ..platform.base import (
     Runtime,
     VolumeStorage,
 )
-from ..platform.rootpath import PathEscape, ensure_target, resolve_in_root
+from ..platform.posix.rootpath import PathEscape, ensure_target, resolve_in_root
 from .clock import now_iso
 from .container_spec import bind_mounts, check_destination, process_spec, with_entrypoint
 from .environment import merge_env, validate_env
 from .errors import Conflict, ExecFailed, Internal, InvalidArgument, KleeneError, NotFound
 from .events import Events
 from .fanout import Fanout
+from .health import ExecProbe, Healthchecks, HealthStatus, effective, probe_argv
 from .imageconfig import remove_anonymous_volumes, stop_signal_of, with_image_volumes
 from .isolation import Isolation
 from .lifecycle import ContainerStates, Locks, State
@@ -61,6 +63,7 @@ from .logs import Logs
 from .networks import Networks
 from .records import CONTAINER, ContainerRecord, ImageRecord
 from .resolve import resolve
+from .restarts import UPSTREAM, Pending, Restarts, checked_policy, policy_of, ran_for
 from .store import NameTaken, Store
 from .supervisor import OnExit, Run, Supervisor
 from .volumes import MOUNT, Volumes, mount_key
@@ -104,6 +107,7 @@ class Containers:
         events: Events | None = None,
         locks: Locks | None = None,
         isolation: Isolation | None = None,
+        restarts: Restarts | None = None,
     ) -> None:
         self._store = store
         self._images = images
@@ -112,7 +116,6 @@ class Containers:
         self._runtime = runtime
         self._supervisor = supervisor
         self._networks = networks
-        self._dataset_root = dataset_root
         self.locks = locks if locks is not None else Locks()
         self.states = ContainerStates()
         self._creating: set[str] = set()  # names of containers being created (not yet stored)
@@ -121,6 +124,10 @@ class Containers:
         self.logs = logs if logs is not None else Logs(Path(dataset_root) / "logs")
         self._events = events if events is not None else Events()
         self._isolation = isolation if isolation is not None else Isolation(runtime)
+        self.restarts = restarts if restarts is not None else Restarts()
+        self.health = Healthchecks(ExecProbe(self.run_process, supervisor.stop_exec), self._publish_health)
+        # The process arguments (cmd, user, env, tty) of each container's last start: an automatic restart reuses them.
+        self._last_start: dict[str, tuple[list[str], str, list[str], bool]] = {}
 
     # --- lookups ----------------------------------------------------------------------------
 
@@ -212,14 +219,16 @@ class Containers:
         ])
         self._networks.check_ports_free(container_id, ports)
         resources, seccomp, userns = self._isolation.check_create(config)
+        policy = checked_policy(config.restart_policy, InvalidArgument)
+        healthcheck = effective(image.healthcheck, config.healthcheck)
         record = ContainerRecord(
             id=container_id, name=name, image_id=image.id,
             cmd=with_entrypoint(image.entrypoint, config.cmd if config.cmd else image.cmd),
             user=config.user or image.user, env=merge_env(image.env, config.env),
             jail_param=list(config.jail_param or []), network_driver=config.network_driver, public_ports=ports,
-            restart_policy=config.restart_policy, persist=bool(config.persist), created=now_iso(),
-            dataset=f"{self._dataset_root}/containers/{container_id}", layers=image.layers_at(snapshot),
-            workdir=image.workdir, resources=resources, seccomp=seccomp, userns=userns,
+            restart_policy=policy.upstream, restart=str(policy), persist=bool(config.persist), created=now_iso(),
+            dataset=self._storage.container_dataset(container_id), layers=image.layers_at(snapshot),
+            workdir=image.workdir, resources=resources, seccomp=seccomp, userns=userns, healthcheck=healthcheck,
         )
         await self._storage.create_container_fs(container_id)
         try:
@@ -286,7 +295,7 @@ class Containers:
             if record.image_id not in images:
                 images[record.image_id] = self._images.get(record.image_id)
             image = images[record.image_id]
-            api = record.to_api(running=running)
+            api = self._to_api(record, running)
             result.append(ContainerSummary(
                 **{f: getattr(api, f) for f in api.__struct_fields__},
                 image_name=image.name if image else "", image_tag=image.tag if image else "",
@@ -300,7 +309,7 @@ class Containers:
 
     def inspect(self, ident: str) -> ContainerInspect:
         record = self.get(ident)
-        api = record.to_api(running=self.is_running(record.id))
+        api = self._to_api(record, self.is_running(record.id))
         api.public_ports = self._networks.public_ports_of(record)
         api.resources = self._isolation.effective(record)
         return ContainerInspect(
@@ -308,6 +317,14 @@ class Containers:
             container_endpoints=self._networks.endpoints_of(record.id),
             container_mountpoints=record.mounts,
         )
+
+    def _to_api(self, record: ContainerRecord, running: bool) -> Container:
+        """The wire object, with what only memory knows: a pending restart, the health so far."""
+        api = record.to_api(running=running)
+        api.restart = api.restart or api.restart_policy or "no"
+        api.restarting = self.restarts.is_pending(record.id)
+        api.health = self.health.get(record.id)
+        return api
 
     def images_in_use(self) -> dict[str, list[str]]:
         """image id -> ids of the containers created from it."""
@@ -348,7 +365,12 @@ class Containers:
             if error := validate_env(update.env):
                 raise Conflict(f"an error ocurred while updating the container: {error}")
             record.env = update.env
-        for field in ("user", "cmd", "persist", "restart_policy"):
+        if update.restart_policy is not None:
+            policy = checked_policy(update.restart_policy, Conflict, "an error ocurred while updating the container: ")
+            record.restart_policy, record.restart = policy.upstream, str(policy)
+            if policy.name in UPSTREAM:  # a policy that never restarts ends a pending restart
+                self.restarts.cancel(record.id)
+        for field in ("user", "cmd", "persist"):
             value = getattr(update, field)
             if value is not None:
                 setattr(record, field, value)
@@ -370,20 +392,33 @@ class Containers:
         host state is gone.
         """
         record = self.get(ident)
-        await self._stop(record.id, refuse=NotFound("container not running"), grace=grace)
+        await self._stop(record.id, refuse=NotFound("container not running"), grace=grace, by_user=True)
         self._events.publish("container", "stop", record.id, name=record.name)
         return record.id
 
-    async def _stop(self, container_id: str, *, refuse: KleeneError | None, grace: float | None = None) -> None:
+    async def _stop(self, container_id: str, *, refuse: KleeneError | None, grace: float | None = None,
+                    by_user: bool = False) -> None:
         """The signal goes out under the lock (so it reaches this run, never a later one); the
-        wait does not hold it, since the teardown that ends the run takes the lock."""
+        wait does not hold it, since the teardown that ends the run takes the lock. A user's stop
+        also ends restarting: a pending restart is cancelled (and the stop succeeds), and
+        `unless-stopped` keeps the container stopped at the next daemon start."""
         async with self._lock(container_id):
             record = self._reload(container_id)
             state = self.state(record)
-            run = self._supervisor.init_run(container_id)
+            # The main process of this run, also when it has just exited and its teardown waits for
+            # the lock: the stop then only waits for it, and the exit counts as the stop's (no restart).
+            run = self._supervisor.init_run(container_id) or next(
+                (r for r in self._supervisor.runs_in(container_id) if r.is_init), None)
+            cancelled = self.restarts.cancel(container_id)
+            if by_user and (cancelled or (state is State.RUNNING and run is not None)):
+                record.stopped_by_user = True
+                self._save(record)
+            if cancelled and state is not State.RUNNING:
+                return
             if state is State.RUNNING and run is not None:
                 self._move(record, State.STOPPING)
-                await self._supervisor.signal_container(container_id, run.stop_signal)
+                if not run.exited.is_set():
+                    await self._supervisor.signal_container(container_id, run.stop_signal)
                 faults.point("container.stop.signalled")
             elif state is not State.STOPPING:
                 if refuse is not None:
@@ -393,7 +428,11 @@ class Containers:
             raise Internal(f"container {container_id} did not stop: its processes survived SIGKILL")
 
     async def stop_all(self) -> None:
-        """Stop every running container (daemon shutdown), concurrently."""
+        """Stop every running container (daemon shutdown), concurrently. Restarts end first: none
+        is scheduled any more, and a restart already starting is waited for (it holds the lock)."""
+        for container_id in self.restarts.close():
+            async with self._lock(container_id):
+                pass
         async with trio.open_nursery() as nursery:
             for container_id in self._supervisor.running_containers():
                 nursery.start_soon(self._stop_quietly, container_id)
@@ -424,6 +463,9 @@ class Containers:
         start-up removes; never a listed container without a filesystem.
         """
         self._move(record, State.REMOVING)
+        self.restarts.reset(record.id)
+        self._last_start.pop(record.id, None)
+        self.health.forget(record.id)
         with self._store.transaction():
             for m in record.mounts:
                 self._store.delete(MOUNT, mount_key(record.id, m.destination))
@@ -449,14 +491,16 @@ class Containers:
         self._events.publish("container", "remove", record.id, name=record.name)
 
     async def prune(self) -> list[str]:
-        """Remove every stopped container without `persist`, oldest first (upstream's order)."""
+        """Remove every stopped container without `persist`, oldest first (upstream's order). A
+        container waiting out a restart's back-off is not stopped: it stays."""
         removed = []
         for record in self._store.all(CONTAINER, ContainerRecord, order="created ASC"):
             if record.persist:
                 continue
             async with self._lock(record.id):
                 current = self._store.get(CONTAINER, record.id, ContainerRecord)
-                if current is None or self.state(current) not in (State.CREATED, State.STOPPED):
+                if current is None or self.state(current) not in (State.CREATED, State.STOPPED) \
+                        or self.restarts.is_pending(record.id):
                     continue
                 await self._destroy(current)
             removed.append(record.id)
@@ -489,7 +533,8 @@ class Containers:
             record = self._reload(record.id)
             self.states.require(record.id, {State.CREATED, State.STOPPED}, ever_started=bool(record.started_at),
                                 refusal={State.RUNNING: "container is already running"})
-            return await self._start_locked(record, exec_id, cmd, user, env, tty, fanout, extra_mounts, network)
+            return await self._start_locked(record, exec_id, cmd, user, env, tty, fanout, extra_mounts, network,
+                                            policies=False)
 
     async def _exec_locked(self, record: ContainerRecord, exec_id: str, cmd: list[str], user: str, env: list[str],
                            tty: bool, fanout: Fanout, on_exit: OnExit) -> Run:
@@ -502,10 +547,18 @@ class Containers:
 
     async def _start_locked(self, record: ContainerRecord, exec_id: str, cmd: list[str], user: str,
                             env: list[str], tty: bool, fanout: Fanout, extra_mounts: Sequence[Mount] = (),
-                            network: NetworkMode | None = None) -> Run:
+                            network: NetworkMode | None = None, *, automatic: bool = False,
+                            policies: bool = True) -> Run:
+        """Start under the lock. A start that is not an automatic restart (`automatic`) is a
+        user's: it ends a pending restart and starts the back-off and restart count afresh. The
+        container's healthcheck and restart policy apply to this run unless `policies` is false
+        (a build step's run)."""
         argv = cmd or record.cmd or []
         if not argv:
             raise InvalidArgument("no command given and the container has none")
+        if not automatic:
+            self.restarts.reset(record.id)
+            record.restart_count, record.stopped_by_user = 0, False
         previous = self._move(record, State.STARTING)
         container_log = None
         try:
@@ -537,12 +590,26 @@ class Containers:
                 raise _launch_error(exc) from None
             raise
         self._move(record, State.RUNNING)
-        record.started_at, record.finished_at, record.exit_code = now_iso(), None, None
-        record.oom_killed = False
+        record.started_at = now_iso()
+        if not automatic:  # a restarted container shows the exit that restarted it
+            record.finished_at, record.exit_code, record.oom_killed = None, None, False
         self._save(record)
+        if policies:
+            self._last_start[record.id] = (list(cmd), user, list(env), tty)
+            self._start_healthcheck(record)
+        else:
+            self._last_start.pop(record.id, None)
         log.info("container started", extra={"container": record.id, "exec": exec_id})
         self._events.publish("container", "start", record.id, name=record.name)
         return run
+
+    def _start_healthcheck(self, record: ContainerRecord) -> None:
+        if record.healthcheck is None:
+            return
+        image = self._images.get(record.image_id)
+        self.health.begin(record.id)
+        self._supervisor.spawn(record.id, self.health.monitor, record.id, record.healthcheck,
+                               probe_argv(record.healthcheck, image.shell if image else []))
 
     def _hosts_mount(self, rootfs: Path, record: ContainerRecord) -> list[BindMount]:
         hosts = self._networks.hosts_file(record.id)
@@ -574,14 +641,45 @@ class Containers:
             await self._teardown(run.container_id)
             if record is None:
                 return
-            if self.state(record) is State.RUNNING:
+            by_itself = self.state(record) is State.RUNNING  # else a stop (a user's, or shutdown) ended it
+            if by_itself:
                 self._move(record, State.STOPPING)
             self._move(record, State.STOPPED)
             record.exit_code, record.finished_at, record.oom_killed = run.exit_code, now_iso(), oom_killed
             self._save(record)
+            if by_itself and record.id in self._last_start \
+                    and policy_of(record).restarts_after(run.exit_code, record.restart_count):
+                self.restarts.schedule(record.id, ran_for(record.started_at, record.finished_at),
+                                       self._restart)
         if oom_killed:
             self._events.publish("container", "oom", run.container_id, name=record.name)
         self._events.publish("container", "die", run.container_id, name=record.name, exit_code=run.exit_code)
+
+    def _publish_health(self, container_id: str, status: HealthStatus) -> None:
+        record = self._store.get(CONTAINER, container_id, ContainerRecord)
+        self._events.publish("container", "health_status", container_id, name=record.name if record else None,
+                             health_status=status)
+
+    async def _restart(self, pending: Pending) -> None:
+        """The back-off of a restart is over: start the container again, as its last start did,
+        unless a stop, removal, start or policy change came first (all checked under the lock)."""
+        async with self._lock(pending.container_id):
+            if not self.restarts.take(pending):
+                return
+            record = self._store.get(CONTAINER, pending.container_id, ContainerRecord)
+            if record is None or self.state(record) is not State.STOPPED or policy_of(record).name in UPSTREAM:
+                return
+            cmd, user, env, tty = self._last_start.get(record.id, ([], "", [], False))
+            record.restart_count += 1
+            try:
+                await self._start_locked(record, new_id(), cmd, user, env, tty, Fanout(), automatic=True)
+            except KleeneError as exc:
+                log.error("could not restart the container; it stays stopped: %s", exc.message,
+                          extra={"container": record.id})
+                return
+        log.info("container restarted", extra={"container": record.id, "count": record.restart_count})
+        self._events.publish("container", "restart", record.id, name=record.name,
+                             restart_count=record.restart_count)
 
     async def _teardown(self, container_id: str) -> None:
         """Undo a start: runtime state, network namespace and plugs, the filesystem mount. Each
@@ -614,12 +712,46 @@ class Containers:
                 with trio.CancelScope(shield=True):
                     await self._storage.unmount_container_fs(container_id)
 
+    @contextlib.asynccontextmanager
+    async def files_of(self, container_id: str) -> AsyncIterator[tuple[ContainerRecord, Path]]:
+        """The container's root while the block runs, under its lock (`cp`, `commit`): a running
+        container's mounted filesystem, or a stopped one's, mounted for the block and unmounted
+        after it, shielded, whatever ends the block. Refused while it starts, stops or goes."""
+        async with self._lock(container_id):
+            record = self._reload(container_id)
+            state = self.states.require(record.id, {State.CREATED, State.STOPPED, State.RUNNING},
+                                        ever_started=bool(record.started_at))
+            if state is State.RUNNING:
+                yield record, self._storage.rootfs_path(container_id)
+                return
+            rootfs = await self._storage.mount_container_fs(container_id, record.layers)
+            try:
+                faults.point("container.files.mounted")
+                yield record, rootfs
+            finally:
+                with trio.CancelScope(shield=True), trio.move_on_after(TEARDOWN_DEADLINE):
+                    await self._storage.unmount_container_fs(container_id)
+
     async def commit_layer(self, container_id: str) -> str:
         """Turn the stopped container's writable layer into a new layer; return its id."""
         async with self._lock(container_id):
             record = self._reload(container_id)
             self.states.require(record.id, {State.CREATED, State.STOPPED}, ever_started=bool(record.started_at))
             return await self._storage.commit_container_fs(container_id)
+
+    async def commit_fs(self, ident: str) -> ContainerRecord:
+        """`commit`: the stopped container's writable layer becomes a layer of its stack (the
+        container goes on from it, unchanged to its processes); return the updated record."""
+        container_id = self.get(ident, f"no such container '{ident}'").id
+        async with self._lock(container_id):
+            record = self._reload(container_id, f"no such container '{ident}'")
+            self.states.require(record.id, {State.CREATED, State.STOPPED}, ever_started=bool(record.started_at),
+                                refusal={s: f"container is {s.value}: stop it before committing"
+                                         for s in (State.STARTING, State.RUNNING, State.STOPPING)})
+            layer = await self._storage.commit_container_fs(container_id)
+            record.layers = [*record.layers, layer]
+            self._save(record)
+            return record
 
     def set_stack(self, container_id: str, layers: Sequence[str], workdir: str) -> ContainerRecord:
         """Record a new layer stack and working directory (a build step's result)."""
@@ -653,8 +785,9 @@ class Containers:
                 await self._destroy(record)
 
     def on_startup(self) -> list[ContainerRecord]:
+        """What starts with the daemon: `on-startup` and `always`, and `unless-stopped` unless a user stopped it."""
         return [r for r in self._store.all(CONTAINER, ContainerRecord, order="created ASC")
-                if r.restart_policy == "on-startup"]
+                if policy_of(r).starts_with_daemon(r.stopped_by_user)]
 
 
 def _launch_error(exc: HostCommandError) -> KleeneError:

@@ -10,6 +10,7 @@ with no await in between, so a subscriber sees every event exactly once, in orde
 
 Vocabulary of events (type: actions, attributes):
 - container: create (name, image), start (name), oom (name), die (name, exit_code), stop (name),
+  restart (name, restart_count: an automatic restart by its policy), health_status (name, health_status),
   rename (name, old_name), remove (name), attach (name), detach (name, reason)
 - exec: start (container), die (container, exit_code)
 - image: create (name), build (name), tag (name), remove (name)

@@ -9,7 +9,7 @@ Methods (`ImageCreateConfig.method`):
 - `zfs-copy`, `zfs-clone`: need the ZFS storage driver; on any other driver they fail with a
   message that says so.
 Options: `dns` copies the host's /etc/resolv.conf in, `localtime` the host's /etc/localtime.
-`update` runs freebsd-update upstream; it has no Linux meaning and is reported and skipped.
+`update` runs freebsd-update (`RootfsSource.update`); where the host has none it is reported and skipped.
 
 Created images have `user "root"`, `env []`, `instructions []`, one layer, and the command
 `["/bin/sh"]`. Upstream's default is `["/bin/sh", "/etc/rc"]`, which boots a FreeBSD jail's rc
@@ -23,12 +23,10 @@ write, so a half-made image is never visible.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import urllib.parse
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
 
 import trio
 
@@ -38,46 +36,15 @@ from kleene_protocol.names import image_name_error, shown
 from kleene_protocol.refs import InvalidReference, split_nametag
 
 from .. import faults
-from ..platform.base import HostCommandError, LayerStorage
+from ..platform.base import Capability, Count, Emit, HostCommandError, LayerStorage, RootfsSource
 from .clock import now_iso
 from .records import ImageRecord
 
 log = logging.getLogger(__name__)
 
-Emit = Callable[[str], Awaitable[None]]
-Count = Callable[[int], Awaitable[None]]
-
 DEFAULT_CMD = ["/bin/sh"]
 DEFAULT_USER = "root"
 _CLEANUP_TIMEOUT = 120.0  # seconds to delete a partial layer; a big rootfs takes a few
-
-
-class RootfsSource(Protocol):
-    """What image creation needs from the host (the Linux driver is `platform.linux.rootfs`).
-
-    Failures the client should read raise `ValueError` (its text is the reason); failed host
-    commands raise `HostCommandError`; host trouble raises `OSError`. `output` receives raw
-    progress text (a download's progress, debootstrap's lines); `on_count` receives the number
-    of entries written so far, every hundred or so.
-    """
-
-    def fetched(self, url: str, output: Emit) -> contextlib.AbstractAsyncContextManager[Path]:
-        """A local path holding the archive at `url` while the block runs."""
-        ...
-
-    async def extract(self, archive: Path, dest: Path, on_count: Count) -> int: ...
-    async def copy_dir(self, source: str, dest: Path, on_count: Count) -> int: ...
-    async def bootstrap(self, dest: Path, output: Emit) -> tuple[str, str]:
-        """Install the host's own system into `dest`; return (name, architecture)."""
-        ...
-
-    async def add_host_file(self, host_path: str, dest: Path, path_in_root: str) -> bool:
-        """Copy a host file into the layer; False when the host has no such file."""
-        ...
-
-    def cleanup(self) -> None:
-        """At start-up: delete what a previous daemon left in the work directory."""
-        ...
 
 
 class CreationFailed(Exception):
@@ -131,7 +98,7 @@ async def create_image(
 
 def _check(config: ImageCreateConfig, storage: LayerStorage) -> tuple[str, str]:
     """Refuse what cannot work before any layer exists; return the (name, tag) to give."""
-    if config.method in ("zfs-copy", "zfs-clone"):
+    if config.method in ("zfs-copy", "zfs-clone") and Capability.SEND not in storage.capabilities:
         raise CreationFailed(f"{config.method} needs the ZFS storage driver (this daemon uses {storage.driver})")
     if config.method == "fetch":
         scheme = urllib.parse.urlsplit(config.url).scheme
@@ -182,7 +149,10 @@ async def _host_files(config: ImageCreateConfig, layer: Path, source: RootfsSour
         if enabled and not await source.add_host_file(host_path, layer, host_path):
             await emit(f"{host_path} not found on host, skipping...\n")
     if config.update:
-        await emit("'update' runs freebsd-update, which this host's images do not have: skipping...\n")
+        try:
+            await source.update(layer, emit)
+        except NotImplementedError as exc:
+            await emit(f"{exc}: skipping...\n")
 
 
 def failure_reason(exc: BaseException) -> str:

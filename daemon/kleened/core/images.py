@@ -26,10 +26,10 @@ from kleene_protocol.models import Image, ImageCreateConfig
 from kleene_protocol.names import image_name_error, shown
 from kleene_protocol.refs import InvalidReference, split_nametag, split_snapshot
 
-from ..platform.base import HostCommandError, LayerStorage
+from ..platform.base import HostCommandError, LayerStorage, RootfsSource
 from .errors import Ambiguous, Internal, InvalidArgument, NotFound
 from .events import Events
-from .image_create import CreationFailed, Emit, RootfsSource, create_image
+from .image_create import CreationFailed, Emit, create_image
 from .lifecycle import Locks
 from .oci.layers import LayerPins
 from .records import CONTAINER, IMAGE, ContainerRecord, ImageRecord

@@ -1,5 +1,5 @@
 """The pure side of networking: what the store keeps (networks, endpoints), the host driver's
-interface (`NetworkHost`) and the running state it is fed (`Live`, `Plug`), config validation with
+the running state of sandboxed containers (`Live`, `Plug`), config validation with
 upstream's messages, upstream's address allocation, published-port specs, default routes per
 driver and `/etc/hosts` text.
 
@@ -16,12 +16,12 @@ import ipaddress
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import msgspec
 
 from kleene_protocol.models import EndPoint, Network, NetworkConfig, PublishedPort
 
+from ..platform.base import PlugSpec, Sandbox
 from .errors import Conflict, InvalidArgument
 
 NETWORK = "network"
@@ -62,50 +62,20 @@ class EndpointRecord(msgspec.Struct, kw_only=True):
                         ip_address=self.ip_address, ip_address6=self.ip_address6)
 
 
-class NetworkHost(Protocol):
-    """What `Networks` needs from the host (platform/linux/netdev.py `LinuxNetworkHost`; see its
-    docstrings). Kept here, next to the data it is fed, so core depends on no concrete driver."""
-
-    prefix: str
-
-    def netns_name(self, container_id: str) -> str: ...
-    def veth_name(self, endpoint_id: str) -> str: ...
-    async def host_gateway(self) -> str: ...
-    async def interface_kind(self, name: str) -> str | None: ...
-    async def is_owned(self, name: str) -> bool: ...
-    async def owned_interfaces(self) -> list[str]: ...
-    async def interface_addresses(self, name: str) -> list[str]: ...
-    async def enable_forwarding(self, *, ipv6: bool) -> None: ...
-    async def create_bridge(self, name: str) -> None: ...
-    async def configure_bridge(self, name: str, cidrs: Sequence[str], routes: Sequence[str], *, ipv6: bool) -> None:
-        ...
-    async def destroy_interface(self, name: str) -> None: ...
-    async def create_netns(self, container_id: str) -> str: ...
-    async def destroy_netns(self, container_id: str) -> None: ...
-    async def netns_containers(self) -> list[str]: ...
-    async def attach(self, container_id: str, *, host_if: str, container_if: str, bridge: str | None,
-                     proxy_on: str | None, cidrs: Sequence[str], gateway4: str | None, gateway6: str | None,
-                     metric: int) -> None: ...
-    async def detach(self, host_if: str, *, proxy_on: str | None, cidrs: Sequence[str]) -> None: ...
-    async def apply_firewall(self, networks: Sequence[Network], ports: Sequence[PublishedPort]) -> None: ...
-    async def remove_firewall(self) -> None: ...
-
-
 @dataclass
 class Plug:
-    """A running container's connection to one network: a veth pair."""
+    """A running sandboxed container's connection to one network."""
 
-    host_if: str
-    index: int  # the container end is eth<index>
-    proxy_on: str | None
-    cidrs: list[str]
+    network_id: str
+    host_end: str  # the API's `epair`: a veth on Linux, an epair's host end on FreeBSD
+    spec: PlugSpec
 
 
 @dataclass
 class Live:
-    """A running vnet/ipnet container's namespace and plugs (endpoint id -> plug)."""
+    """A running sandboxed container's sandbox and plugs (endpoint id -> plug)."""
 
-    netns_path: str
+    sandbox: Sandbox | None
     plugs: dict[str, Plug] = field(default_factory=dict)
 
 

@@ -2,14 +2,15 @@
 
 A *network* (type loopback, bridge or custom) is an interface containers are plugged into; an
 *endpoint* is one container's membership, with the addresses it keeps while stopped. Driver
-`host` shares the host stack and `disabled` gets a private stack with `lo` only; `vnet` and
-`ipnet` get a named netns with one *plug* (veth pair) per endpoint while they run. On Linux,
-ipnet cannot share the host stack restricted to some addresses, so it gets a namespace like vnet
-and keeps upstream's rules (network types, hot connect) and addresses; see docs/networking.md.
+`host` shares the host stack and `disabled` gets a private stack with `lo` only; the drivers the
+`NetworkDriver` calls sandboxed (`vnet`, and `ipnet` on Linux) get a *sandbox* (a named netns on
+Linux) with one *plug* per endpoint while they run. On Linux, ipnet cannot share the host stack
+restricted to some addresses, so it gets a namespace like vnet and keeps upstream's rules
+(network types, hot connect) and addresses; see docs/networking.md.
 
-Host state (bridges, namespaces, plugs, the nft table) is derived from the store: `reconcile()`
-rebuilds it at start and removes what no stored object owns; `reapply()` reloads the table (after
-a host firewall reload). One lock serialises every change, so allocation and the table never see
+Host state (interfaces, sandboxes, plugs, the firewall's rules) is derived from the store:
+`reconcile()` rebuilds it at start and removes what no stored object owns; `reapply()` reloads
+the rules (after a host firewall reload). One lock serialises every change, so allocation and the table never see
 a half-made change. Messages are upstream's where upstream has one.
 """
 
@@ -20,6 +21,7 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Literal
 
 import trio
 
@@ -28,12 +30,12 @@ from kleene_protocol.models import EndPoint, EndPointConfig, Network, NetworkCon
 from kleene_protocol.names import name_error
 
 from .. import faults
-from ..platform.base import HostCommandError, NetworkMode
+from ..platform.base import Firewall, HostCommandError, NetworkDriver, NetworkMode, PlugSpec
 from . import ipam
 from .clock import now_iso
 from .errors import Conflict, Internal, InvalidArgument, NotFound
 from .events import Events
-from .ipam import AUTO, ENDPOINT, HOST_GATEWAY, NETWORK, EndpointRecord, Live, NetworkHost, NetworkRecord, Plug
+from .ipam import AUTO, ENDPOINT, HOST_GATEWAY, NETWORK, EndpointRecord, Live, NetworkRecord, Plug
 from .lifecycle import Locks
 from .records import CONTAINER, ContainerRecord
 from .resolve import resolve
@@ -43,12 +45,13 @@ log = logging.getLogger(__name__)
 
 
 class Networks:
-    def __init__(self, store: Store, host: NetworkHost, *, hosts_dir: Path,
+    def __init__(self, store: Store, host: NetworkDriver, firewall: Firewall, *, hosts_dir: Path,
                  is_running: Callable[[str], bool] = lambda _id: False, events: Events | None = None,
                  locks: Locks | None = None) -> None:
         self._events = events if events is not None else Events()
         self._store = store
         self._host = host
+        self._firewall = firewall
         self._hosts_dir = hosts_dir
         self._is_running = is_running
         self._locks = locks if locks is not None else Locks()
@@ -83,8 +86,9 @@ class Networks:
         return [self._api(e) for e in self._endpoints(container_id=container_id)]
 
     def _api(self, endpoint: EndpointRecord) -> EndPoint:
-        plug = self._live.get(endpoint.container_id, Live("")).plugs.get(endpoint.id)
-        return endpoint.to_api(plug.host_if if plug else None)
+        live = self._live.get(endpoint.container_id)
+        plug = live.plugs.get(endpoint.id) if live else None
+        return endpoint.to_api(plug.host_end if plug else None)
 
     def _endpoints(self, *, container_id: str | None = None, network_id: str | None = None) -> list[EndpointRecord]:
         found = self._store.all(ENDPOINT, EndpointRecord, order="created ASC")
@@ -127,7 +131,7 @@ class Networks:
                             record.addresses.append(ipam.cidr(gateway, subnet))
             try:
                 if owned:
-                    await self._host.create_bridge(interface)
+                    await self._host.create_interface(interface, _kind(record))
                     await self._configure(record)
                 self._store.put(NETWORK, record.id, record, name=record.name, created=record.created)
                 await self._apply_firewall()
@@ -167,8 +171,8 @@ class Networks:
         return name, True
 
     async def _configure(self, record: NetworkRecord) -> None:
-        await self._host.configure_bridge(record.interface, record.addresses, ipam.bridge_routes(record),
-                                          ipv6=bool(record.subnet6))
+        await self._host.configure_interface(record.interface, record.addresses, ipam.bridge_routes(record),
+                                             ipv6=bool(record.subnet6))
 
     async def remove(self, ident: str) -> str:
         """Disconnect every container (unplugging running ones), forget, destroy our interface."""
@@ -187,7 +191,7 @@ class Networks:
             await self._apply_firewall()
             if record.owned:
                 await self._host.destroy_interface(record.interface)
-        except HostCommandError as exc:
+        except (HostCommandError, ValueError) as exc:  # ValueError: the interface is no longer ours
             raise Internal(f"network removed, but cleaning the host failed: {exc}") from None
 
     def _after_remove(self, record: NetworkRecord) -> None:
@@ -282,31 +286,32 @@ class Networks:
 
     async def _plug(self, container: ContainerRecord, endpoint: EndpointRecord, network: NetworkRecord) -> None:
         live = self._live[container.id]
-        index = min(set(range(len(live.plugs) + 1)) - {p.index for p in live.plugs.values()})
+        assert live.sandbox is not None, "sandboxed containers are plugged"
+        index = min(set(range(len(live.plugs) + 1)) - {p.spec.index for p in live.plugs.values()})
         bridged = network.owned or await self._host.interface_kind(network.interface) == "bridge"
         cidrs = [ipam.cidr(a, s) for a, s in ((endpoint.ip_address, network.subnet),
                                                (endpoint.ip_address6, network.subnet6)) if a]
         gateway4, gateway6 = ipam.default_routes(container.network_driver, network, endpoint,
                                                  await self._interface_addresses(network), bridged=bridged)
-        plug = Plug(host_if=self._host.veth_name(endpoint.id), index=index, cidrs=cidrs,
-                    proxy_on=None if bridged else network.interface)
-        await self._host.attach(container.id, host_if=plug.host_if, container_if=f"eth{index}",
-                                bridge=network.interface if bridged else None, proxy_on=plug.proxy_on,
-                                cidrs=cidrs, gateway4=gateway4, gateway6=gateway6, metric=100 + index)
-        live.plugs[endpoint.id] = plug
+        spec = PlugSpec(endpoint_id=endpoint.id, index=index, interface=network.interface,
+                        bridge=network.interface if bridged else None, cidrs=tuple(cidrs),
+                        gateway4=gateway4, gateway6=gateway6)
+        host_end = await self._host.plug(live.sandbox, spec)
+        live.plugs[endpoint.id] = Plug(network_id=network.id, host_end=host_end, spec=spec)
 
     async def _unplug(self, endpoint: EndpointRecord) -> None:
         live = self._live.get(endpoint.container_id)
         plug = live.plugs.pop(endpoint.id, None) if live else None
         if plug is not None:
-            await self._host.detach(plug.host_if, proxy_on=plug.proxy_on, cidrs=plug.cidrs)
+            await self._host.unplug(plug.host_end, plug.spec, sandbox=live.sandbox)
 
     # --- the container side (called by the container lifecycle) ---------------------------------
 
     async def prepare(self, container: ContainerRecord) -> tuple[NetworkMode, str | None]:
-        """Before start: the network mode and, for vnet/ipnet, the netns path runc joins.
+        """Before start: the network mode and, for sandboxed drivers, the sandbox's handle (the
+        netns path runc joins).
 
-        The namespace is plugged into every network the container is connected to, and its
+        The sandbox is plugged into every network the container is connected to, and its
         published ports are allocated (409 `port is already allocated` when a running container
         has one) and get their rules. The caller holds the container's lock; if the start fails
         afterwards, it must `release()`.
@@ -319,7 +324,10 @@ class Networks:
             await self._release(container.id)  # what a failed teardown may have left
             self._check_ports_free(container.id, container.public_ports)
             try:
-                live = self._live[container.id] = Live(await self._host.create_netns(container.id))
+                sandbox = await self._host.create_sandbox(container.id)
+                if sandbox is None:  # FreeBSD: the runtime's create makes it (docs/freebsd.md)
+                    raise Internal("this platform's sandboxes are made by the runtime; core cannot start them yet")
+                self._live[container.id] = Live(sandbox)
                 for endpoint in self._endpoints(container_id=container.id):
                     await self._plug(container, endpoint, self.get(endpoint.network_id))
                 if container.public_ports:
@@ -330,7 +338,7 @@ class Networks:
                 if isinstance(exc, HostCommandError):
                     raise Internal(f"could not set up the container's network: {exc}") from None
                 raise
-        return NetworkMode.NAMESPACE, live.netns_path
+        return NetworkMode.NAMESPACE, sandbox.handle
 
     async def release(self, container_id: str) -> None:
         """After the container stopped (or failed to start): remove its plugs, namespace and
@@ -344,11 +352,11 @@ class Networks:
             return
         for plug in live.plugs.values():
             try:
-                await self._host.detach(plug.host_if, proxy_on=plug.proxy_on, cidrs=plug.cidrs)
+                await self._host.unplug(plug.host_end, plug.spec, sandbox=live.sandbox)
             except HostCommandError as exc:
-                log.warning("could not remove plug %s: %s", plug.host_if, exc, extra={"container": container_id})
+                log.warning("could not remove plug %s: %s", plug.host_end, exc, extra={"container": container_id})
         try:
-            await self._host.destroy_netns(container_id)
+            await self._host.destroy_sandbox(container_id)
         finally:
             record = self._store.get(CONTAINER, container_id, ContainerRecord)
             if record is None or record.public_ports:
@@ -451,7 +459,11 @@ class Networks:
             if container.public_ports and container.id in self._live:
                 mine = [e for e in endpoints if e.container_id == container.id]
                 ports += ipam.with_addresses(container.public_ports, *ipam.first_addresses(mine))
-        await self._host.apply_firewall([r.to_api() for r in records], ports)
+        plugs: dict[str, list[str]] = {}
+        for live in self._live.values():
+            for plug in live.plugs.values():
+                plugs.setdefault(plug.network_id, []).append(plug.host_end)
+        await self._firewall.apply([r.to_api() for r in records], ports, host_gateway=self._host_gateway, plugs=plugs)
 
     async def reapply(self) -> None:
         """Reload the nft table (e.g. on SIGHUP after the host's firewall was reloaded)."""
@@ -467,9 +479,9 @@ class Networks:
         async with self._lock:
             try:
                 self._host_gateway = await self._host.host_gateway()
-                for container_id in set(await self._host.netns_containers()) - set(self._live):
-                    await self._host.destroy_netns(container_id)
-                wanted = {p.host_if for live in self._live.values() for p in live.plugs.values()}
+                for container_id in set(await self._host.sandboxes()) - set(self._live):
+                    await self._host.destroy_sandbox(container_id)
+                wanted = {p.host_end for live in self._live.values() for p in live.plugs.values()}
                 for record in self._records():
                     wanted.add(await self._restore(record))
                 for name in set(await self._host.owned_interfaces()) - wanted:
@@ -496,7 +508,7 @@ class Networks:
         else:
             try:
                 if kind is None:
-                    await self._host.create_bridge(record.interface)
+                    await self._host.create_interface(record.interface, _kind(record))
                 await self._configure(record)
             except HostCommandError as exc:
                 log.error("could not restore interface %s of network %s: %s", record.interface, record.name, exc)
@@ -508,9 +520,13 @@ class Networks:
         async with self._lock:
             for container_id in list(self._live):
                 await self._release(container_id)
-            await self._host.remove_firewall()
+            await self._firewall.remove()
             for name in await self._host.owned_interfaces():
                 await self._host.destroy_interface(name)
+
+
+def _kind(record: NetworkRecord) -> Literal["loopback", "bridge"]:
+    return "bridge" if record.type == "bridge" else "loopback"
 
 
 def _host_names(container: ContainerRecord) -> tuple[str, ...]:

@@ -40,6 +40,7 @@ class ContainerRecord(Container, kw_only=True):
     layers: list[str] = msgspec.field(default_factory=list)
     workdir: str = "/"
     mounts: list[MountPoint] = msgspec.field(default_factory=list)
+    stopped_by_user: bool = False  # a user's stop ended its last run (`unless-stopped` stays stopped)
 
     def to_api(self, *, running: bool) -> Container:
         fields = {name: getattr(self, name) for name in Container.__struct_fields__}

@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from kleene_protocol.models import ExecConfig, Version
 
 from .builder.build import Builder
+from .commit import Commits
 from .containers import Containers
+from .copies import Copies
 from .errors import KleeneError
 from .events import Events
 from .execs import Execs
@@ -18,6 +20,7 @@ from .oci.service import OciImages
 from .stats import Stats
 from .store import Store
 from .supervisor import Supervisor
+from .system import System
 from .volumes import Volumes
 
 log = logging.getLogger(__name__)
@@ -37,9 +40,13 @@ class Services:
     events: Events  # publish after a change commits; logs: `containers.logs`
     oci: OciImages  # pull, push, save, load (docs/images.md)
     stats: Stats
+    copies: Copies  # cp (docs/operations.md)
+    commits: Commits
+    system: System  # system info, df, prune
 
     async def start_on_startup(self) -> None:
-        """Start every container whose restart policy is `on-startup`, detached."""
+        """Start every container whose restart policy says so (`on-startup`, `always`, and
+        `unless-stopped` unless a user stopped it), detached."""
         for record in self.containers.on_startup():
             if self.containers.is_running(record.id):
                 continue

@@ -19,7 +19,7 @@ import trio
 from kleene_protocol.models import ContainerProcess, ContainerStats, ContainerTop, StatsSample
 
 from ..platform.base import LayerStorage, Runtime, Usage
-from ..platform.rootpath import PathEscape, read_text_in_root
+from ..platform.posix.rootpath import PathEscape, read_text_in_root
 from .containers import Containers
 from .errors import Conflict, NotFound
 from .supervisor import Supervisor

@@ -67,6 +67,7 @@ class Supervisor:
         self._inits: dict[str, Run] = {}
         self._runs: dict[str, Run] = {}
         self._containers: dict[str, trio.Nursery] = {}  # container id -> the nursery of its processes
+        self._companions: dict[str, list[trio.CancelScope]] = {}  # container id -> its companion tasks
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -140,6 +141,27 @@ class Supervisor:
         nursery.start_soon(self._supervise, run, on_exit)
         return run
 
+    def spawn(self, container_id: str, fn: Callable[..., Awaitable[None]], *args: object) -> None:
+        """Run `fn(*args)` beside the running container's processes (its healthcheck monitor), in
+        the container's nursery: it is cancelled when the main process ends, before the cleanup
+        after the exit runs, so it never outlives the container. Nothing runs if the main process
+        has already ended."""
+        nursery = self._containers.get(container_id)
+        if nursery is None or container_id not in self._inits:
+            return
+        scope = trio.CancelScope()
+        self._companions.setdefault(container_id, []).append(scope)
+        nursery.start_soon(self._companion, container_id, scope, fn, *args)
+
+    @staticmethod
+    async def _companion(container_id: str, scope: trio.CancelScope, fn: Callable[..., Awaitable[None]],
+                         *args: object) -> None:
+        with scope:
+            try:
+                await fn(*args)
+            except Exception:
+                log.exception("a companion task of the container failed", extra={"container": container_id})
+
     async def _supervise(self, run: Run, on_exit: OnExit) -> None:
         try:
             async with trio.open_nursery() as writer:
@@ -157,6 +179,8 @@ class Supervisor:
                 await run.process.aclose()
                 if run.is_init:
                     self._inits.pop(run.container_id, None)
+                    for scope in self._companions.pop(run.container_id, []):
+                        scope.cancel()
                 run.container_exited = run.is_init or not self.is_running(run.container_id)
                 run.exited.set()
                 try:

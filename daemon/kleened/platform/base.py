@@ -5,20 +5,35 @@ Vocabulary:
   stack of layers (bottom first) and each build snapshot names a prefix of that stack;
 - a *container filesystem* is the stack of its image's layers up to the chosen snapshot plus
   the container's own writable layer; it is mounted while the container runs;
-- a *volume* is a directory the daemon owns, bind-mounted into containers.
+- a *volume* is a directory the daemon owns, bind-mounted into containers;
+- a *sandbox* is where a running container's network stack lives: a named netns on Linux, the
+  container's vnet jail on FreeBSD; core only passes it between the network driver and the
+  runtime, never looks inside.
+
+One module holds every interface core uses, each neutral enough for both backends (docs/freebsd.md
+"Design note"); a driver offers what it can and says what it cannot with `capabilities` or a
+`ValueError`, never by core checking a driver's name.
 
 Drivers raise `HostCommandError` when a host command fails; core translates it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
-from collections.abc import Collection, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 import trio
+
+from kleene_protocol.models import Network, PublishedPort
+from kleene_protocol.operations import PathStat
+
+Emit = Callable[[str], Awaitable[None]]
+Count = Callable[[int], Awaitable[None]]
 
 
 class HostCommandError(Exception):
@@ -59,6 +74,70 @@ class Packed:
     diff_id: str  # of the uncompressed tar
 
 
+# --- container files (cp) ------------------------------------------------------------------------
+
+
+class PathError(ValueError):
+    """A container path that cannot be copied: `kind` is `missing` (nothing there), `invalid`
+    (not a directory, a hostile or broken archive, over a limit) or `failed` (the copy broke)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+@dataclass(frozen=True)
+class CopyLimits:
+    """Caps on one upload into a container."""
+
+    max_bytes: int
+    max_entries: int
+
+
+class ContainerFiles(Protocol):
+    """Paths of a mounted container root (`root`, a host path) as the container sees them, read
+    and written as uncompressed tar streams; symlinks resolve inside `root` even when the
+    container changes them meanwhile. Raises `PathError`."""
+
+    async def stat(self, root: Path, path: str, follow: bool = False) -> PathStat:
+        """What is at `path`; `follow`: what a link there points to (also when `path` ends with `/`)."""
+        ...
+
+    def read(self, root: Path, path: str, follow: bool = False
+             ) -> AbstractAsyncContextManager[tuple[PathStat, AsyncIterator[bytes]]]:
+        """`path`'s stat, and its tar stream (the top entry named after its last component)."""
+        ...
+
+    async def write(self, root: Path, path: str, chunks: AsyncIterator[bytes], limits: CopyLimits) -> tuple[int, int]:
+        """Extract the tar `chunks` into the existing directory `path`; return (entries, bytes)."""
+        ...
+
+
+# --- system views ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """What `system info` says about the host and the drivers."""
+
+    os: str
+    kernel: str
+    storage_driver: str
+    cgroup_mode: str  # "v2", "hybrid", "v1" or "none"
+
+
+class DiskSizes(Protocol):
+    """Bytes of file content of the storage's objects; blocking (run them in a worker thread)."""
+
+    def layer(self, layer_id: str) -> int: ...
+    def container(self, container_id: str) -> int:
+        """The container's own writable layer."""
+        ...
+    def volume(self, name: str) -> int: ...
+    def build_cache(self) -> int: ...
+
+
 # --- storage ----------------------------------------------------------------------------------
 
 
@@ -69,14 +148,30 @@ class VolumeStorage(Protocol):
         ...
     async def create_volume(self, name: str) -> Path: ...
     async def remove_volume(self, name: str) -> None: ...
-    def list_volumes(self) -> list[str]: ...
+    async def list_volumes(self) -> list[str]:
+        """Every volume's name (async: ZFS lists its datasets)."""
+        ...
     async def populate_volume(self, name: str, source: Path) -> None:
         """Copy `source` (a directory in a container's mounted filesystem) into the volume."""
         ...
 
 
+class Capability(enum.Flag):
+    """What a storage driver can do beyond the common layer/volume operations."""
+
+    NONE = 0
+    CLONE_AT_CREATE = enum.auto()  # a container filesystem exists (and is mounted) from create on (ZFS clones)
+    SNAPSHOT = enum.auto()  # build steps are snapshots of the container, not new layers
+    SEND = enum.auto()  # datasets can be copied or cloned in (image creation by zfs-copy / zfs-clone)
+
+
 class LayerStorage(Protocol):
-    driver: str  # "overlay", "zfs"
+    driver: str  # "overlay", "zfs": shown to users, never compared by core
+    capabilities: Capability
+
+    def container_dataset(self, container_id: str) -> str:
+        """What `Container.dataset` shows: a ZFS dataset upstream, a directory on overlay."""
+        ...
 
     def layer_path(self, layer_id: str) -> Path: ...
     async def create_layer(self) -> tuple[str, Path]:
@@ -122,6 +217,7 @@ class NetworkMode(enum.Enum):
     HOST = "host"  # share the host's network stack
     NONE = "none"  # a private stack with loopback only
     NAMESPACE = "namespace"  # join an existing named namespace (vnet/ipnet containers)
+    ADDRESSES = "addresses"  # the host's stack held to the container's addresses (ipnet on FreeBSD)
 
 
 @dataclass(frozen=True)
@@ -296,3 +392,167 @@ class Runtime(Protocol):
         """The container's counters (`pid`: its init); None once it is gone."""
         ...
     def processes(self, container_id: str) -> list[ProcessInfo]: ...
+
+
+# --- networks ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """Where a running container's network lives (see the module docstring); opaque to core."""
+
+    container_id: str
+    handle: str  # a netns path on Linux, the jail's name on FreeBSD
+
+
+@dataclass(frozen=True)
+class PlugSpec:
+    """One endpoint of a sandboxed container: what `NetworkDriver.plug` connects.
+
+    `bridge` None is routed mode (a custom network on an interface that is not a bridge: host
+    routes and proxy ARP on Linux; refused where the platform has no such mode). `gateway4`: None
+    no default route, "" on-link, else the router; `gateway6`: None or the router. `index` is the
+    endpoint's place among the container's plugs (Linux names the container end eth<index> and
+    orders default routes by it).
+    """
+
+    endpoint_id: str
+    index: int
+    interface: str  # the network's interface
+    bridge: str | None
+    cidrs: tuple[str, ...]
+    gateway4: str | None = None
+    gateway6: str | None = None
+
+
+class NetworkDriver(Protocol):
+    """Network interfaces on the host and the containers' connections to them.
+
+    Two modes per container network driver: *sandboxed* drivers (`sandboxed_drivers`) give the
+    container a sandbox plugged into each of its networks; the others are *address-only*: the
+    container shares the host's stack and owns addresses on the network's interface (ipnet on
+    FreeBSD: aliases plus the jail's ip4.addr/ip6.addr). Every method is idempotent where it
+    removes, and undoes its own partial work when it fails or is cancelled.
+    """
+
+    prefix: str  # host names derive from it (docs/architecture.md)
+    sandboxed_drivers: frozenset[str]  # Linux {"vnet", "ipnet"}; FreeBSD {"vnet"}
+
+    async def host_gateway(self) -> str:
+        """The interface of the IPv4 default route; "" when there is none."""
+        ...
+    async def interface_kind(self, name: str) -> str | None:
+        """None: no such interface; else "bridge", "loopback", "epair"/"veth", "device", ..."""
+        ...
+    async def is_owned(self, name: str) -> bool: ...
+    async def owned_interfaces(self) -> list[str]: ...
+    async def interface_addresses(self, name: str) -> list[str]:
+        """The interface's addresses as cidrs (link-local ones left out)."""
+        ...
+    async def enable_forwarding(self, *, ipv6: bool) -> None: ...
+    async def create_interface(self, name: str, kind: Literal["loopback", "bridge"]) -> None:
+        """A network's own interface, marked as ours. Core asks only for names no interface has;
+        a driver may refuse one held by an interface that is not ours (ValueError)."""
+        ...
+    async def configure_interface(self, name: str, cidrs: Sequence[str], routes: Sequence[str], *,
+                                  ipv6: bool) -> None:
+        """Up, with `cidrs` (gateway addresses) and host `routes`; adds only what is missing."""
+        ...
+    async def destroy_interface(self, name: str) -> None:
+        """Destroy an interface of ours (idempotent); one that is not ours raises ValueError."""
+        ...
+
+    # --- sandboxed containers ---
+    async def create_sandbox(self, container_id: str) -> Sandbox | None:
+        """Before the runtime creates the container: a netns (Linux), or None when the runtime's
+        own container is the sandbox (FreeBSD: `Runtime.create` makes the vnet jail)."""
+        ...
+    async def destroy_sandbox(self, container_id: str) -> None: ...
+    async def sandboxes(self) -> list[str]:
+        """Ids of the containers that have a sandbox of ours (start-up reconcile)."""
+        ...
+    async def plug(self, sandbox: Sandbox, plug: PlugSpec) -> str:
+        """Connect the sandbox to a network; return the host end's name (the API's `epair`)."""
+        ...
+    async def unplug(self, host_end: str, plug: PlugSpec, *, sandbox: Sandbox | None) -> None: ...
+
+    # --- address-only containers ---
+    async def add_address(self, interface: str, address: str) -> None:
+        """`address` as a host address (/32, /128) on `interface`, unless already there."""
+        ...
+    async def remove_address(self, interface: str, address: str) -> None: ...
+    async def set_addresses(self, sandbox: Sandbox, ip4: Sequence[str], ip6: Sequence[str]) -> None:
+        """Replace the addresses a running address-only container may use (FreeBSD: `jail -m`)."""
+        ...
+
+
+class Firewall(Protocol):
+    """The daemon's packet rules (one nftables table on Linux, pf rules or an anchor on FreeBSD),
+    always replaced whole from the store, atomically; the host's other rules are never touched."""
+
+    async def apply(self, networks: Sequence[Network], ports: Sequence[PublishedPort], *, host_gateway: str,
+                    plugs: Mapping[str, Sequence[str]]) -> None:
+        """`plugs`: network id -> the host ends of its running containers' plugs."""
+        ...
+    async def remove(self) -> None: ...
+
+
+# --- image sources and build files ------------------------------------------------------------
+
+
+class RootfsSource(Protocol):
+    """What image creation needs from the host (`platform.posix.rootfs` and its subclasses).
+
+    Failures the client should read raise `ValueError` (its text is the reason); failed host
+    commands raise `HostCommandError`; host trouble raises `OSError`. `output` receives raw
+    progress text (a download's progress, debootstrap's lines); `on_count` receives the number
+    of entries written so far, every hundred or so.
+    """
+
+    def fetched(self, url: str, output: Emit) -> contextlib.AbstractAsyncContextManager[Path]:
+        """A local path holding the archive at `url` while the block runs."""
+        ...
+
+    async def extract(self, archive: Path, dest: Path, on_count: Count) -> int: ...
+    async def copy_dir(self, source: str, dest: Path, on_count: Count) -> int: ...
+    async def bootstrap(self, dest: Path, output: Emit) -> tuple[str, str]:
+        """Install the host's own system into `dest`; return (name, architecture)."""
+        ...
+
+    async def add_host_file(self, host_path: str, dest: Path, path_in_root: str) -> bool:
+        """Copy a host file into the layer; False when the host has no such file."""
+        ...
+
+    async def update(self, root: Path, output: Emit) -> None:
+        """Bring the new image's system up to date (`freebsd-update` on FreeBSD). Raises
+        NotImplementedError with a one-line reason where the host has no such tool."""
+        ...
+
+    def cleanup(self) -> None:
+        """At start-up: delete what a previous daemon left in the work directory."""
+        ...
+
+
+class CopyPlan(Protocol):
+    def __len__(self) -> int: ...
+    def digest(self) -> str: ...
+    def add_inline(self, name: str, data: bytes) -> None: ...
+    def add_file(self, name: str, path: Path, *, mode: int, mtime: float | None) -> None: ...
+    def unpack_archives(self) -> None: ...
+    def apply(self, rootfs: Path, dest: str, *, into_dir: bool, uid: int, gid: int, check: Callable[[], None],
+              chmod: Callable[[int, bool], int] | None = None, chown: bool = False) -> int: ...
+
+
+class PathFilter(Protocol):
+    """What `.dockerignore` rules answer (`kleene_protocol.dockerignore.DockerIgnore`)."""
+
+    def is_ignored(self, relpath: str) -> bool: ...
+    def should_descend(self, reldir: str) -> bool: ...
+
+
+class BuildFiles(Protocol):
+    """The host side of COPY and uploads (`platform.posix.copying.HostFiles`); methods block, raise ValueError."""
+
+    def plan(self, tree: Path, patterns: Sequence[str], ignore: PathFilter | None, *,
+             excludes: PathFilter | None = None, parents: bool = False) -> CopyPlan: ...
+    def unpack(self, archive: Path, dest: Path, *, max_bytes: int, check: Callable[[], None]) -> int: ...

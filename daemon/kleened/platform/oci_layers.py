@@ -30,10 +30,10 @@ from typing import Any, BinaryIO, Protocol
 import trio
 import zstandard
 
-from kleened.platform import posix_tar
 from kleened.platform.base import Packed, Unpacked
-from kleened.platform.posix_tar import OPAQUE, WHITEOUT, ExtractError, Limits
-from kleened.platform.threadstream import CHUNK, ChunkReader, prefetched, produced
+from kleened.platform.posix import tar as posix_tar
+from kleened.platform.posix.tar import OPAQUE, WHITEOUT, ExtractError, Limits
+from kleened.platform.posix.threadstream import CHUNK, ChunkReader, prefetched, produced
 
 GZIP_LEVEL = 6
 _PACK_VERSION = f"tar1-zlib{zlib.ZLIB_RUNTIME_VERSION}-{GZIP_LEVEL}"  # what a kept digest depends on

@@ -131,10 +131,10 @@ def test_volumes(host: Host) -> None:
         (path / "data").write_text("keep")
         assert await st.create_volume(name) == path  # idempotent, content kept
         assert (path / "data").read_text() == "keep"
-        assert name in st.list_volumes()
+        assert name in await st.list_volumes()
         await st.remove_volume(name)
         await st.remove_volume(name)
-        assert name not in st.list_volumes() and not path.exists()
+        assert name not in await st.list_volumes() and not path.exists()
 
     run(body)
 

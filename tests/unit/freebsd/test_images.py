@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from kleened.platform.freebsd import images
-from kleened.platform.linux.rootfs import RootfsError
+from kleened.platform.posix.rootfs import RootfsError
 
 
 @pytest.mark.parametrize(("release", "machine", "arch", "url"), [

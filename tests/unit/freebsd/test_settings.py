@@ -23,7 +23,8 @@ def test_upstreams_values():
 def test_missing_upstream_keys_take_the_defaults():
     chosen = settings.from_config(Config())
     assert (chosen.kleene_root, chosen.pf_config_path, chosen.pf_mode) == ("zroot/kleene", "/etc/pf.conf", "file")
-    given = settings.from_config(Config(kleene_root="tank/k", pf_config_path="/etc/pf.kleene.conf"), pf_mode="anchor")
+    given = settings.from_config(Config(kleene_root="tank/k", pf_config_path="/etc/pf.kleene.conf", pf_mode="anchor"))
     assert (given.kleene_root, given.pf_config_path, given.pf_mode) == ("tank/k", "/etc/pf.kleene.conf", "anchor")
     with pytest.raises(ValueError):
-        settings.from_config(Config(), pf_mode="nft")
+        settings.FreeBSDSettings(kleene_root="z/k", pf_config_template_path="", pf_config_path="", host_prefix="k",
+                                 stop_timeout=1.0, pf_mode="nft")

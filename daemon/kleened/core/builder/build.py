@@ -36,7 +36,7 @@ import trio
 from kleene_protocol.ids import new_id
 from kleene_protocol.models import ContainerConfig, ContainerUpdate, EndPointConfig, ImageBuildConfig
 
-from ...platform.base import HostCommandError, LayerStorage
+from ...platform.base import BuildFiles, HostCommandError, LayerStorage
 from ..containers import Containers
 from ..errors import KleeneError, NotFound
 from ..images import Images, parse_nametag
@@ -54,7 +54,7 @@ from .runmounts import RunHost
 from .scope import BuildScope, platform_args
 from .secrets import SecretError, check_secrets
 from .stagestart import begin_stage
-from .steps import BuildFiles, Stage, StepFailed, StepRunner
+from .steps import Stage, StepFailed, StepRunner
 
 log = logging.getLogger(__name__)
 

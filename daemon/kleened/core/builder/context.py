@@ -26,7 +26,7 @@ from kleene_protocol.dockerignore import DockerIgnore
 from kleene_protocol.dockerignore import parse as parse_ignore
 from kleene_protocol.ids import new_id
 
-from ...platform.rootpath import PathEscape, read_text_in_root
+from ...platform.posix.rootpath import PathEscape, read_text_in_root
 from .dockerfile import Dockerfile, DockerfileError, parse
 
 MiB = 1 << 20

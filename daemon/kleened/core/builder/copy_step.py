@@ -1,7 +1,7 @@
 """COPY and ADD: sources from the context, a stage or an image (`--from`), heredocs, and (ADD) URLs and archives.
 
 The destination is relative to WORKDIR; a trailing `/` (or `.`, or `--parents`) makes it a directory, which several
-sources need. Sources are found by the `BuildFiles` driver (`platform.linux.globbing`), `--exclude` patterns
+sources need. Sources are found by the `BuildFiles` driver (`platform.posix.globbing`), `--exclude` patterns
 leave entries out, `--chmod` sets modes, `--chown` owners (names from the image's /etc/passwd and /etc/group).
 `--link` is accepted and copies the same way (kleened's layers are not rebased, so it changes nothing else).
 
@@ -24,9 +24,10 @@ import trio
 from kleene_protocol.dockerignore import parse as parse_ignore
 from kleene_protocol.ids import new_id
 
+from ...platform.base import CopyPlan
 from .files import Add, Copy, is_url
 from .instructions import Heredoc
-from .steps import CopyPlan, Stage, StepFailed, StepRunner
+from .steps import Stage, StepFailed, StepRunner
 
 MAX_DOWNLOAD = 8 << 30  # bytes of one ADD <url>
 DOWNLOAD_MODE = 0o600

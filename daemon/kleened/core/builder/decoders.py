@@ -13,7 +13,8 @@ import json
 import re
 from collections.abc import Callable
 
-from .durations import parse_duration
+from kleene_protocol.durations import parse_duration
+
 from .expand import Syntax, split_words, word_spans
 from .files import Add, Copy, check_chmod, check_sources, is_url
 from .instructions import (

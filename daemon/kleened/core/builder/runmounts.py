@@ -28,7 +28,7 @@ import trio
 from kleene_protocol.ids import new_id
 
 from ...platform.base import BindMount, Mount, TmpfsMount
-from ...platform.rootpath import PathEscape, resolve_in_root
+from ...platform.posix.rootpath import PathEscape, resolve_in_root
 from .cachemounts import CacheHost
 from .instructions import Run
 from .mountspec import MountSpec, resolve_target

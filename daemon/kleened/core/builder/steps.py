@@ -22,10 +22,9 @@ what is kept).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 import trio
 
@@ -34,8 +33,8 @@ from kleene_protocol.ids import new_id
 from kleene_protocol.models import HealthConfig
 
 from ... import faults
-from ...platform.base import LayerStorage
-from ...platform.rootpath import PathEscape, ensure_target, read_text_in_root, resolve_in_root
+from ...platform.base import BuildFiles, LayerStorage
+from ...platform.posix.rootpath import PathEscape, ensure_target, read_text_in_root, resolve_in_root
 from ..containers import Containers
 from ..errors import KleeneError
 from ..images import Images
@@ -74,29 +73,6 @@ class StepFailed(Exception):
     def __init__(self, line: str) -> None:
         super().__init__(line)
         self.line = line
-
-
-class CopyPlan(Protocol):
-    def __len__(self) -> int: ...
-    def digest(self) -> str: ...
-    def add_inline(self, name: str, data: bytes) -> None: ...
-    def add_file(self, name: str, path: Path, *, mode: int, mtime: float | None) -> None: ...
-    def unpack_archives(self) -> None: ...
-    def apply(self, rootfs: Path, dest: str, *, into_dir: bool, uid: int, gid: int, check: Callable[[], None],
-              chmod: Callable[[int, bool], int] | None = None, chown: bool = False) -> int: ...
-
-
-class PathFilter(Protocol):
-    def is_ignored(self, relpath: str) -> bool: ...
-    def should_descend(self, reldir: str) -> bool: ...
-
-
-class BuildFiles(Protocol):
-    """The host side of COPY and uploads (`platform.linux.copying.HostFiles`); methods block, raise ValueError."""
-
-    def plan(self, tree: Path, patterns: Sequence[str], ignore: PathFilter | None, *,
-             excludes: PathFilter | None = None, parents: bool = False) -> CopyPlan: ...
-    def unpack(self, archive: Path, dest: Path, *, max_bytes: int, check: Callable[[], None]) -> int: ...
 
 
 @dataclass(eq=False)

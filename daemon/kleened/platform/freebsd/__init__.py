@@ -10,6 +10,6 @@ not a real one; docs/freebsd.md says what that proves and what still needs a Fre
 Modules: `command` (running), `params` and `jail` (jails), `zfs` (datasets), `mounts` (nullfs),
 `netif` (interfaces), `pf` (rules), `rctl` (limits), `images` (fetch-auto, freebsd-update),
 `settings` (config defaults); driver classes `runtime.JailRuntime`, `storage.ZfsStorage`,
-`network.FreeBSDNetworkHost`, `firewall.PfFirewall`, `images.FreeBSDRootfs`, and
+`network.FreeBSDNetworkDriver`, `firewall.PfFirewall`, `images.FreeBSDRootfs`, and
 `reconcile.Reconciler`.
 """

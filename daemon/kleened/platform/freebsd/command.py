@@ -3,8 +3,7 @@
 Every module of this package first computes command lines as data: argv lists whose first word
 is a *tool name* (`jail`, `zfs`, `ifconfig`, ...). `Commands` resolves the name to a path and
 runs the line: no shell, closed fds, a timeout, a DEBUG line, `HostCommandError` on failure
-(`kleened.platform.linux.hostcmd.run`, which is portable and moves to `platform/posix/` with
-the interface work of issue 14).
+(`kleened.platform.posix.hostcmd.run`, shared with the Linux drivers).
 
 Tool paths: absolute by default (`TOOLS`, FreeBSD's base system), so a daemon started with an
 odd PATH never runs another `zfs`. `Commands.from_path()` looks the names up on PATH instead:
@@ -31,8 +30,8 @@ from dataclasses import dataclass, field
 import trio
 
 from kleened.platform.base import HostCommandError
-from kleened.platform.linux import hostcmd
 from kleened.platform.linux.process import PtyStream, RuncProcess
+from kleened.platform.posix import hostcmd
 
 TOOLS: Mapping[str, str] = {
     "jail": "/usr/sbin/jail",

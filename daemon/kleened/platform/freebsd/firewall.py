@@ -1,4 +1,4 @@
-"""`PfFirewall`: loads the rules pf.py renders, one load at a time.
+"""`PfFirewall`: the `Firewall` on FreeBSD; loads the rules pf.py renders, one load at a time.
 
 Two modes (settings `pf_mode`):
 - `file` (upstream's): the template at `pf_config_template_path` (upstream's format; pf.py's
@@ -18,10 +18,12 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import trio
 
+from kleene_protocol.models import Network, PublishedPort
 from kleened.platform.base import HostCommandError
 
 from . import pf
@@ -47,7 +49,13 @@ class PfFirewall:
             return self.template_path.read_text()
         return pf.DEFAULT_TEMPLATE
 
-    async def apply(self, ruleset: pf.Ruleset) -> None:
+    async def apply(self, networks: Sequence[Network], ports: Sequence[PublishedPort], *, host_gateway: str,
+                    plugs: Mapping[str, Sequence[str]]) -> None:
+        """Render and load the rules of `networks` and `ports`; `plugs` are the epairs' host ends
+        per network id (the `kleenet_<id>_all_interfaces` macros)."""
+        await self.load(pf.render(networks, ports, host_gateway=host_gateway, epairs=plugs))
+
+    async def load(self, ruleset: pf.Ruleset) -> None:
         """Load `ruleset`; raises `HostCommandError` (pf's own message) or `TemplateError`,
         leaving the rules that were loaded before."""
         async with self._lock:
@@ -78,7 +86,7 @@ class PfFirewall:
             async with self._lock:
                 await self.commands.run(pf.flush_anchor_argv(self.anchor))
             return
-        await self.apply(pf.Ruleset(macros=[], translation=[], filtering=[]))
+        await self.load(pf.Ruleset(macros=[], translation=[], filtering=[]))
 
     async def enable(self) -> None:
         """`pfctl -e`; "already enabled" (exit 1) is fine."""

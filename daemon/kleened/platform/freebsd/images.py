@@ -1,6 +1,6 @@
 """Base images on FreeBSD: fetch-auto's URL from the host's release, and `freebsd-update` for the
 image-create `update` option. The archive itself is fetched and extracted by the portable code
-the Linux driver uses (httpx, and `platform.posix_tar`'s safe extractor), so a hostile base.txz
+the Linux driver uses (httpx, and `platform.posix.tar`'s safe extractor), so a hostile base.txz
 cannot write outside the image's dataset.
 
 Upstream's traps avoided:
@@ -18,14 +18,16 @@ Upstream's traps avoided:
 from __future__ import annotations
 
 import re
+import subprocess
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from kleened.platform.base import HostCommandError
-from kleened.platform.linux.rootfs import HostRootfs, RootfsError
-from kleened.platform.rootpath import read_text_in_root
+from kleened.platform.posix.rootfs import HostRootfs, RootfsError
+from kleened.platform.posix.rootpath import read_text_in_root
 
+from . import mounts
 from .command import LONG_TIMEOUT, Commands
 
 Emit = Callable[[str], Awaitable[None]]
@@ -82,6 +84,13 @@ class FreeBSDRootfs(HostRootfs):
         super().__init__(workdir)
         self.commands = commands
         self.mirror = mirror
+
+    def mounted_below(self, path: Path) -> bool:
+        """`mount -p` (start-up cleanup runs in a worker thread, so a blocking call is fine)."""
+        done = subprocess.run(self.commands.resolve(mounts.MOUNTS_ARGV), capture_output=True, text=True, check=True,
+                              close_fds=True, timeout=30)
+        top = str(path).rstrip("/")
+        return any(m.node == top or m.node.startswith(top + "/") for m in mounts.parse_mount_p(done.stdout))
 
     async def bootstrap(self, dest: Path, output: Emit) -> tuple[str, str]:
         """fetch-auto: the host's release's base.txz into `dest`; (image name, machine)."""

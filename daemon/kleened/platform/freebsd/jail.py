@@ -58,7 +58,7 @@ def network_params(net: Network) -> list[str]:
     - ipnet: `ip4=new ip6=new` always, so a network connected later can add its addresses with
       `jail -m` in either family (upstream put v6 addresses into `ip4.addr`, B7); the aliases
       on the host interface are kleened's own commands, not `exec.prestart` strings;
-    - vnet: only `vnet`; epairs are moved in and configured after creation (`plug_vnet`), as
+    - vnet: only `vnet`; epairs are moved in and configured after creation (`FreeBSDNetworkDriver.plug`), as
       root, with one default route per family (B3, B4).
     """
     if net.driver == "host":

@@ -3,7 +3,7 @@
 A *mount* here is a volume's mountpoint or a host path (a bind mount, upstream's "nullfs
 mount") shown at a destination inside the container. Upstream built `<root>/<dest>` as text and
 used it on the host, so an image symlink `/data -> /etc` put the mount on the host's /etc (B9).
-Here the destination is resolved inside the root (`platform.rootpath`: links are followed as the
+Here the destination is resolved inside the root (`platform.posix.rootpath`: links are followed as the
 jail would see them, `..` stops at the root), created there, and the mount goes onto that
 resolved, link-free path. It is done before any process of the jail runs, so nothing inside can
 swap a component meanwhile.
@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from kleened.platform.rootpath import ensure_target
+from kleened.platform.posix.rootpath import ensure_target
 
 MOUNTS_ARGV = ["mount", "-p"]
 

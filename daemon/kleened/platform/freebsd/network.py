@@ -1,12 +1,14 @@
-"""`FreeBSDNetworkHost`: network interfaces, ipnet aliases and vnet epairs on the host (netif.py
-has the command lines and the ownership rules).
+"""`FreeBSDNetworkDriver`: the `NetworkDriver` on FreeBSD: network interfaces, ipnet aliases and
+vnet epairs on the host (netif.py has the command lines and the ownership rules).
 
-Where this differs from the Linux driver's shape (`core.ipam.NetworkHost`), and why:
+How the neutral interface maps here, and why:
 - the *sandbox* of a vnet container is its jail, which must exist before an epair end can be
-  moved into it: `plug_vnet(jail, ...)` runs after `JailRuntime.create`, and configures the
-  jail's end from inside, as root, with one default route per family (B3, B4);
-- ipnet has no sandbox at all: its addresses are aliases on the network's interface plus the
-  jail's `ip4.addr`/`ip6.addr` (`add_alias`, `set_jail_addresses`), in their own families (B7);
+  moved into it: `create_sandbox` returns None (`JailRuntime.create` makes the jail, and the
+  sandbox's handle is the jail's name), `plug` runs after it and configures the jail's end from
+  inside, as root; only the plug with index 0 gets default routes, one per family (B3, B4);
+- ipnet is *address-only* (not in `sandboxed_drivers`): its addresses are aliases on the
+  network's interface plus the jail's `ip4.addr`/`ip6.addr` (`add_address`, `set_addresses`),
+  in their own families (B7);
 - interfaces are never destroyed and recreated at start-up: `create_interface` refuses a name
   someone else holds and `configure_interface` adds only what is missing, so running jails keep
   their aliases and bridge memberships across a daemon restart (B5, B6).
@@ -17,10 +19,11 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Sequence
+from typing import Literal
 
 import trio
 
-from kleened.platform.base import HostCommandError
+from kleened.platform.base import HostCommandError, PlugSpec, Sandbox
 
 from . import jail, netif
 from .command import Commands
@@ -30,8 +33,10 @@ _UNDO_TIMEOUT = 30.0
 KINDS = {"loopback": "lo", "bridge": "bridge"}
 
 
-class FreeBSDNetworkHost:
+class FreeBSDNetworkDriver:
     """Interfaces of one kleened (its `prefix` names the ownership group)."""
+
+    sandboxed_drivers = frozenset({"vnet"})
 
     def __init__(self, commands: Commands, prefix: str) -> None:
         self.commands = commands
@@ -82,7 +87,7 @@ class FreeBSDNetworkHost:
 
     # --- network interfaces ----------------------------------------------------------------------
 
-    async def create_interface(self, name: str, kind: str) -> None:
+    async def create_interface(self, name: str, kind: Literal["loopback", "bridge"]) -> None:
         """A `lo` clone ("loopback") or an `if_bridge` ("bridge") named `name`, tagged as ours.
         Refuses a name held by an interface that is not ours (B6); ours is left as it is."""
         found = await self.interface(name)
@@ -101,9 +106,11 @@ class FreeBSDNetworkHost:
             # (upstream's CI set it by hand). The OID exists once if_bridge is loaded: now.
             await self.commands.run(netif.sysctl_set_argv(netif.PFIL_BRIDGE, "1"))
 
-    async def configure_interface(self, name: str, cidrs: Sequence[str]) -> None:
+    async def configure_interface(self, name: str, cidrs: Sequence[str], routes: Sequence[str] = (), *,
+                                  ipv6: bool = False) -> None:
         """Add the addresses `name` lacks (a bridge's `<auto>` gateways) and bring it up (B19).
-        Idempotent: start-up reconcile reruns it on live interfaces (B5)."""
+        Idempotent: start-up reconcile reruns it on live interfaces (B5). `routes` and `ipv6`
+        are the Linux bridge's needs: here the containers' aliases sit on the interface itself."""
         present = set(await self.interface_addresses(name))
         for cidr in cidrs:
             if cidr not in present:
@@ -132,32 +139,55 @@ class FreeBSDNetworkHost:
 
     # --- ipnet: addresses only -------------------------------------------------------------------
 
-    async def add_alias(self, interface: str, address: str) -> None:
+    async def add_address(self, interface: str, address: str) -> None:
         """`<address>/32` (or /128) on the network's interface, unless already there."""
         cidr = netif.host_cidr(address)
         if cidr not in await self.interface_addresses(interface):
             await self.commands.run(netif.alias_argv(interface, cidr))
 
-    async def remove_alias(self, interface: str, address: str) -> None:
+    async def remove_address(self, interface: str, address: str) -> None:
         """Check-then-act, as upstream: stop and the exit handler may both clean up."""
         if netif.host_cidr(address) in await self.interface_addresses(interface):
             await self.commands.run(netif.unalias_argv(interface, address))
 
-    async def set_jail_addresses(self, name: str, ip4: Sequence[str], ip6: Sequence[str]) -> None:
+    async def set_addresses(self, sandbox: Sandbox, ip4: Sequence[str], ip6: Sequence[str]) -> None:
         """Replace a running ipnet jail's address lists, both families (B7)."""
-        await self.commands.run(jail.modify_argv(name, jail.addresses_params(ip4, ip6)))
+        await self.commands.run(jail.modify_argv(sandbox.handle, jail.addresses_params(ip4, ip6)))
 
     # --- vnet: the jail is the sandbox -----------------------------------------------------------
 
-    async def prepare_vnet(self, name: str) -> None:
-        """A new vnet jail's lo0 is down with no address (B19): give it 127.0.0.1."""
-        await self.commands.run(jail.root_argv(name, *netif.LOOPBACK_LINE))
+    async def create_sandbox(self, container_id: str) -> Sandbox | None:
+        """None: the vnet jail `JailRuntime.create` makes is the sandbox."""
+        return None
 
-    async def plug_vnet(self, name: str, container_id: str, *, bridge: str, cidrs: Sequence[str],
-                        gateway4: str | None = None, gateway6: str | None = None) -> str:
-        """Connect the (existing) vnet jail `name` to `bridge` with a new epair; return its host
-        end (`epairNa`, the API's `epair`). The jail's end gets `cidrs` and, when given, the
-        default routes. On failure or cancellation the epair is destroyed."""
+    async def destroy_sandbox(self, container_id: str) -> None:
+        """Nothing: `jail -r` (the runtime's) removes the jail and returns the epair ends."""
+
+    async def sandboxes(self) -> list[str]:
+        """None of ours outlive their jails (start-up reconcile removes kleened's jails)."""
+        return []
+
+    async def plug(self, sandbox: Sandbox, plug: PlugSpec) -> str:
+        """Connect the (existing) vnet jail to `plug.bridge` with a new epair; return its host
+        end (`epairNa`, the API's `epair`). The first plug (index 0) also brings the jail's lo0
+        up (B19) and gets the default routes (B4: one per family). On failure or cancellation
+        the epair is destroyed."""
+        if plug.bridge is None:
+            raise ValueError("vnet containers connect to bridge networks only")
+        first = plug.index == 0
+        if first:
+            await self.commands.run(jail.root_argv(sandbox.handle, *netif.LOOPBACK_LINE))
+        return await self._plug_epair(sandbox.handle, sandbox.container_id, bridge=plug.bridge, cidrs=plug.cidrs,
+                                      gateway4=plug.gateway4 if first else None,
+                                      gateway6=plug.gateway6 if first else None)
+
+    async def unplug(self, host_end: str, plug: PlugSpec, *, sandbox: Sandbox | None) -> None:
+        """Disconnect (idempotent): the jail's end is taken back while the jail runs."""
+        assert plug.bridge is not None
+        await self._unplug_epair(host_end, bridge=plug.bridge, name=sandbox.handle if sandbox else None)
+
+    async def _plug_epair(self, name: str, container_id: str, *, bridge: str, cidrs: Sequence[str],
+                          gateway4: str | None, gateway6: str | None) -> str:
         created = (await self.commands.run(netif.create_argv("epair"))).strip()
         host_end, jail_end = netif.epair_ends(created)
         try:
@@ -173,7 +203,7 @@ class FreeBSDNetworkHost:
             raise
         return host_end
 
-    async def unplug_vnet(self, host_end: str, *, bridge: str, name: str | None = None) -> None:
+    async def _unplug_epair(self, host_end: str, *, bridge: str, name: str | None) -> None:
         """Disconnect: take the jail's end back (when `name` runs), leave the bridge, destroy
         the pair (both ends). Idempotent."""
         found = await self.interface(host_end)

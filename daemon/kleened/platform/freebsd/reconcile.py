@@ -31,7 +31,7 @@ from kleened.platform.base import HostCommandError
 
 from . import netif
 from .mounts import Mounted, umount_argv, under
-from .network import FreeBSDNetworkHost
+from .network import FreeBSDNetworkDriver
 from .runtime import JailRuntime
 from .storage import ZfsStorage
 
@@ -110,7 +110,7 @@ def plan(desired: Desired, observed: Observed) -> list[Action]:
 class Reconciler:
     """Observes the host through the FreeBSD drivers and applies `plan`."""
 
-    def __init__(self, runtime: JailRuntime, network: FreeBSDNetworkHost, storage: ZfsStorage) -> None:
+    def __init__(self, runtime: JailRuntime, network: FreeBSDNetworkDriver, storage: ZfsStorage) -> None:
         self.runtime = runtime
         self.network = network
         self.storage = storage

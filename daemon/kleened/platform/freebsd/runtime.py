@@ -2,7 +2,10 @@
 
 The lifecycle, split the way a jail needs it (the Linux runtime's single `start` cannot be):
 
-    create(spec)            nullfs mounts into the root (each destination resolved inside the
+    create(spec)            the neutral entry (`ContainerSpec`): translated into a `JailSpec`
+                            and made by `create_jail`; the spec's process is kept for `start`
+    start(container_id)     jexec of the process `create` was given: the container's main process
+    create_jail(spec)       nullfs mounts into the root (each destination resolved inside the
                             root when the mounts before it are in place), `jail -c ... persist`,
                             rctl limits
     (network driver)        plug epairs / add aliases: the jail exists, nothing runs yet
@@ -27,9 +30,9 @@ from pathlib import Path
 
 import trio
 
-from kleened.platform.base import HostCommandError, Limits
+from kleened.platform.base import BindMount, ContainerSpec, HostCommandError, Limits, NetworkMode
 from kleened.platform.linux.process import RuncProcess
-from kleened.platform.rootpath import resolve_in_root
+from kleened.platform.posix.rootpath import PathEscape, read_text_in_root, resolve_in_root
 
 from . import jail, mounts, params, rctl
 from .command import Commands
@@ -62,6 +65,7 @@ class JailRuntime:
 
     def __init__(self, commands: Commands) -> None:
         self.commands = commands
+        self._created: dict[str, tuple[JailSpec, jail.Command]] = {}  # container id -> what `start` runs
 
     def version(self) -> str:
         return platform.release()
@@ -69,9 +73,46 @@ class JailRuntime:
     def check_params(self, given: Sequence[str]) -> list[str]:
         return params.check(given)
 
+    # --- today's Runtime entries, with their FreeBSD meaning (docs/freebsd.md) --------------------
+
+    @staticmethod
+    def check_seccomp(profile: str) -> str:
+        """Only "" and "unconfined": seccomp is Linux's; a jail is confined by its parameters."""
+        if profile not in ("", "unconfined"):
+            raise ValueError("seccomp profiles are Linux's; a jail is confined by its parameters")
+        return profile
+
+    @staticmethod
+    def check_userns() -> None:
+        raise ValueError("FreeBSD has no user namespaces")
+
+    def oom_kills(self, container_id: str) -> int:
+        """0: rctl's `memoryuse:deny` refuses allocations, it kills nothing."""
+        return 0
+
+    async def close(self) -> None:
+        """Nothing the jails share needs releasing."""
+
     # --- create / delete -------------------------------------------------------------------------
 
-    async def create(self, spec: JailSpec) -> None:
+    async def create(self, spec: ContainerSpec) -> None:
+        """The container's persistent jail with its mounts and limits, nothing running in it yet
+        (the network driver plugs a vnet jail next; `start` runs `spec.process`). Raises
+        ValueError for what a jail cannot do (a tmpfs mount, seccomp, a user namespace, a uid the
+        image's passwd does not name). Undone entirely on failure."""
+        jail_spec, command = to_jail_spec(spec)
+        await self.create_jail(jail_spec)
+        self._created[spec.id] = (jail_spec, command)
+
+    async def start(self, container_id: str) -> RuncProcess:
+        """Run the process `create` was given, as the container's main process (our child)."""
+        try:
+            jail_spec, command = self._created[container_id]
+        except KeyError:
+            raise ValueError(f"container {container_id} was not created by this runtime") from None
+        return await self.exec(container_id, command, params.process_user(jail_spec.all_params(), jail_spec.user))
+
+    async def create_jail(self, spec: JailSpec) -> None:
         """Mount, create the persistent jail, apply limits. Undone entirely on failure."""
         wanted = rctl.rules(spec.name, spec.limits)  # ValueError for what rctl cannot do, before anything
         if wanted:
@@ -98,6 +139,7 @@ class JailRuntime:
     async def delete(self, name: str, root: Path, *, limits: bool = True) -> None:
         """Remove the jail if it exists, then everything mounted under its root, deepest first
         (devfs included: `jail -r` leaves it), then its rctl rules. Idempotent."""
+        self._created.pop(name, None)
         if await self.is_running(name):
             await self.commands.run(jail.remove_argv(name))
         await self.unmount_all(root)
@@ -184,3 +226,44 @@ def _in_image(root: Path, command: list[str]) -> bool:
     from a minimal userland has neither, and exec.stop is then skipped, not failed."""
     needed = command[:2] if command == params.DEFAULT_STOP else command[:1]
     return all(resolve_in_root(root, path).exists() for path in needed)
+
+
+_NETWORKS = {NetworkMode.HOST: "host", NetworkMode.NONE: "disabled", NetworkMode.NAMESPACE: "vnet",
+             NetworkMode.ADDRESSES: "ipnet"}
+
+
+def to_jail_spec(spec: ContainerSpec) -> tuple[JailSpec, jail.Command]:
+    """The jail and main process for a neutral `ContainerSpec`. An ipnet jail starts with empty
+    address lists (`ip4=new ip6=new`); the network driver's `set_addresses` fills them."""
+    JailRuntime.check_seccomp(spec.seccomp)
+    if spec.userns is not None:
+        JailRuntime.check_userns()
+    binds = []
+    for mount in spec.mounts:
+        if not isinstance(mount, BindMount):
+            raise ValueError(f"tmpfs mounts are not supported in jails yet ({mount.destination})")
+        binds.append(mounts.Bind(source=mount.source, destination=mount.destination, read_only=mount.read_only))
+    given = [f"{key}={val}" if val else key for key, val in spec.params.items()]
+    if params.value(given, "host.hostname") is None and spec.hostname:
+        given.append(f"host.hostname={spec.hostname}")
+    user = user_name(spec.rootfs, spec.process.uid)
+    jail_spec = JailSpec(name=spec.id, root=spec.rootfs, network=jail.Network(_NETWORKS[spec.network]), user=user,
+                         params=params.check(given), mounts=binds, limits=spec.limits)
+    command = jail.Command(args=list(spec.process.args), env=list(spec.process.env), cwd=spec.process.cwd,
+                           tty=spec.process.tty)
+    return jail_spec, command
+
+
+def user_name(root: Path, uid: int) -> str:
+    """The name of `uid` in the image's /etc/passwd (jexec -U takes a name); root without one."""
+    try:
+        text = read_text_in_root(root, "/etc/passwd")
+    except (OSError, PathEscape):
+        text = None
+    for line in (text or "").splitlines():
+        fields = line.split(":")
+        if len(fields) > 2 and fields[2] == str(uid):
+            return fields[0]
+    if uid == 0:
+        return "root"
+    raise ValueError(f"uid {uid} has no name in the image's /etc/passwd (jexec needs a user name)")

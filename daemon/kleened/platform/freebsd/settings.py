@@ -6,9 +6,8 @@ Where upstream had a value (its sample `config.yaml`) it is upstream's; kleened'
 their Linux defaults unless FreeBSD's layout says otherwise (`state_root` under /var/db, as
 hier(7) puts daemons' state). Upstream had no defaults at all: every key was required.
 
-Keys only the FreeBSD drivers read (not yet in `Config`: the interface work of issue 14 adds
-them): `pf_mode` ("file", upstream's whole-file /etc/pf.conf, or "anchor", rules loaded into
-the anchor `pf_anchor` only).
+Keys only the FreeBSD drivers read: `pf_mode` ("file", upstream's whole-file /etc/pf.conf, or
+"anchor", rules loaded into the anchor `pf_anchor` only) and `pf_anchor`.
 """
 
 from __future__ import annotations
@@ -34,6 +33,8 @@ FREEBSD_DEFAULTS: dict[str, Any] = {
     "detach_keys": "ctrl-p,ctrl-q",
     "events_history": 1000,
     "events_buffer": 1024,
+    "cp_max_bytes": 16 * 1024**3,  # cp into a jail: the same caps as on Linux
+    "cp_max_entries": 1_000_000,
     # Isolation: seccomp and user namespaces are Linux's; a jail is confined by its own parameters
     # (`allow.*`, `enforce_statfs`, `securelevel`). No default pids limit: it is an rctl rule, and
     # rctl is off unless kern.racct.enable=1 was set at boot (a default would refuse every container).
@@ -51,6 +52,9 @@ FREEBSD_DEFAULTS: dict[str, Any] = {
     "pf_config_template_path": "/usr/local/etc/kleened/pf.conf.kleene",
     "pf_config_path": "/etc/pf.conf",
     "enable_logging": True,  # upstream's sample; the rc.d script sends the log to /var/log/kleened.log
+    "backend": "auto",
+    "pf_mode": "file",
+    "pf_anchor": "kleened",
 }
 PF_MODES = ("file", "anchor")
 
@@ -72,7 +76,7 @@ class FreeBSDSettings:
             raise ValueError(f"pf_mode must be one of {', '.join(PF_MODES)}, not '{self.pf_mode}'")
 
 
-def from_config(config: Config, *, pf_mode: str = "file", pf_anchor: str = "kleened") -> FreeBSDSettings:
+def from_config(config: Config) -> FreeBSDSettings:
     """Upstream's keys are optional in kleened's config; a missing one takes its FreeBSD default."""
 
     def pick(key: str) -> Any:
@@ -81,4 +85,4 @@ def from_config(config: Config, *, pf_mode: str = "file", pf_anchor: str = "klee
 
     return FreeBSDSettings(kleene_root=pick("kleene_root"), pf_config_template_path=pick("pf_config_template_path"),
                            pf_config_path=pick("pf_config_path"), host_prefix=config.host_prefix,
-                           stop_timeout=config.stop_timeout, pf_mode=pf_mode, pf_anchor=pf_anchor)
+                           stop_timeout=config.stop_timeout, pf_mode=config.pf_mode, pf_anchor=config.pf_anchor)

@@ -1,6 +1,7 @@
 """`ZfsStorage`: images, container filesystems and volumes as ZFS datasets (zfs.py has the layout).
 
-How it differs from the overlay driver's shape (`platform.base.LayerStorage`), and why:
+How it differs from the overlay driver's shape (`platform.base.LayerStorage`), and why (the
+`capabilities` it declares: CLONE_AT_CREATE, SNAPSHOT, SEND):
 - a container filesystem is a *clone of an image snapshot made at container create*
   (`create_container_fs(id, image, snapshot)`), not a stack composed at mount time: ZFS mounts it
   as it clones it, and there is nothing to mount or unmount at start and stop;
@@ -23,8 +24,8 @@ from pathlib import Path
 import trio
 
 from kleene_protocol.ids import new_id
-from kleened.platform.base import HostCommandError
-from kleened.platform.linux.rootfs import copy_tree
+from kleened.platform.base import Capability, HostCommandError
+from kleened.platform.posix.rootfs import copy_tree
 
 from . import zfs
 from .command import LONG_TIMEOUT, Commands
@@ -37,6 +38,7 @@ class ZfsStorage:
     """Datasets under `root` (the `kleene_root` config key); see the module docstring."""
 
     driver = "zfs"
+    capabilities = Capability.CLONE_AT_CREATE | Capability.SNAPSHOT | Capability.SEND
 
     def __init__(self, commands: Commands, root: str) -> None:
         self.commands = commands
@@ -203,6 +205,9 @@ class ZfsStorage:
 
     def dataset(self, name: str) -> str:
         return self.layout.volume(name)
+
+    def container_dataset(self, container_id: str) -> str:
+        return self.layout.container(container_id)
 
     async def create_volume(self, name: str) -> Path:
         """Idempotent by name, as upstream; the mountpoint comes from ZFS (B8)."""

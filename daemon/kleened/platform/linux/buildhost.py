@@ -21,8 +21,8 @@ import stat
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from kleened.platform.linux.download import Downloaded, download
-from kleened.platform.rootpath import PathEscape, ensure_target, resolve_in_root
+from kleened.platform.posix.download import Downloaded, download
+from kleened.platform.posix.rootpath import PathEscape, ensure_target, resolve_in_root
 
 CHUNK = 1 << 20
 SCRATCH_PREFIX = "build-"

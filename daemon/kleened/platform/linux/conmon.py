@@ -34,10 +34,11 @@ from pathlib import Path
 import trio
 
 from kleened.platform.base import ContainerSpec, HostCommandError
-from kleened.platform.linux import hostcmd, reaper
+from kleened.platform.linux import reaper
 from kleened.platform.linux.attachsock import REOPEN_LOG_COMMAND, AttachConnection, resize_command, send_control
 from kleened.platform.linux.monitorspec import CONMON_ENV, MonitorOptions, MonitorPaths, conmon_argv
 from kleened.platform.linux.runc import START_TIMEOUT, RuncRuntime, _read_pid, _runc_error  # same driver family
+from kleened.platform.posix import hostcmd
 
 log = logging.getLogger(__name__)
 

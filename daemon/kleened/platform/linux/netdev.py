@@ -1,4 +1,4 @@
-"""Host-side network devices on Linux, and `LinuxNetworkHost`: the driver core's `Networks` uses.
+"""Host-side network devices on Linux, and `LinuxNetworkDriver`: the `NetworkDriver` core's `Networks` uses.
 
 Ownership: every link the daemon creates (network bridges, the host ends of veths) carries the
 alias `kleened:<prefix>`. That marker, not the name, decides what the daemon may destroy: a
@@ -28,17 +28,18 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
-from kleene_protocol.models import Network, PublishedPort
-from kleened.platform.base import HostCommandError
+from kleened.platform.base import HostCommandError, PlugSpec, Sandbox
+from kleened.platform.posix import hostcmd
 
-from . import hostcmd, netns, nftables
+from . import netns
 
 log = logging.getLogger(__name__)
 
 IP = "ip"
 PROC_SYS = Path("/proc/sys")
-ROUTE_METRIC = 1024  # of the host routes to loopback networks' subnets (see configure_bridge)
+ROUTE_METRIC = 1024  # of the host routes to loopback networks' subnets (see configure_interface)
 
 
 def set_sysctl(key: str, value: str) -> None:
@@ -95,8 +96,12 @@ def host_lines(host_if: str, container_if: str, namespace: str, marker: str, bri
     return lines
 
 
-class LinuxNetworkHost:
-    """What core's `Networks` needs from the host, for one host-name `prefix`."""
+class LinuxNetworkDriver:
+    """`NetworkDriver` on Linux, for one host-name `prefix`: a sandbox is a named netns, a plug a
+    veth pair. Both ipnet and vnet are sandboxed: Linux cannot restrict a process sharing the
+    host's stack to some of its addresses (docs/networking.md)."""
+
+    sandboxed_drivers = frozenset({"vnet", "ipnet"})
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
@@ -151,13 +156,16 @@ class LinuxNetworkHost:
         if ipv6:
             set_sysctl("net/ipv6/conf/all/forwarding", "1")
 
-    # --- bridges ------------------------------------------------------------------------------
+    # --- network interfaces ---------------------------------------------------------------------
 
-    async def create_bridge(self, name: str) -> None:
+    async def create_interface(self, name: str, kind: Literal["loopback", "bridge"]) -> None:
+        """A bridge for either kind: a loopback network is a bridge nothing but the containers'
+        plugs join (a `lo`-type link cannot be created on Linux)."""
         await _batch([f"link add {name} type bridge nf_call_iptables 1 nf_call_ip6tables 1",
                       f"link set dev {name} alias {self.marker}"])
 
-    async def configure_bridge(self, name: str, cidrs: Sequence[str], routes: Sequence[str], *, ipv6: bool) -> None:
+    async def configure_interface(self, name: str, cidrs: Sequence[str], routes: Sequence[str], *,
+                                  ipv6: bool) -> None:
         """Bring the bridge up with its sysctls, `cidrs` (its gateway addresses) and host `routes`
         (subnets no address covers). Idempotent (`replace`), so reconcile can rerun it."""
         set_sysctl(f"net/ipv4/conf/{name}/proxy_arp", "1")
@@ -172,60 +180,88 @@ class LinuxNetworkHost:
         await _batch(lines)
 
     async def destroy_interface(self, name: str) -> None:
+        found = await link(name)
+        if found is None:
+            return
+        if found.get("ifalias") != self.marker:
+            raise ValueError(f"interface '{name}' was not created by kleened; it is left alone")
         await destroy(name)
 
-    # --- namespaces and plugs -------------------------------------------------------------------
+    # --- sandboxes and plugs --------------------------------------------------------------------
 
-    async def create_netns(self, container_id: str) -> str:
-        """A fresh namespace for the container; returns the path runc joins."""
-        return await netns.create(self.netns_name(container_id))
+    async def create_sandbox(self, container_id: str) -> Sandbox:
+        """A fresh namespace for the container; its handle is the path runc joins."""
+        return Sandbox(container_id, await netns.create(self.netns_name(container_id)))
 
-    async def destroy_netns(self, container_id: str) -> None:
+    async def destroy_sandbox(self, container_id: str) -> None:
         await netns.destroy(self.netns_name(container_id))
 
-    async def netns_containers(self) -> list[str]:
+    async def sandboxes(self) -> list[str]:
         """Ids of the containers that have a namespace of ours."""
         return [name[len(self.prefix) + 1:] for name in netns.names(self.prefix)]
 
-    async def attach(self, container_id: str, *, host_if: str, container_if: str, bridge: str | None,
-                     proxy_on: str | None, cidrs: Sequence[str], gateway4: str | None, gateway6: str | None,
-                     metric: int) -> None:
-        """Plug the container's namespace into a network through a new veth pair.
+    async def plug(self, sandbox: Sandbox, plug: PlugSpec) -> str:
+        """Plug the sandbox into a network through a new veth pair `<prefix>v<endpoint>` /
+        `eth<index>`; default routes get metric 100+index, so the first plug's win.
 
-        `bridge` None is routed mode: host routes to each address through the host end, proxy
-        ARP on it, `fe80::1` on it, and a proxy ARP entry on `proxy_on` (the custom interface)
-        so its segment reaches the container as it would reach an alias upstream. `gateway4`:
-        None no default route, "" on-link, else the router; `gateway6`: None or the router.
-        `metric` orders the default routes of several plugs. On failure the pair is removed.
+        `plug.bridge` None is routed mode: host routes to each address through the host end,
+        proxy ARP on it, `fe80::1` on it, and a proxy ARP entry on the network's interface so
+        its segment reaches the container as it would reach an alias upstream. On failure the
+        pair is removed.
         """
-        namespace = self.netns_name(container_id)
-        await _batch(host_lines(host_if, container_if, namespace, self.marker, bridge, cidrs))
+        host_if = self.veth_name(plug.endpoint_id)
+        container_if = f"eth{plug.index}"
+        namespace = self.netns_name(sandbox.container_id)
         try:
-            if bridge is None:
+            # One batch: when a line fails (a missing bridge), the lines before it stay done.
+            await _batch(host_lines(host_if, container_if, namespace, self.marker, plug.bridge, plug.cidrs))
+            if plug.bridge is None:
                 set_sysctl(f"net/ipv4/conf/{host_if}/proxy_arp", "1")
                 set_sysctl(f"net/ipv4/conf/{host_if}/route_localnet", "1")
-                for ip in _ipv4s(cidrs) if proxy_on and proxy_on != "lo" else []:
-                    await hostcmd.run([IP, "neigh", "replace", "proxy", ip, "dev", proxy_on])  # type: ignore[list-item]
+                for ip in _proxied(plug):
+                    await hostcmd.run([IP, "neigh", "replace", "proxy", ip, "dev", plug.interface])
             await netns.configure(namespace, netns.container_lines(
-                container_if, cidrs, routed=bridge is None, gateway4=gateway4, gateway6=gateway6, metric=metric))
+                container_if, plug.cidrs, routed=plug.bridge is None, gateway4=plug.gateway4,
+                gateway6=plug.gateway6, metric=100 + plug.index))
         except BaseException:
-            await self.detach(host_if, proxy_on=proxy_on, cidrs=cidrs)
+            await self.unplug(host_if, plug, sandbox=sandbox)
             raise
+        return host_if
 
-    async def detach(self, host_if: str, *, proxy_on: str | None, cidrs: Sequence[str]) -> None:
-        """Remove a plug (idempotent) and the proxy ARP entries `attach` made for it."""
-        for ip in _ipv4s(cidrs) if proxy_on and proxy_on != "lo" else []:
+    async def unplug(self, host_end: str, plug: PlugSpec, *, sandbox: Sandbox | None) -> None:
+        """Remove a plug (idempotent) and the proxy ARP entries `plug` made for it."""
+        for ip in _proxied(plug):
             with contextlib.suppress(HostCommandError):
-                await hostcmd.run([IP, "neigh", "del", "proxy", ip, "dev", proxy_on])  # type: ignore[list-item]
-        await destroy(host_if)
+                await hostcmd.run([IP, "neigh", "del", "proxy", ip, "dev", plug.interface])
+        await destroy(host_end)
 
-    # --- firewall -------------------------------------------------------------------------------
+    # --- address-only containers ------------------------------------------------------------------
 
-    async def apply_firewall(self, networks: Sequence[Network], ports: Sequence[PublishedPort]) -> None:
-        await nftables.apply(self.prefix, nftables.render(self.prefix, networks, ports))
+    async def add_address(self, interface: str, address: str) -> None:
+        cidr = _host_cidr(address)
+        if cidr not in await self.interface_addresses(interface):
+            await hostcmd.run([IP, "addr", "add", cidr, "dev", interface] + (["nodad"] if ":" in cidr else []))
 
-    async def remove_firewall(self) -> None:
-        await nftables.remove(self.prefix)
+    async def remove_address(self, interface: str, address: str) -> None:
+        cidr = _host_cidr(address)
+        if cidr in await self.interface_addresses(interface):
+            await hostcmd.run([IP, "addr", "del", cidr, "dev", interface])
+
+    async def set_addresses(self, sandbox: Sandbox, ip4: Sequence[str], ip6: Sequence[str]) -> None:
+        """Nothing to do: core never uses address-only mode here (`sandboxed_drivers` covers
+        ipnet), and a process sharing Linux's host stack cannot be held to some addresses."""
+
+
+def _host_cidr(address: str) -> str:
+    ip = ipaddress.ip_address(address)
+    return f"{ip}/{ip.max_prefixlen}"
+
+
+def _proxied(plug: PlugSpec) -> list[str]:
+    """The IPv4 addresses a routed plug gets proxy ARP entries for on the network's interface."""
+    if plug.bridge is not None or plug.interface == "lo":
+        return []
+    return _ipv4s(plug.cidrs)
 
 
 def _ipv4s(cidrs: Sequence[str]) -> list[str]:

@@ -18,8 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kleened.platform.base import HostCommandError
-
-from . import hostcmd
+from kleened.platform.posix import hostcmd
 
 log = logging.getLogger(__name__)
 

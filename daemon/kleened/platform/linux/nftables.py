@@ -25,11 +25,10 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from kleene_protocol.models import Network, PublishedPort
-
-from . import hostcmd
+from kleened.platform.posix import hostcmd
 
 log = logging.getLogger(__name__)
 
@@ -156,3 +155,19 @@ async def remove(table: str) -> None:
 async def check(table: str, text: str) -> None:
     """Parse and type-check without loading (`nft -c`): what the unit tests use when nft exists."""
     await hostcmd.run([NFT, "-c", "-f", "-"], input=transaction(table, text).encode())
+
+
+class NftablesFirewall:
+    """`Firewall` on Linux: the one table `<prefix>` the daemon owns, replaced whole each time.
+    nftables needs neither the host gateway nor the plugs' names: its rules match on subnets
+    and the bridges' names."""
+
+    def __init__(self, prefix: str) -> None:
+        self.table = prefix
+
+    async def apply(self, networks: Sequence[Network], ports: Sequence[PublishedPort], *, host_gateway: str,
+                    plugs: Mapping[str, Sequence[str]]) -> None:
+        await apply(self.table, render(self.table, networks, ports))
+
+    async def remove(self) -> None:
+        await remove(self.table)

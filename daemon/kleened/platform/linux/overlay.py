@@ -50,9 +50,10 @@ from pathlib import Path
 import trio
 
 from kleene_protocol.ids import new_id
-from kleened.platform.base import HostCommandError, UserNamespace
-from kleened.platform.linux import hostcmd, idmap, mountinfo
+from kleened.platform.base import Capability, HostCommandError, UserNamespace
+from kleened.platform.linux import idmap, mountinfo
 from kleened.platform.linux.bundle import INIT_DESTINATION
+from kleened.platform.posix import hostcmd
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,7 @@ class OverlayStorage:
     """`LayerStorage` and `VolumeStorage` on overlayfs; see the module docstring for the layout."""
 
     driver = "overlay"
+    capabilities = Capability.NONE  # layers are composed at mount; no snapshots, no dataset send
 
     def __init__(self, root: Path) -> None:
         root.mkdir(parents=True, exist_ok=True)
@@ -267,6 +269,9 @@ class OverlayStorage:
     def dataset(self, name: str) -> str:
         return str(self.volume_path(name))
 
+    def container_dataset(self, container_id: str) -> str:
+        return str(self.containers / container_id)
+
     async def create_volume(self, name: str) -> Path:
         """Idempotent: an existing volume is returned as it is."""
         path = self.volume_path(name)
@@ -299,7 +304,7 @@ class OverlayStorage:
         if path.exists():
             await self._delete_tree(path)
 
-    def list_volumes(self) -> list[str]:
+    async def list_volumes(self) -> list[str]:
         return self._names(self.volumes)
 
     # --- helpers ----------------------------------------------------------------------------

@@ -35,9 +35,10 @@ from typing import Any
 import trio
 
 from kleened.platform.base import ContainerSpec, HostCommandError, Limits, ProcessInfo, ProcessSpec, Usage
-from kleened.platform.linux import bundle, cgroups, hostcmd, mountinfo, reaper, usage
+from kleened.platform.linux import bundle, cgroups, mountinfo, reaper, usage
 from kleened.platform.linux.process import PtyStream, RuncProcess, receive_fd
 from kleened.platform.linux.security import Security
+from kleened.platform.posix import hostcmd
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from kleened.platform.base import ContainerSpec, UserNamespace
-from kleened.platform.linux import hostcmd, idmap, mountinfo, seccomp
+from kleened.platform.linux import idmap, mountinfo, seccomp
+from kleened.platform.posix import hostcmd
 
 VIEWS_DIR = "idmap"
 IDMAPPED_OVERLAY_KERNEL = (5, 19)  # overlayfs accepts idmapped layers from here on

@@ -33,9 +33,9 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from kleened.platform import posix_tar
-from kleened.platform.linux.globbing import CopyError, PathFilter, Source, expand
-from kleened.platform.rootpath import PathEscape
+from kleened.platform.posix import tar as posix_tar
+from kleened.platform.posix.globbing import CopyError, PathFilter, Source, expand
+from kleened.platform.posix.rootpath import PathEscape
 
 __all__ = ["CONTEXT_MEMBERS", "CopyError", "CopyPlan", "HostFiles", "PathFilter", "Source"]
 

@@ -21,22 +21,15 @@ import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
-from kleened.platform.rootpath import PathEscape, resolve_in_root
+from kleened.platform.base import PathFilter
+from kleened.platform.posix.rootpath import PathEscape, resolve_in_root
 
 _MAGIC = re.compile(r"(?<!\\)[*?\[]")
 
 
 class CopyError(ValueError):
     """A COPY cannot be done; `str()` is the reason shown in the build log."""
-
-
-class PathFilter(Protocol):
-    """What `.dockerignore` rules answer (`kleene_protocol.dockerignore.DockerIgnore`)."""
-
-    def is_ignored(self, relpath: str) -> bool: ...
-    def should_descend(self, reldir: str) -> bool: ...
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Go-style durations (`30s`, `1m30s`, `500ms`, `1.5h`), as Docker's HEALTHCHECK flags take them."""
+"""Go-style durations (`30s`, `1m30s`, `500ms`, `1.5h`), as Docker's HEALTHCHECK flags take them (the
+Dockerfile instruction in the builder, `--health-*` in klee)."""
 
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ Nothing here writes through a path outside the root, so a failure leaves at most
 inside it, which the caller removes with the layer. Everything is synchronous: the daemon runs
 it in a worker thread and passes `check` (raises to abort, e.g. on cancellation) and
 `on_count` (progress, called every `PROGRESS_EVERY` entries). `LayerWriter`, `place` and
-`clear` are the building blocks; `platform.linux.rootfs` copies host directories with them.
+`clear` are the building blocks; `platform.posix.rootfs` copies host directories with them.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from kleened.platform import rootpath
+from kleened.platform.posix import rootpath
 
 GiB = 1024**3
 PROGRESS_EVERY = 100  # entries between progress reports (upstream reports every >= 100 files)
