@@ -61,11 +61,24 @@ def mounts(path: str = "/proc/self/mountinfo") -> list[Mount]:
         return parse(f.read())
 
 
+def _mentioning(path: Path, source: str = "/proc/self/mountinfo") -> list[Mount]:
+    """The mounts whose line names `path` somewhere: only those are parsed, so a check costs
+    little with thousands of mounts (each running container adds some)."""
+    needle = _escape(str(path))
+    with open(source) as f:
+        return parse("\n".join(line for line in f.read().splitlines() if needle in line))
+
+
 def mounts_under(path: Path) -> list[Mount]:
     """Mounts at `path` or below it, deepest first (the order to unmount them in)."""
-    found = [m for m in mounts() if m.mountpoint == path or m.mountpoint.is_relative_to(path)]
+    found = [m for m in _mentioning(path) if m.mountpoint == path or m.mountpoint.is_relative_to(path)]
     return sorted(found, key=lambda m: len(m.mountpoint.parts), reverse=True)
 
 
 def is_mountpoint(path: Path) -> bool:
-    return any(m.mountpoint == path for m in mounts())
+    return any(m.mountpoint == path for m in _mentioning(path))
+
+
+def _escape(path: str) -> str:
+    """As the kernel writes a path in mountinfo (the inverse of `_unescape`)."""
+    return "".join(f"\\{ord(c):03o}" if c in " \t\n\\" else c for c in path)
