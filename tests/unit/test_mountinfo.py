@@ -30,3 +30,13 @@ def test_escape_is_the_inverse_of_the_kernels_escapes():
     for path in ("/plain", "/a b", "/tab\there", "/new\nline", "/back\\slash"):
         assert mountinfo._unescape(mountinfo._escape(path)) == path
     assert mountinfo._escape("/a b") == r"/a\040b"
+
+
+def test_of_types_keeps_only_those_filesystems(tmp_path: Path):
+    source = tmp_path / "mountinfo"
+    source.write_text("\n".join([*LINES, r"30 22 0:26 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory",
+                                 r"31 22 0:27 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw",
+                                 r"32 22 0:28 / /srv/cgroup\040x rw - tmpfs cgroup rw"]) + "\n")
+    found = mountinfo.of_types("cgroup", "cgroup2", source=str(source))
+    assert [(str(m.mountpoint), m.fstype) for m in found] == [("/sys/fs/cgroup/memory", "cgroup"),
+                                                              ("/sys/fs/cgroup/unified", "cgroup2")]

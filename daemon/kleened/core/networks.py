@@ -448,8 +448,10 @@ class Networks:
         """The names of every connected container and every endpoint: read once per refresh,
         not once per file (a refresh rewrites every container's file)."""
         endpoints = self._endpoints()
-        connected = {e.container_id for e in endpoints}
-        names = {c.id: _host_names(c) for c in self._store.all(CONTAINER, ContainerRecord) if c.id in connected}
+        names = {}
+        for container_id in {e.container_id for e in endpoints}:  # only connected containers are named
+            if (record := self._store.get(CONTAINER, container_id, ContainerRecord)) is not None:
+                names[container_id] = _host_names(record)
         return names, endpoints
 
     @staticmethod

@@ -61,12 +61,21 @@ def mounts(path: str = "/proc/self/mountinfo") -> list[Mount]:
         return parse(f.read())
 
 
-def _mentioning(path: Path, source: str = "/proc/self/mountinfo") -> list[Mount]:
-    """The mounts whose line names `path` somewhere: only those are parsed, so a check costs
+def _lines_with(needles: tuple[str, ...], source: str) -> list[Mount]:
+    """The mounts whose line contains one of `needles`: only those are parsed, so a check costs
     little with thousands of mounts (each running container adds some)."""
-    needle = _escape(str(path))
     with open(source) as f:
-        return parse("\n".join(line for line in f.read().splitlines() if needle in line))
+        return parse("\n".join(line for line in f.read().splitlines() if any(n in line for n in needles)))
+
+
+def _mentioning(path: Path, source: str = "/proc/self/mountinfo") -> list[Mount]:
+    """A superset of the mounts at or below `path` (every line that names it)."""
+    return _lines_with((_escape(str(path)),), source)
+
+
+def of_types(*fstypes: str, source: str = "/proc/self/mountinfo") -> list[Mount]:
+    """The mounts of these filesystem types (e.g. "cgroup", "cgroup2")."""
+    return [m for m in _lines_with(tuple(f" - {t} " for t in fstypes), source) if m.fstype in fstypes]
 
 
 def mounts_under(path: Path) -> list[Mount]:
