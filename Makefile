@@ -9,7 +9,7 @@ SYSTEM_PACKAGES := runc conmon tini busybox-static nftables iproute2 xz-utils zs
 	docker-registry skopeo podman apache2-utils
 UPSTREAM_KLEE := kleene-cli==0.1.0rc4
 
-.PHONY: run test unit integration compat lint system-deps venv upstream-klee bench clean
+.PHONY: run test unit integration compat lint system-deps venv upstream-klee bench bench-peers clean
 
 system-deps:
 	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -21,6 +21,11 @@ $(BIN)/kleened: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e ".[test]"
+	@# setuptools' editable finder costs every klee start 10-40 ms (measured with -X importtime);
+	@# the three source roots on a plain path file do the same job for free (bench/README.md).
+	site=$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') && \
+	printf '%s\n' "$(CURDIR)/protocol" "$(CURDIR)/daemon" "$(CURDIR)/client" > "$$site/kleene-src.pth" && \
+	rm -f "$$site"/__editable__.kleene-*.pth "$$site"/__editable___kleene_*_finder.py
 	@touch $@
 
 venv: $(BIN)/kleened
@@ -45,6 +50,17 @@ test: system-deps venv upstream-klee lint
 
 bench: system-deps venv upstream-klee
 	$(BIN)/python -m bench
+
+# Side by side with podman and docker (bench/peers.py), then the scale curve and the load test.
+# bench.peers starts a dockerd of its own (own data root, no bridge, no iptables) and stops it.
+bench-peers: system-deps venv
+	@missing=""; for p in podman docker.io; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+	$(BIN)/python -m bench.peers
+	$(BIN)/python -m bench.scale
+	$(BIN)/python -m bench.load
 
 clean:
 	rm -rf $(VENV) $(UPSTREAM_VENV) build *.egg-info

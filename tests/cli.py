@@ -20,6 +20,11 @@ class Result:
     def lines(self) -> list[str]:
         return self.stdout.splitlines()
 
+    @property
+    def err_lines(self) -> list[str]:
+        """stderr's lines: our klee's status lines (created, exited) are there, not on stdout."""
+        return self.stderr.splitlines()
+
 
 Klee = Callable[..., Result]
 

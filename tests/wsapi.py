@@ -72,9 +72,12 @@ def create_image(daemon: Daemon, tag: str = "", **options: Any) -> str:
 
 
 def exec_stream(daemon: Daemon, exec_id: str, *, attach: bool = True, start_container: bool | str = True,
-                send: list[str | bytes] | None = None, timeout: float = 60) -> Stream:
+                send: list[str | bytes] | None = None, timeout: float = 60, multiplex: bool | None = None) -> Stream:
+    config: dict[str, Any] = {"exec_id": exec_id, "attach": attach, "start_container": start_container}
+    if multiplex is not None:
+        config["multiplex"] = multiplex
     with connect(daemon, "/exec/start") as ws:
-        ws.send(json.dumps({"exec_id": exec_id, "attach": attach, "start_container": start_container}))
+        ws.send(json.dumps(config))
         for frame in send or []:
             ws.send(frame)
         return collect(ws, timeout)

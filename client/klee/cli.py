@@ -13,8 +13,8 @@ from typing import Any
 import click
 
 from klee import __version__
-from klee.config import DEFAULT_HOST, THEMES
-from klee.errors import EXIT_FAILURE, KleeError
+from klee.errors import EXIT_FAILURE, KleeError, report
+from klee.options import ROOT, click_options
 from klee.session import Session
 
 # name -> (module, attribute, one-line help)
@@ -47,6 +47,9 @@ SHORTCUTS: dict[str, tuple[str, str]] = {
     "cp": ("container", "cp"),
     "create": ("container", "create"),
     "exec": ("container", "exec"),
+    "ps": ("container", "ls"),
+    "rm": ("container", "rm"),
+    "images": ("image", "ls"),
     "restart": ("container", "restart"),
     "run": ("container", "run"),
     "start": ("container", "start"),
@@ -98,7 +101,7 @@ class KleeGroup(click.Group):
         singles = [
             (name, f"Shortcut for 'klee {' '.join(target)}'.")
             for name, target in SHORTCUTS.items()
-            if not name.startswith(("is", "ls", "rm"))
+            if not name.startswith(("is", "ls", "rm")) or name == "rm"
         ]
         with formatter.section("Shortcuts"):
             formatter.write_dl(sorted(singles) + list(SHORTCUT_FAMILIES))
@@ -106,22 +109,7 @@ class KleeGroup(click.Group):
 
 @click.group(cls=KleeGroup, name="klee")
 @click.version_option(__version__, "--version", prog_name="klee")
-@click.option("--config", default=None, help="Location of Klee config file.")
-@click.option(
-    "--theme",
-    default=None,
-    type=click.Choice(THEMES),
-    help="Theme used for Klee's output: 'fancy' (default; colours on terminals) or 'simple'.",
-)
-@click.option("--host", default=None, help=f"Host address and protocol to use. Default is `{DEFAULT_HOST}`.")
-@click.option(
-    "--tlsverify/--no-tlsverify",
-    default=None,
-    help="Verify the server cert. Uses the CA bundle provided by Certifi, unless `tlscacert` is set.",
-)
-@click.option("--tlscert", default=None, help="Path to TLS certificate file used for client authentication (PEM)")
-@click.option("--tlskey", default=None, help="Path to TLS key file used for the `tlscert` certificate (PEM)")
-@click.option("--tlscacert", default=None, help="Trust certs signed only by this CA (PEM). Implies `tlsverify`.")
+@click_options(ROOT)
 @click.pass_context
 def cli(ctx: click.Context, **flags: Any) -> None:
     """CLI to interact with Kleened."""
@@ -150,15 +138,8 @@ def main(argv: list[str] | None = None) -> int:
             return 130  # Ctrl-C, as a shell reports SIGINT (click already ended the line)
         click.echo("Aborted!", err=True)
         return 1
-    except KleeError as exc:
-        click.echo(exc.message, err=True)
-        return exc.exit_code
-    except BrokenPipeError:
-        _silence_stdout()
-        return 141
-    except OSError as exc:  # a local file or socket klee could not use: one line, not a traceback
-        click.echo(f"Error! {exc}", err=True)
-        return EXIT_FAILURE
+    except (KleeError, OSError) as exc:
+        return report(exc)
     return result if isinstance(result, int) else 0
 
 
@@ -175,10 +156,3 @@ def _skip_optional_imports() -> None:
     for name in ("httpx._main", "trio", "anyio", "h2"):
         if name not in sys.modules:
             sys.modules[name] = None  # type: ignore[assignment]
-
-
-def _silence_stdout() -> None:
-    import os
-
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())

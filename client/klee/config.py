@@ -11,11 +11,10 @@ misspelt `KLEE_TLS_KERY`).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from klee.errors import UsageError
 
@@ -41,8 +40,7 @@ ERROR_PARSE = "Error! Could not parse config at {path}"
 ERROR_TLSKEY = "When '--tlscert' is set you must also provide the '--tlskey'"
 
 
-@dataclasses.dataclass(frozen=True)
-class Settings:
+class Settings(NamedTuple):
     """The resolved settings of one klee run."""
 
     host: str = DEFAULT_HOST

@@ -13,10 +13,10 @@ reached, `ApiError(status, message)` when it answers with an error status.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
+import sys
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote, urlsplit
 
 from klee.config import Settings
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
     import httpx
 
+    from klee.session import Session
     from klee.wire.http import HttpClient
     from klee.wire.sockets import Endpoint
     from klee.wire.websocket import WebSocket
@@ -40,8 +41,7 @@ TIMEOUT_ERROR = "Error! Timed out while waiting for Kleene to respond."
 UNEXPECTED_RESPONSE = "Error! Unexpected response received from Kleened."
 
 
-@dataclasses.dataclass(frozen=True)
-class Host:
+class Host(NamedTuple):
     """A parsed `--host`. `netloc` is "" for a unix socket, whose path is then `path`."""
 
     scheme: str
@@ -199,6 +199,10 @@ class Client:
         except TimeoutError:
             raise KleeError(TIMEOUT_ERROR) from None
         except OSError as exc:  # HttpError and ssl.SSLError are OSErrors
+            from klee.wire.http import HttpError
+
+            if isinstance(exc, HttpError):
+                raise ConnectionFailed(f"Error! kleened's answer could not be read: {exc}") from None
             raise ConnectionFailed(f"unable to connect to kleened: {exc}") from None
         return response.status, response.content
 
@@ -228,6 +232,7 @@ class Client:
     @contextlib.contextmanager
     def stream(self, endpoint: str) -> Iterator[WebSocket]:
         """A WebSocket to `endpoint` (e.g. "/exec/start"), closed on exit."""
+        from klee.wire.sockets import WireError
         from klee.wire.websocket import WebSocket, WebSocketError
 
         try:
@@ -237,6 +242,9 @@ class Client:
             raise ConnectionFailed(f"unable to connect to kleened: {exc}") from None
         try:
             yield websocket
+        except (WireError, TimeoutError, ConnectionResetError, ConnectionAbortedError) as exc:
+            # Lost or broken mid-stream (klee's own output errors, such as a closed stdout, pass on).
+            raise ConnectionFailed(f"Error! connection to kleened lost: {exc}") from None
         finally:
             websocket.close()
 
@@ -304,3 +312,43 @@ def _describe(error: Any) -> str:
     detail = str(error.get("detail") or error.get("title") or "invalid value")
     pointer = (error.get("source") or {}).get("pointer") if isinstance(error.get("source"), dict) else None
     return f"{pointer}: {detail}" if pointer else detail
+
+
+def reply_id(reply: Any) -> str:
+    """The `id` of an `IdResponse`."""
+    if isinstance(reply, dict) and isinstance(reply.get("id"), str):
+        return reply["id"]
+    raise KleeError(UNEXPECTED_RESPONSE)
+
+
+def reply_list(reply: Any) -> list[Any]:
+    """A JSON list reply (ids, or objects of a listing)."""
+    if isinstance(reply, list):
+        return reply
+    raise KleeError(UNEXPECTED_RESPONSE)
+
+
+def remote_daemon(session: Session) -> str | None:
+    """The daemon's address when it is on another machine (TCP to a non-loopback address), else None."""
+    import ipaddress
+
+    host = parse_host(session.settings.host)
+    if host.is_unix:
+        return None
+    hostname = urlsplit(f"//{host.netloc}").hostname or ""
+    if hostname == "localhost":
+        return None
+    try:
+        if ipaddress.ip_address(hostname).is_loopback:
+            return None
+    except ValueError:
+        pass  # a host name: assume another machine
+    return host.netloc
+
+
+def host_path_notice(session: Session, path: str, what: str) -> None:
+    """Warn, on one stderr line, that `path` (a bind mount source, a build context) is read on the daemon's host."""
+    remote = remote_daemon(session)
+    if remote is not None:
+        print(f"warning: {what} '{path}' is a path on the daemon's host ({remote}), not on this machine",
+              file=sys.stderr, flush=True)

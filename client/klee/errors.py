@@ -7,7 +7,11 @@ code of a process that ran in a container.
 
 from __future__ import annotations
 
+import os
+import sys
+
 EXIT_FAILURE = 125
+EXIT_BROKEN_PIPE = 141  # as a shell reports SIGPIPE
 
 
 class KleeError(Exception):
@@ -33,3 +37,20 @@ class ApiError(KleeError):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+def report(exc: KleeError | OSError) -> int:
+    """Print an error that ends klee as one line on stderr (no traceback); return the exit code.
+
+    A closed stdout (`klee logs c | head`) is not an error: klee exits quietly, as `cat` does.
+    """
+    if isinstance(exc, KleeError):
+        message, code = exc.message, exc.exit_code
+    elif isinstance(exc, BrokenPipeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)  # so that flushing stdout at exit cannot fail again
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    else:  # a local file or socket klee could not use
+        message, code = f"Error! {exc}", EXIT_FAILURE
+    print(message, file=sys.stderr, flush=True)
+    return code

@@ -19,8 +19,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import click
-
 from klee.errors import UsageError
 from kleene_protocol.durations import parse_duration
 
@@ -28,25 +26,10 @@ DURATIONS = ("interval", "timeout", "start_period", "start_interval")
 
 
 def health_options(function: Callable[..., Any]) -> Callable[..., Any]:
-    options = [
-        click.option("--health-cmd", default=None, metavar="COMMAND",
-                     help="Command to run to check health (through the image's shell)."),
-        click.option("--health-interval", default=None, metavar="DURATION",
-                     help="Time between running the check (e.g. 30s, 1m; default 30s)."),
-        click.option("--health-timeout", default=None, metavar="DURATION",
-                     help="Maximum time to allow one check to run (default 30s)."),
-        click.option("--health-start-period", default=None, metavar="DURATION",
-                     help="Start period for the container to initialize: failures do not count (default 0s)."),
-        click.option("--health-start-interval", default=None, metavar="DURATION",
-                     help="Time between running the check during the start period (default 5s)."),
-        click.option("--health-retries", default=None, type=click.IntRange(0),
-                     help="Consecutive failures needed to report unhealthy (default 3)."),
-        click.option("--no-healthcheck", is_flag=True, default=False,
-                     help="Disable any container-specified HEALTHCHECK."),
-    ]  # fmt: skip
-    for option in reversed(options):
-        function = option(function)
-    return function
+    """The healthcheck flags (see the module table; defined in `klee.options`)."""
+    from klee.options import HEALTH, click_options
+
+    return click_options(HEALTH)(function)
 
 
 def health_fields(options: dict[str, Any]) -> dict[str, Any]:

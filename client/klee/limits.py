@@ -19,17 +19,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
-
-import click
 
 from klee.errors import UsageError
 
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([bkmgt]?)b?$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 ULIMITS = ("nofile", "nproc")
-USERNS = ("host", "remap")
 
 
 def parse_size(text: str, flag: str) -> int:
@@ -63,31 +59,18 @@ def parse_security_opt(options: tuple[str, ...]) -> str | None:
             seccomp = value
             continue
         try:
-            seccomp = Path(value).read_text()
+            with open(value) as profile:
+                seccomp = profile.read()
         except OSError as exc:
             raise UsageError(f"Error! cannot read the seccomp profile '{value}': {exc.strerror}") from None
     return seccomp
 
 
 def limit_options(function: Callable[..., Any]) -> Callable[..., Any]:
-    """The resource and isolation flags (see the module table), all defaulting to "not given"."""
-    options = [
-        click.option("--memory", default=None, metavar="BYTES", help="Memory limit (e.g. 512m, 1g)."),
-        click.option("--memory-swap", default=None, metavar="BYTES",
-                     help="Memory plus swap limit; -1: unlimited swap (default: twice --memory)."),
-        click.option("--cpus", default=None, type=float, help="Number of CPUs (a CPU quota, e.g. 1.5)."),
-        click.option("--cpu-shares", default=None, type=int, help="CPU weight relative to others (1024 is normal)."),
-        click.option("--pids-limit", default=None, type=int,
-                     help="Maximum number of processes and threads; -1: no limit (default: kleened's, 2048)."),
-        click.option("--ulimit", multiple=True, metavar="NAME=SOFT[:HARD]", help="nofile or nproc limits."),
-        click.option("--security-opt", multiple=True, metavar="seccomp=PROFILE",
-                     help="seccomp=unconfined, seccomp=default, or seccomp=PATH of a JSON profile."),
-        click.option("--userns", default=None, type=click.Choice(USERNS),
-                     help="'host': no user namespace; 'remap': kleened's userns_remap range."),
-    ]  # fmt: skip
-    for option in reversed(options):
-        function = option(function)
-    return function
+    """The resource and isolation flags (see the module table; defined in `klee.options`)."""
+    from klee.options import LIMITS, click_options
+
+    return click_options(LIMITS)(function)
 
 
 def limit_fields(options: dict[str, Any]) -> dict[str, Any]:

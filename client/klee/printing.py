@@ -8,12 +8,13 @@ fancy mode.
 
 from __future__ import annotations
 
-import dataclasses
-import datetime
 import json
 import sys
 from collections.abc import Iterable, Sequence
-from typing import Any, NamedTuple, TextIO
+from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
+
+if TYPE_CHECKING:
+    import datetime
 
 
 class Styled(NamedTuple):
@@ -26,8 +27,7 @@ class Styled(NamedTuple):
 Cell = str | Styled
 
 
-@dataclasses.dataclass(frozen=True)
-class Column:
+class Column(NamedTuple):
     header: str
     style: str = ""
     max_width: int | None = None  # longer cells are cut and end with "..." (or "…" in rich)
@@ -44,6 +44,12 @@ class Output:
     def line(self, text: str = "") -> None:
         self.stream.write(text + "\n")
         self.stream.flush()
+
+    def status(self, text: str = "") -> None:
+        """klee's own status lines ("created execution instance ..."): on stderr, so that stdout
+        carries only results and the process's output."""
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
 
     def lines(self, texts: Iterable[str]) -> None:
         for text in texts:
@@ -150,6 +156,8 @@ def human_duration(seconds: float) -> str:
 
 def ago(timestamp: str | None, now: datetime.datetime | None = None) -> str:
     """`"2024-05-01T10:00:00Z"` -> `"5 minutes ago"`; an unreadable timestamp is shown as is."""
+    import datetime  # here: the hot commands never print times
+
     if not timestamp:
         return ""
     try:

@@ -12,8 +12,6 @@ import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-import click
-
 from klee import config
 
 if TYPE_CHECKING:
@@ -55,4 +53,13 @@ class Session:
             self.client.close()
 
 
-pass_session = click.make_pass_decorator(Session)
+def __getattr__(name: str) -> Any:
+    """`pass_session`, the click decorator that hands commands the Session: made on first use,
+    so that the fast path (`klee.fastpath`) can use Session without importing click."""
+    if name == "pass_session":
+        import click
+
+        global pass_session
+        pass_session = click.make_pass_decorator(Session)
+        return pass_session
+    raise AttributeError(name)

@@ -13,7 +13,6 @@ the whole session, so Ctrl-C reaches the container's process as a byte.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import select
@@ -21,7 +20,7 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from klee.errors import KleeError
 from klee.printing import Output
@@ -35,8 +34,7 @@ CLOSE_DETACHED = 1001
 CONNECTION_CLOSED = "ERROR! Connection closed unexpectedly."
 
 
-@dataclasses.dataclass(frozen=True)
-class ExecResult:
+class ExecResult(NamedTuple):
     exit_code: int
     container_running: bool  # False once kleened reported that the container exited
 
@@ -51,10 +49,16 @@ def start_exec(
     interactive: bool = False,
     tty: bool = False,
 ) -> ExecResult:
-    """Start exec instance `exec_id`; when attached, stream it until it ends."""
-    config = json.dumps({"exec_id": exec_id, "attach": attach, "start_container": start_container})
+    """Start exec instance `exec_id`; when attached, stream it until it ends.
+
+    Without a TTY the process's stdout and stderr arrive apart (`multiplex`, an extension) and
+    go to klee's stdout and stderr; klee's own status lines go to stderr.
+    """
+    config: dict[str, Any] = {"exec_id": exec_id, "attach": attach, "start_container": start_container}
+    if attach and not tty:
+        config["multiplex"] = True
     with client.stream("/exec/start") as websocket:
-        websocket.send(config)
+        websocket.send(json.dumps(config))
         if not attach:
             return _wait_detached(websocket)
         return _attached(websocket, out, interactive=interactive, tty=tty)
@@ -62,12 +66,36 @@ def start_exec(
 
 def create_image(client: Client, out: Output, config: dict[str, Any]) -> None:
     """Stream `/images/create`: print its progress and the final message and image id."""
+    held = _HeldFrame()
     with client.stream("/images/create") as websocket:
         websocket.send(json.dumps(config))
         closing = _first_frame(websocket)
         if closing is _STARTED:
-            closing = _receive_until_closed(websocket, _write_output)
+            closing = _receive_until_closed(websocket, held.write)
+    if closing is not None and closing.get("msg_type") == "error" and held.frame is not None:
+        # kleened sends a failure's reason as a last frame and again in the close reason: print it once.
+        if str(held.frame if isinstance(held.frame, str) else held.frame.decode(errors="replace")).strip() \
+                not in _describe(closing):
+            _write_output(held.frame)
+    else:
+        held.flush()
     _print_closing(out, closing)
+
+
+class _HeldFrame:
+    """Writes each frame once the next one arrives, so that the last can be judged by the close."""
+
+    def __init__(self) -> None:
+        self.frame: str | bytes | None = None
+
+    def write(self, frame: str | bytes) -> None:
+        self.flush()
+        self.frame = frame
+
+    def flush(self) -> None:
+        if self.frame is not None:
+            _write_output(self.frame)
+        self.frame = None
 
 
 def _wait_detached(websocket: ClientConnection) -> ExecResult:
@@ -95,13 +123,13 @@ def _attached(websocket: ClientConnection, out: Output, *, interactive: bool, tt
                     _InputPump.running(websocket, interactive, tty) if interactive or tty else contextlib.nullcontext()
                 )
                 with terminal, pump:
-                    closing = _receive_until_closed(websocket, _write_output)
+                    closing = _receive_until_closed(websocket, _write_output if tty else write_multiplexed)
     except KeyboardInterrupt as exc:
         websocket.close(1000, "interrupted by user")
-        out.line("")
+        out.status("")
         signum = exc.signum if isinstance(exc, _Terminated) else signal.SIGINT
         return ExecResult(exit_code=128 + signum, container_running=True)
-    message = _print_closing(out, closing)
+    message = _print_closing(out, closing, status=True)
     code = exit_code_from_message(message)
     return ExecResult(
         exit_code=0 if code is None else shell_exit_status(code),
@@ -143,17 +171,19 @@ def _receive_until_closed(websocket: ClientConnection, write: Any) -> dict[str, 
         return _closing_message(exc)
 
 
-def _print_closing(out: Output, closing: dict[str, Any] | None) -> str:
-    """Print the closing message as upstream klee does: an empty line, the message, the data."""
+def _print_closing(out: Output, closing: dict[str, Any] | None, status: bool = False) -> str:
+    """Print the closing message as upstream klee does: an empty line, the message, the data
+    (on stderr when it is a `status`, not the command's result)."""
     if closing is None:
         raise KleeError(CONNECTION_CLOSED)
     message = str(closing.get("message", ""))
     if closing.get("msg_type") == "error":
         raise KleeError(_describe(closing) or "kleened reported an error")
-    out.line("")
-    out.line(message)
+    line = out.status if status else out.line
+    line("")
+    line(message)
     if closing.get("data"):
-        out.line(str(closing["data"]))
+        line(str(closing["data"]))
     return message
 
 
@@ -189,6 +219,15 @@ def _write_output(frame: str | bytes) -> None:
     data = frame.encode() if isinstance(frame, str) else frame
     sys.stdout.buffer.write(data)
     sys.stdout.buffer.flush()
+
+
+def write_multiplexed(frame: str | bytes) -> None:
+    """A frame whose first byte names the stream: 1 stdout, 2 stderr."""
+    if isinstance(frame, str) or not frame:
+        return
+    target = sys.stderr.buffer if frame[0] == 2 else sys.stdout.buffer
+    target.write(frame[1:])
+    target.flush()
 
 
 def _fileno(stream: Any) -> int | None:

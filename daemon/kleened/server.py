@@ -82,15 +82,23 @@ def install_hypercorn_patches() -> None:
     hypercorn_run.TCPServer = KleenedTCPServer  # type: ignore[misc]
 
 
+WEBSOCKET_PING_INTERVAL = 20.0  # seconds
+
+
 def hypercorn_config(listener: Listener, *, max_ws_message: int) -> HypercornConfig:
     config = HypercornConfig()
     config.bind = [listener.bind]
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = 3.0
-    config.keep_alive_timeout = 5.0
+    # Longer than clients keep idle connections (httpx: 5 s, klee's: less): a client must be the
+    # one to drop an idle connection, or a request sent as the server drops it fails with
+    # "server disconnected" (seen under load at 5 s on both sides).
+    config.keep_alive_timeout = 75.0
     config.umask = 0o117  # unix sockets come out 0660
-    config.websocket_ping_interval = None  # clients ping us; hypercorn answers
+    # Pings both ways: clients ping us (hypercorn answers), and we ping every session so that a
+    # client gone without a FIN (a host that vanished) fails a write and ends its session.
+    config.websocket_ping_interval = WEBSOCKET_PING_INTERVAL
     config.websocket_max_message_size = max_ws_message
     if listener.tls:
         config.certfile = listener.certfile

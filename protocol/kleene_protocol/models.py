@@ -152,9 +152,14 @@ class ExecConfig(_Request):
 
 
 class ExecStartConfig(_Request):
+    """First client frame of `/exec/start`. `multiplex` (extension, opt-in): each output frame
+    starts with one byte naming its stream (1 stdout, 2 stderr), as on attach; without it the
+    frames carry the bare bytes upstream's client prints."""
+
     exec_id: str
     attach: bool
     start_container: bool
+    multiplex: bool = False
 
 
 class EndPointConfig(_Request):

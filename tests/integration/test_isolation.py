@@ -190,7 +190,7 @@ def test_klee_flags(daemon, image, tmp_path):
     r = run_klee(daemon.host, "run", "--rm", "--ulimit", "nofile=50:60", "--pids-limit", "10", "--memory", "32m",
                  "--security-opt", f"seccomp={profile}", image, "/bin/sh", "-c",
                  "ulimit -n; mkdir /x 2>/dev/null || echo refused")
-    assert r.returncode == 0 and r.lines[2:4] == ["50", "refused"], r
+    assert r.returncode == 0 and r.lines == ["50", "refused"], r
     name = f"k{secrets.token_hex(3)}"
     r = run_klee(daemon.host, "run", "-d", "--name", name, "--cpus", "0.25", image, "/bin/sleep", "100")
     assert r.returncode == 0, r

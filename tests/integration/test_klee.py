@@ -49,10 +49,10 @@ def test_volume_lifecycle(klee):
 def test_run_exits_with_the_process_code(klee, image):
     r = klee("run", "--name", f"kr{secrets.token_hex(3)}", image, "/bin/sh", "-c", "echo out; exit 7")
     assert r.returncode == 7, r
-    cid, started = r.lines[0], r.lines[1]
+    cid, started = r.err_lines[0], r.err_lines[1]
     exec_id = started.split()[-1]
-    assert started == f"created execution instance {exec_id}" and "out" in r.lines
-    assert r.lines[-1] == f"executable {exec_id} and its container exited with exit-code 7"
+    assert started == f"created execution instance {exec_id}" and r.lines == ["out"]
+    assert r.err_lines[-1] == f"executable {exec_id} and its container exited with exit-code 7"
     assert cid in klee("lsc", "-a", "-q").lines
     assert klee("rmc", cid).lines == [cid]
 
@@ -61,7 +61,7 @@ def test_run_rm_removes_the_container(klee, image):
     name = f"krm{secrets.token_hex(3)}"
     r = klee("run", "--rm", "--name", name, image, "/bin/sh", "-c", "exit 3")
     assert r.returncode == 3, r
-    assert r.lines[0] not in klee("lsc", "-a", "-q").lines
+    assert r.stdout == "" and r.err_lines[0] not in klee("lsc", "-a", "-q").lines
     assert name not in [c["name"] for c in json.loads(klee("lsc", "-a", "--output", "json").stdout)]
 
 
@@ -73,7 +73,8 @@ def test_exec_exit_code_and_listing_formats(klee, image):
     try:
         ex = klee("exec", name, "/bin/sh", "-c", "echo in-$HOSTNAME >&2; exit 4")
         assert ex.returncode == 4
-        assert ex.lines[-1] == f"{ex.lines[0].split()[-1]} has exited with exit-code 4"
+        assert ex.err_lines[-1] == f"{ex.err_lines[0].split()[-1]} has exited with exit-code 4"
+        assert ex.stdout == "" and any(line.startswith("in-") for line in ex.err_lines), ex
         assert klee("exec", name, "/bin/true").returncode == 0
         assert klee("exec", name, "/nonexistent").returncode != 0
         assert cid in klee("lsc", "-q").lines
@@ -167,11 +168,12 @@ def test_mtls_volumes_images_and_exec(tls, mtls):
     created = mtls("image", "create", "-t", tag, "fetch", file_url(session_tarball(tls.daemon.workdir)))
     assert created.returncode == 0 and created.lines[-2] == "image created", created  # the /images/create WebSocket
     r = mtls("run", "--rm", "-m", f"{name}:/data", tag, "/bin/sh", "-c", "echo over-tls > /data/f; exit 6")
-    assert r.returncode == 6 and r.stderr == "", r  # the /exec/start WebSocket; 127.0.0.1 is not remote
+    assert r.returncode == 6 and r.stdout == "", r  # the /exec/start WebSocket
+    assert not any("warning" in line for line in r.err_lines), r  # 127.0.0.1 is not remote
     cid = mtls("run", "-d", tag, "/bin/sleep", "120").lines[0]
     try:
         ex = mtls("exec", cid, "/bin/sh", "-c", "echo exec-over-tls")
-        assert ex.returncode == 0 and ex.lines[1] == "exec-over-tls", ex
+        assert ex.returncode == 0 and ex.lines == ["exec-over-tls"], ex
         assert mtls("exec", cid, "/bin/sh", "-c", "exit 9").returncode == 9
     finally:
         assert mtls("rmc", "-f", cid).lines == [cid]

@@ -625,6 +625,32 @@ def test_wired_hosts_file_names_peers(api, daemon, nets, image, containers):
     assert server not in hosts
 
 
+def test_wired_removal_rewrites_only_the_peers_hosts_files(api, daemon, nets, image, containers):
+    """A removal rewrites the hosts files of the containers that shared a network with the
+    removed one, and no other (a removal once rewrote every container's file)."""
+    net = create_net(api, nets, subnet=subnets(daemon)[0])
+    peer_name = f"peer{secrets.token_hex(3)}"
+    watcher = container(api, image, containers, "ipnet")
+    peer = container(api, image, containers, "ipnet", name=peer_name)
+    loner = container(api, image, containers, "disabled")
+    for cid in (watcher, peer):
+        assert connect(api, net["name"], cid).status_code == 204
+    start(api, daemon, watcher)
+    hosts_file = daemon.state_root / "hosts" / watcher
+    assert peer_name in hosts_file.read_text()
+    with hosts_file.open("a") as f:
+        f.write("# marker: gone when kleened rewrites the file\n")
+    assert api.delete(f"/containers/{loner}").status_code == 200
+    containers.remove(loner)
+    assert "# marker" in hosts_file.read_text()  # it shared no network with the watcher
+    assert api.delete(f"/containers/{peer}").status_code == 200
+    containers.remove(peer)
+    text = hosts_file.read_text()
+    assert "# marker" not in text and peer_name not in text
+    hosts, _ = run_in(api, daemon, watcher, ["cat", "/etc/hosts"])
+    assert peer_name not in hosts
+
+
 def test_wired_host_and_disabled_drivers(api, daemon, image, containers):
     disabled = container(api, image, containers, "disabled")
     start(api, daemon, disabled)

@@ -127,7 +127,7 @@ def test_prune_removes_what_is_unused_and_says_how_much(own_daemon, tmp_path):
     r = klee("system", "prune", "-f")
     assert r.returncode == 0, r
     out = r.lines
-    assert out[out.index("Deleted Containers:") + 1].startswith(stopped.lines[0][:12])
+    assert out[out.index("Deleted Containers:") + 1].startswith(stopped.err_lines[0][:12])  # the id: a status line
     assert dangling in out[out.index("Deleted Images:"):] and "Deleted Volumes:" not in out
     assert "idle" not in klee("network", "ls").stdout
     reclaimed = out[-1]

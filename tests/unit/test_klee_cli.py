@@ -114,6 +114,10 @@ def test_container_ls_all(klee, kleened):
             "running": True,
             "jid": 7,
             "restart_policy": "on-startup",
+            "public_ports": [
+                {"interfaces": [], "host_port": "8080", "container_port": "80", "protocol": "tcp"},
+                {"interfaces": ["em0"], "host_port": "5000:5010", "container_port": "5000:*", "protocol": "udp"},
+            ],
         },
         {
             "id": "fed654cba321",
@@ -132,9 +136,11 @@ def test_container_ls_all(klee, kleened):
     result = klee("lsc", "-a")
     assert result.exit_code == 0, result.output
     header, first, second = result.output.splitlines()
-    assert header.split() == ["CONTAINER", "ID", "NAME", "IMAGE", "COMMAND", "CREATED", "AUTORUN", "STATUS", "JID"]
+    assert header.split() == [
+        "CONTAINER", "ID", "NAME", "IMAGE", "COMMAND", "CREATED", "AUTORUN", "STATUS", "JID", "PORTS"
+    ]
     assert first.split()[:5] == ["abc123def456", "web", "FreeBSD:13.2", "/bin/sh", "/etc/rc"]
-    assert first.split()[-3:] == ["yes", "running", "7"]
+    assert first.split()[-5:] == ["yes", "running", "7", "0.0.0.0:8080->80/tcp,", "em0:5000-5010->5000/udp"]
     assert second.split()[:3] == ["fed654cba321", "0a1b2c3d4e5f", "Dockerfile"]
     assert second.split()[-2:] == ["no", "stopped"]
 

@@ -94,22 +94,52 @@ def klee(socket_path, rest, tmp_path, monkeypatch) -> Callable[..., Any]:
 def test_exec_streams_output_and_exits_with_the_process_code(streams, klee):
     def handler(websocket: ServerConnection, config: dict[str, Any]) -> None:
         websocket.send(starting())
-        websocket.send("text output\n")
-        websocket.send(b"binary \xff\n")
+        websocket.send(b"\x01output\n")
+        websocket.send(b"\x02an error \xff\n")
+        websocket.send(b"\x01binary \xff\n")
         websocket.close(1000, exited(config["exec_id"], 3, container=False))
 
     streams.handlers["/exec/start"] = handler
     result = klee("exec", "abc", "/bin/sh", "-c", "exit 3")
     assert result.exit_code == 3
-    assert result.stdout_bytes.splitlines() == [
+    # The process's streams on klee's, klee's own status lines on stderr: stdout is the process's alone.
+    assert result.stdout_bytes == b"output\nbinary \xff\n"
+    assert result.stderr_bytes.splitlines() == [
         b"created execution instance e0ffee000001",
-        b"text output",
-        b"binary \xff",
+        b"an error \xff",
         b"",
         b"e0ffee000001 has exited with exit-code 3",
     ]
-    assert streams.configs == [{"exec_id": "e0ffee000001", "attach": True, "start_container": True}]
-    assert msgspec.convert(streams.configs[0], models.ExecStartConfig).attach is True
+    assert streams.configs == [{"exec_id": "e0ffee000001", "attach": True, "start_container": True, "multiplex": True}]
+    assert msgspec.convert(streams.configs[0], models.ExecStartConfig).multiplex is True
+
+
+def test_exec_with_a_tty_asks_for_one_stream(streams, klee):
+    def handler(websocket: ServerConnection, config: dict[str, Any]) -> None:
+        websocket.send(starting())
+        websocket.send(b"terminal output\r\n")
+        websocket.close(1000, exited(config["exec_id"], 0, container=False))
+
+    streams.handlers["/exec/start"] = handler
+    result = klee("exec", "-t", "abc", "/bin/sh")
+    assert result.exit_code == 0 and result.stdout_bytes == b"terminal output\r\n"
+    assert "multiplex" not in streams.configs[0]  # the frame upstream's daemon knows
+
+
+def test_exec_that_started_a_stopped_container_says_so_once(streams, klee):
+    def handler(websocket: ServerConnection, config: dict[str, Any]) -> None:
+        websocket.send(starting())
+        websocket.send(b"\x01hi\n")
+        websocket.close(1000, exited(config["exec_id"], 0, container=True))
+
+    streams.handlers["/exec/start"] = handler
+    result = klee("exec", "stopped1", "echo", "hi")
+    assert result.exit_code == 0 and result.stdout_bytes == b"hi\n"
+    notes = [line for line in result.stderr.splitlines() if line.startswith("note:")]
+    assert notes == [
+        "note: container stopped1 was not running: exec started it with this command as its main process, "
+        "so it stopped when the command ended"
+    ]
 
 
 def test_detached_start_succeeds_on_1001_only(streams, klee):
@@ -169,7 +199,7 @@ def test_interactive_stdin_goes_as_binary_frames(streams, socket_path, monkeypat
             frame = websocket.recv()
             received.append(frame)
             data += frame if isinstance(frame, bytes) else frame.encode()
-        websocket.send(data)
+        websocket.send(b"\x01" + data if config.get("multiplex") else data)
         websocket.close(1000, exited(config["exec_id"], 4, container=False))
 
     streams.handlers["/exec/start"] = handler
@@ -183,7 +213,8 @@ def test_interactive_stdin_goes_as_binary_frames(streams, socket_path, monkeypat
     assert result.exit_code == 4 and result.container_running
     assert b"".join(frame for frame in received if isinstance(frame, bytes)) == b"hello\n"
     assert all(isinstance(frame, bytes) for frame in received)
-    assert capsysbinary.readouterr().out == b"hello\n\ne1 has exited with exit-code 4\n"
+    captured = capsysbinary.readouterr()
+    assert (captured.out, captured.err) == (b"hello\n", b"\ne1 has exited with exit-code 4\n")
 
 
 def test_image_create_prints_progress_and_result(streams, klee):
@@ -226,3 +257,18 @@ def test_error_reason_in_data_is_shown(streams, klee):
     assert klee("start", "-d", "abc").exception.message == (
         "error starting container: error starting exec instance: container not found"
     )
+
+
+def test_image_create_failure_is_printed_once(streams, klee):
+    reason = "fetch-auto needs debootstrap: apt-get install debootstrap"
+
+    def failing(websocket: ServerConnection, config: dict[str, Any]) -> None:
+        websocket.send(starting())
+        websocket.send("Looking for the host's system\n")
+        websocket.send(reason)  # kleened sends the reason as a last frame, as upstream does
+        websocket.close(1011, close_reason("error", f"image creation failed: {reason}"))
+
+    streams.handlers["/images/create"] = failing
+    result = klee("image", "create", "fetch-auto")
+    assert result.stdout == "Looking for the host's system\n"
+    assert result.exception.message == f"image creation failed: {reason}"

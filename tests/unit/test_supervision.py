@@ -6,6 +6,7 @@ structure; the integration tests run the real one).
 
 from __future__ import annotations
 
+import os
 import signal
 from dataclasses import dataclass, field
 
@@ -47,9 +48,12 @@ class FakeRuntime:
     def __init__(self) -> None:
         self.processes: dict[str, FakeProcess] = {}
         self.kills: list[str] = []
+        self.next_stdout: trio.abc.ReceiveStream | None = None  # the output stream of the next start
 
     async def create(self, spec: ContainerSpec) -> None:
         process = FakeProcess(pid=len(self.processes) + 100, fail=spec.id.startswith("bad"))
+        if self.next_stdout is not None:
+            process.stdout, self.next_stdout = self.next_stdout, None  # type: ignore[assignment]
         if process.fail:
             process.stdout.put_eof()
         self.processes[spec.id] = process
@@ -146,3 +150,52 @@ def test_leave_running_ends_supervision_without_stopping_containers():
     assert (kills, exits) == ([], [])
     kills, exits = trio.run(main, False)
     assert sorted(kills) == ["adopted", "started"] and sorted(exits) == ["adopted", "started"]
+
+
+class _StarvedPipe(trio.abc.ReceiveStream):
+    """A real pipe whose reader is never scheduled before the drain window closes (what a
+    starved daemon looks like): receive_some waits forever, the bytes stay in the pipe."""
+
+    def __init__(self) -> None:
+        self.read_end, self.write_end = os.pipe()
+        os.set_blocking(self.read_end, False)
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    def fileno(self) -> int:
+        return self.read_end
+
+    def put_eof(self) -> None:
+        """FakeProcess.aclose's end of output: the pipe's ends close in `aclose`."""
+
+    async def aclose(self) -> None:
+        for fd in (self.read_end, self.write_end):
+            os.close(fd)
+
+
+def test_output_left_in_the_pipe_when_the_drain_window_closes_is_delivered():
+    async def on_exit(run: Run) -> None:
+        pass
+
+    async def main() -> None:
+        runtime = FakeRuntime()
+        supervisor = Supervisor(runtime, grace=1)  # type: ignore[arg-type]
+        pipe = _StarvedPipe()
+        os.write(pipe.write_end, b"hi\n")  # written before the exit; a grandchild keeps the pipe open
+        fanout = Fanout()
+        output = fanout.subscribe(lossless=True)
+        with trio.fail_after(60):  # virtual seconds: a hang fails at once
+            async with trio.open_nursery() as nursery:
+                await nursery.start(supervisor.run)
+                runtime.next_stdout = pipe
+                run = await supervisor.start_container(_spec("drained"), "e1", on_exit, fanout=fanout)
+                runtime.processes["drained"].exited.set()
+                received = [data async for _, data in output]  # ends when the fanout closes
+                await run.done.wait()
+                nursery.cancel_scope.cancel()
+        await pipe.aclose()
+        assert b"".join(received) == b"hi\n"
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))

@@ -234,11 +234,15 @@ def _ignore_rules(context: Path) -> DockerIgnore | None:
 
 
 def stream_build(session: Session, config: dict[str, Any], archive: Iterator[bytes] | None) -> str:
-    """Run the build; print its log; return the image id. Raises `KleeError` (exit 1) when the build fails."""
+    """Run the build; print its log; return the image id. Raises `KleeError` (exit 1) when the build fails.
+
+    With `quiet` only the image id is printed, so that `IMG=$(klee build -q .)` works.
+    """
     from klee.wire.websocket import ConnectionClosed
 
     out = session.out
-    printer = _Printer(out)
+    quiet = bool(config.get("quiet"))
+    printer = _Printer(out, quiet=quiet)
     with session.client.stream("/images/build") as websocket:
         websocket.send(json.dumps(config))
         if archive is not None:
@@ -265,6 +269,9 @@ def stream_build(session: Session, config: dict[str, Any], archive: Iterator[byt
     message, data = str(closing.get("message", "")), str(closing.get("data", ""))
     if closing.get("msg_type") == "error":
         raise KleeError(_failure(image_id, message, data), EXIT_BUILD_FAILED)
+    if quiet:
+        out.line(data)
+        return data
     printer.status(message)
     if data:
         printer.status(data)
@@ -303,8 +310,9 @@ def _failure(image_id: str, message: str, data: str) -> str:
 class _Printer:
     """Status lines on lines of their own (bold in the fancy theme), process output as it comes."""
 
-    def __init__(self, out: Output) -> None:
+    def __init__(self, out: Output, quiet: bool = False) -> None:
         self.out = out
+        self.quiet = quiet
         self.at_line_start = True
 
     def frame(self, frame: str | bytes) -> None:
@@ -324,7 +332,7 @@ class _Printer:
         self._write("\n")
 
     def _write(self, text: str) -> None:
-        if text:
+        if text and not self.quiet:
             self.out.stream.write(text)
             self.out.stream.flush()
             self.at_line_start = text.endswith("\n")

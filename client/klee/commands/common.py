@@ -9,27 +9,15 @@ from typing import Any
 
 import click
 
-from klee.connection import api_path
-from klee.errors import KleeError, UsageError
+from klee.connection import api_path, host_path_notice, remote_daemon, reply_id, reply_list
+from klee.errors import UsageError
 from klee.printing import Cell, Column
 from klee.session import Session, pass_session
 
+__all__ = ["host_path_notice", "remote_daemon", "reply_id", "reply_list"]  # their home is klee.connection
+
 OUTPUT_FORMATS = ("table", "json")
 Completer = Callable[[click.Context, click.Parameter, str], list[Any]]
-
-
-def reply_id(reply: Any) -> str:
-    """The `id` of an `IdResponse`."""
-    if isinstance(reply, dict) and isinstance(reply.get("id"), str):
-        return reply["id"]
-    raise KleeError("Error! Unexpected response received from Kleened.")
-
-
-def reply_list(reply: Any) -> list[Any]:
-    """A JSON list reply (ids, or objects of a listing)."""
-    if isinstance(reply, list):
-        return reply
-    raise KleeError("Error! Unexpected response received from Kleened.")
 
 
 def confirm(warning: str, force: bool) -> None:
@@ -119,34 +107,3 @@ def prune_command(name: str, template: str, docs: str, warning: str) -> click.Co
         session.out.lines(str(item) for item in reply_list(session.client.post(template)))
 
     return prune
-
-
-def remote_daemon(session: Session) -> str | None:
-    """The daemon's address when it is on another machine (TCP to a non-loopback address), else None."""
-    import ipaddress
-    from urllib.parse import urlsplit
-
-    from klee.connection import parse_host
-
-    host = parse_host(session.settings.host)
-    if host.is_unix:
-        return None
-    hostname = urlsplit(f"//{host.netloc}").hostname or ""
-    if hostname == "localhost":
-        return None
-    try:
-        if ipaddress.ip_address(hostname).is_loopback:
-            return None
-    except ValueError:
-        pass  # a host name: assume another machine
-    return host.netloc
-
-
-def host_path_notice(session: Session, path: str, what: str) -> None:
-    """Warn, on one stderr line, that `path` (a bind mount source, a build context) is read on the daemon's host."""
-    remote = remote_daemon(session)
-    if remote is not None:
-        click.echo(
-            f"warning: {what} '{path}' is a path on the daemon's host ({remote}), not on this machine",
-            err=True,
-        )

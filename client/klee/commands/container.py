@@ -46,6 +46,7 @@ COLUMNS = (
     Column("AUTORUN", style="bright_white", justify="center"),
     Column("STATUS"),
     Column("JID", style="white"),
+    Column("PORTS", style="white"),
 )
 
 
@@ -84,7 +85,22 @@ def container_row(item: dict[str, Any]) -> list[str | Styled]:
         Styled("yes", "bold") if item.get("restart_policy") == "on-startup" else "no",
         status_cell(item),
         "" if jid is None else str(jid),
+        ports_cell(item.get("public_ports") or []),
     ]
+
+
+def ports_cell(ports: list[Any]) -> str:
+    """Published ports in Docker's style: `0.0.0.0:8080->80/tcp` (no interface named: all of the
+    daemon's default ones), `eth0:8080->80/tcp`, ranges as `8000-8010`."""
+    texts = []
+    for port in ports:
+        if not isinstance(port, dict):
+            continue
+        host_port = str(port.get("host_port", "")).replace(":", "-")
+        container_port = str(port.get("container_port", "")).replace(":*", "").replace(":", "-")
+        for interface in port.get("interfaces") or ["0.0.0.0"]:
+            texts.append(f"{interface}:{host_port}->{container_port}/{port.get('protocol', 'tcp')}")
+    return ", ".join(texts)
 
 
 def status_cell(item: dict[str, Any]) -> Styled:

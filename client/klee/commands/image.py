@@ -63,7 +63,8 @@ def image() -> None:
     "-a",
     default=True,
     show_default=True,
-    help="Name the image 'FreeBSD-<version>:latest'. Ignored when `tag` is set. fetch-auto only.",
+    help="Name the image after the host's system, '<system>-<version>:latest' (e.g. 'FreeBSD-14.2-RELEASE' on "
+    "FreeBSD, 'debian-12' on Debian). Ignored when `tag` is set. fetch-auto only.",
 )
 @click.argument("method", type=click.Choice(METHODS))
 @click.argument("source", nargs=-1)

@@ -65,8 +65,9 @@ def network() -> None:
     "--interface",
     "-i",
     default="",
-    help="Name of the interface used on the host for the network. If not set the interface name is "
-    "'kleene' postfixed with an integer. If `type` is 'custom' it must name an existing interface.",
+    help="Name of the interface used on the host for the network. If not set the interface name is kleened's "
+    "'host_prefix' (default 'kleene') postfixed with an integer. If `type` is 'custom' it must name an existing "
+    "interface.",
 )
 @click.option("--subnet", default="", help="Subnet in CIDR format for the network")
 @click.option("--subnet6", default="", help="IPv6 subnet in CIDR format for the network")

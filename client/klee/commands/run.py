@@ -1,140 +1,53 @@
-"""Container lifecycle: `create`, `run`, `start`, `restart` and `exec`.
+"""Container lifecycle commands: `create`, `run`, `start`, `restart` and `exec`.
 
-Kleened starts a container by starting an *execution instance* in it, so every command here
-ends in `POST /exec/create` + the `/exec/start` WebSocket:
-
-| command                         | requests                                                    |
-|---------------------------------|-------------------------------------------------------------|
-| create IMAGE [CMD]              | POST /containers/create -> 201; with -n: POST /networks/connect -> 204 |
-| run IMAGE [CMD]                 | create, then POST /exec/create {cmd: []} and WS /exec/start |
-| start CONTAINER...              | POST /exec/create {cmd: []} + WS /exec/start, per container |
-| restart CONTAINER...            | POST /containers/{id}/stop, then a detached start           |
-| exec CONTAINER CMD...           | POST /exec/create {cmd, env, user, tty} + WS /exec/start    |
-
+Their options are defined once in `klee.options` (shared with the fast path, `klee.fastpath`)
+and what they do lives in `klee.actions`; `klee.actions`' docstring lists the requests.
 Unlike upstream klee, `run` and `exec` exit with the process's exit code, and `run --rm`
 removes the container once the session ends.
 """
 
 from __future__ import annotations
 
-import contextlib
-import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
-from klee.commands.common import host_path_notice, reply_id
-from klee.completion import complete_choices, complete_containers, complete_images, complete_networks
-from klee.connection import api_path
-from klee.errors import ApiError, KleeError, UsageError
-from klee.health import health_fields, health_options
-from klee.limits import limit_fields, limit_options
-from klee.session import Session, pass_session
-from klee.specs import (
-    NETWORK_DRIVERS,
-    RESTART_POLICIES,
-    check_choice,
-    check_restart_policy,
-    parse_mount,
-    parse_publish,
+from klee import options as opts
+from klee.actions import (
+    EXEC_CREATED,
+    EXEC_STARTED_CONTAINER,
+    ONLY_ONE_ATTACHED,
+    container_config,
+    create_container,
+    exec_command,
+    remove_container,
+    run_command,
+    start_command,
+    start_process,
 )
+from klee.completion import complete_containers, complete_images
+from klee.connection import api_path, reply_id
+from klee.session import Session, pass_session
 
-if TYPE_CHECKING:
-    from klee.streams import ExecResult
+__all__ = [
+    "EXEC_CREATED", "EXEC_STARTED_CONTAINER", "ONLY_ONE_ATTACHED", "container_config", "create_container",
+    "remove_container", "start_process",
+]
+HELP_RESTART = opts.HELP_RESTART  # `container update` shows the same help
 
 # Options end at IMAGE or CONTAINER: everything after it is the command, dash-options included.
 COMMAND_SETTINGS = {"allow_interspersed_args": False}
 
-HELP_PUBLISH = (
-    "Publish ports using the syntax HOST_PORT[:CONTAINER_PORT][/PROTOCOL] or "
-    "INTERFACE:HOST_PORT:CONTAINER_PORT[/PROTOCOL]. CONTAINER_PORT defaults to HOST_PORT "
-    "and PROTOCOL defaults to 'tcp'."
-)
-HELP_DRIVER = (
-    "Network driver of the container: 'ipnet', 'host', 'vnet' or 'disabled'. Without `network` "
-    "and `driver` the driver is 'host'; with a `network` but no `driver` it is 'ipnet'."
-)
-HELP_RESTART = (
-    "Restart policy: 'no'; 'on-startup' (start whenever Kleened starts); 'always' (restart after every exit, "
-    "and start with Kleened); 'unless-stopped' (as always, unless a user stopped it); 'on-failure[:N]' (restart "
-    "after a non-zero exit, at most N times)."
-)
-EXEC_CREATED = "created execution instance {exec_id}"
-ONLY_ONE_ATTACHED = "only one container can be started when attaching to container I/O."
-
 
 def create_options(function: Callable[..., Any]) -> Callable[..., Any]:
-    """The options of `create` and `run` that configure the container."""
-    options = [
-        click.option("--name", default=None, help="Assign a name to the container"),
-        click.option(
-            "--user",
-            "-u",
-            default="",
-            help="Default user that runs commands in the container. The jail parameter `exec.jail_user` overrides it.",
-        ),
-        click.option(
-            "--env", "-e", multiple=True, metavar="list", help="Set environment variables (e.g. `--env A=1 --env B=2`)"
-        ),
-        click.option(
-            "--mount",
-            "-m",
-            multiple=True,
-            metavar="list",
-            help="Mount a volume, directory or file into the container: SOURCE:DESTINATION[:rw|ro]",
-        ),
-        click.option(
-            "--jailparam",
-            "-J",
-            multiple=True,
-            metavar="list",
-            help="Set jail parameters, replacing Kleene's defaults of the same name.",
-        ),
-        click.option("--persist", "-P", is_flag=True, default=False, help="Do not remove this container when pruning"),
-        click.option(
-            "--restart",
-            default="no",
-            show_default=True,
-            shell_complete=complete_choices(*RESTART_POLICIES),
-            help=HELP_RESTART,
-        ),
-        click.option(
-            "--driver", "-l", default=None, help=HELP_DRIVER, shell_complete=complete_choices(*NETWORK_DRIVERS)
-        ),
-        click.option(
-            "--network",
-            "-n",
-            default=None,
-            help="Connect the container to a network.",
-            shell_complete=complete_networks,
-        ),
-        click.option("--ip", default=None, help="IPv4 address on `network` (default: allocate an unused one)."),
-        click.option("--ip6", default=None, help="IPv6 address on `network` (default: allocate an unused one)."),
-        click.option("--publish", "-p", multiple=True, metavar="list", help=HELP_PUBLISH),
-    ]
-    for option in reversed(options):
-        function = option(function)
-    return health_options(limit_options(function))
+    """The options of `create` and `run` that configure the container (limits and healthcheck included)."""
+    return opts.click_options(opts.CONTAINER)(function)
 
 
 def exec_options(function: Callable[..., Any]) -> Callable[..., Any]:
     """`-d`, `-i` and `-t`, shared by `run`, `start` and `exec`."""
-    function = click.option("--tty", "-t", is_flag=True, default=False, help="Allocate a pseudo-TTY")(function)
-    function = click.option(
-        "--interactive",
-        "-i",
-        is_flag=True,
-        default=False,
-        help="Send terminal input to the process's STDIN. If set, `detach` is ignored.",
-    )(function)
-    return click.option(
-        "--detach",
-        "-d",
-        is_flag=True,
-        default=False,
-        help="Do not stream the process's output; return once it has started.",
-    )(function)
+    return opts.click_options(opts.EXEC_MODES)(function)
 
 
 @click.command(name="create", no_args_is_help=True, context_settings=COMMAND_SETTINGS)
@@ -148,33 +61,14 @@ def create(session: Session, **options: Any) -> None:
 
 
 @click.command(name="run", no_args_is_help=True, context_settings=COMMAND_SETTINGS)
-@create_options
-@exec_options
-@click.option("--rm", "remove", is_flag=True, default=False, help="Remove the container when its process has exited.")
+@opts.click_options(opts.RUN)
 @click.argument("image", shell_complete=complete_images)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @pass_session
 @click.pass_context
-def run(
-    ctx: click.Context, session: Session, detach: bool, interactive: bool, tty: bool, remove: bool, **options: Any
-) -> None:
+def run(ctx: click.Context, session: Session, **options: Any) -> None:
     """Run a command in a new container. IMAGE is IMAGE_ID[@SNAPSHOT] or NAME[:TAG][@SNAPSHOT]."""
-    detach = detach and not interactive
-    if remove and detach:
-        raise UsageError("Error! '--rm' cannot be combined with '--detach': klee removes the container after it exits")
-    if remove and options["restart"] not in ("no", "on-startup"):
-        raise UsageError(f"Error! '--rm' cannot be combined with '--restart {options['restart']}': "
-                         "a container that restarts is not removed when it exits")
-    container_id = create_container(session, options, remove_on_failure=remove)
-    try:
-        result = start_process(session, container_id, attach=not detach, interactive=interactive, tty=tty)
-    except KleeError:
-        if remove:
-            remove_container(session, container_id, running=False)
-        raise
-    if remove:
-        remove_container(session, container_id, running=result.container_running)
-    ctx.exit(result.exit_code)
+    ctx.exit(run_command(session, **options))
 
 
 @click.command(name="start", no_args_is_help=True)
@@ -182,17 +76,9 @@ def run(
 @click.argument("containers", nargs=-1, required=True, shell_complete=complete_containers)
 @pass_session
 @click.pass_context
-def start(
-    ctx: click.Context, session: Session, detach: bool, interactive: bool, tty: bool, containers: tuple[str, ...]
-) -> None:
+def start(ctx: click.Context, session: Session, **options: Any) -> None:
     """Start one or more stopped containers. Attach only if a single container is started."""
-    attach = interactive or not detach
-    if attach and len(containers) != 1:
-        raise UsageError(ONLY_ONE_ATTACHED)
-    exit_code = 0
-    for container in containers:
-        exit_code = start_process(session, container, attach=attach, interactive=interactive, tty=tty).exit_code
-    ctx.exit(exit_code)
+    ctx.exit(start_command(session, **options))
 
 
 @click.command(name="restart", no_args_is_help=True)
@@ -207,122 +93,11 @@ def restart(session: Session, containers: tuple[str, ...]) -> None:
 
 
 @click.command(name="exec", no_args_is_help=True, context_settings=COMMAND_SETTINGS)
-@exec_options
-@click.option(
-    "--env", "-e", multiple=True, metavar="list", help="Set environment variables (e.g. `--env A=1 --env B=2`)"
-)
-@click.option("--user", "-u", default="", help="Username or UID of the user running the process")
+@opts.click_options(opts.EXEC)
 @click.argument("container", shell_complete=complete_containers)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @pass_session
 @click.pass_context
-def exec_(
-    ctx: click.Context,
-    session: Session,
-    detach: bool,
-    interactive: bool,
-    tty: bool,
-    env: tuple[str, ...],
-    user: str,
-    container: str,
-    command: tuple[str, ...],
-) -> None:
+def exec_(ctx: click.Context, session: Session, **options: Any) -> None:
     """Run a command in a container (a stopped container is started with it)."""
-    result = start_process(
-        session,
-        container,
-        attach=interactive or not detach,
-        interactive=interactive,
-        tty=tty,
-        cmd=list(command),
-        env=list(env),
-        user=user,
-    )
-    ctx.exit(result.exit_code)
-
-
-def container_config(options: dict[str, Any]) -> dict[str, Any]:
-    """The `ContainerConfig` body of `POST /containers/create` for the given options."""
-    from klee.names import random_name
-
-    driver = options["driver"] or ("ipnet" if options["network"] else "host")
-    return {
-        "name": options["name"] if options["name"] is not None else random_name(),
-        "image": options["image"],
-        "cmd": list(options["command"]),
-        "user": options["user"],
-        "env": list(options["env"]),
-        "mounts": [parse_mount(spec) for spec in options["mount"]],
-        "jail_param": list(options["jailparam"]),
-        "persist": options["persist"],
-        "restart_policy": check_restart_policy(options["restart"]),
-        "network_driver": check_choice(driver, NETWORK_DRIVERS, "network driver"),
-        "public_ports": [parse_publish(spec) for spec in options["publish"]],
-        **limit_fields(options),
-        **health_fields(options),
-    }
-
-
-def create_container(session: Session, options: dict[str, Any], remove_on_failure: bool = False) -> str:
-    """Create the container (and connect it to `--network`); print and return its id.
-
-    As upstream, a container whose network connection fails is kept, unless `remove_on_failure`.
-    """
-    config = container_config(options)
-    for mount in config["mounts"]:
-        if mount["type"] == "nullfs":
-            host_path_notice(session, mount["source"], "bind mount source")
-    try:
-        container_id = reply_id(session.client.post("/containers/create", body=config, ok=(201,)))
-    except ApiError as exc:
-        raise KleeError(f"could not create container: {exc.message}") from None
-    session.out.line(container_id)
-    if options["network"]:
-        endpoint = {
-            "container": container_id,
-            "network": options["network"],
-            "ip_address": options["ip"] if options["ip"] is not None else "<auto>",
-            "ip_address6": options["ip6"] if options["ip6"] is not None else "<auto>",
-        }
-        try:
-            session.client.post("/networks/connect", body=endpoint, ok=(204,))
-        except ApiError as exc:
-            if remove_on_failure:
-                remove_container(session, container_id, running=False)
-            raise KleeError(f"could not connect container: {exc.message}") from None
-    return container_id
-
-
-def start_process(
-    session: Session,
-    container: str,
-    *,
-    attach: bool,
-    interactive: bool = False,
-    tty: bool = False,
-    cmd: list[str] | None = None,
-    env: list[str] | None = None,
-    user: str = "",
-) -> ExecResult:
-    """Create an execution instance in `container` and start it; return its `ExecResult`."""
-    from klee.streams import start_exec
-
-    body = {"container_id": container, "cmd": cmd or [], "env": env or [], "user": user, "tty": tty}
-    try:
-        exec_id = reply_id(session.client.post("/exec/create", body=body, ok=(201,)))
-    except ApiError as exc:
-        raise KleeError(f"{container}: error creating execution instance: {exc.message}") from None
-    session.out.line(EXEC_CREATED.format(exec_id=exec_id))
-    return start_exec(session.client, session.out, exec_id, attach=attach, interactive=interactive, tty=tty)
-
-
-def remove_container(session: Session, container_id: str, *, running: bool) -> None:
-    """`--rm`: stop the container if it may still run, then remove it; failures are reported, not raised."""
-    try:
-        if running:
-            # An error here is most likely "container not running": it stopped meanwhile.
-            with contextlib.suppress(ApiError):
-                session.client.post(api_path("/containers/{}/stop", container_id))
-        session.client.delete(api_path("/containers/{}", container_id))
-    except KleeError as exc:
-        print(f"could not remove container {container_id}: {exc.message}", file=sys.stderr)
+    ctx.exit(exec_command(session, **options))

@@ -15,134 +15,35 @@ stderr. `attach` exits with the container's exit code, or 0 when detached (ctrl-
 from __future__ import annotations
 
 import json
-import re
-import sys
-import time
 from typing import Any
 
 import click
 
-from klee.connection import api_path
-from klee.errors import KleeError, UsageError
+from klee import options as opts
+from klee.container_streams import _finish, _open, attach_command, logs_command, time_spec
+from klee.errors import UsageError
 from klee.session import Session, pass_session
 
-_DURATION = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h|d))+")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-def time_spec(text: str | None, now: float | None = None) -> str:
-    """`--since`/`--until` as kleened takes them: durations become unix seconds, the rest is sent as is."""
-    if not text:
-        return ""
-    if _DURATION.fullmatch(text):
-        seconds = sum(float(n) * _UNITS[unit] for n, unit in re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)", text))
-        return f"{(time.time() if now is None else now) - seconds:.9f}"
-    return text
-
-
-class _FirstFrame(Exception):
-    """Stops `_receive_until_closed` at the first frame (control flow, not an error)."""
-
-    def __init__(self, frame: str | bytes) -> None:
-        super().__init__("first frame")
-        self.frame = frame
-
-
-def _open(websocket: Any, config: dict[str, Any]) -> dict[str, Any]:
-    """Send the config frame and read the starting message (raising KleeError for a refusal)."""
-    from klee.streams import CONNECTION_CLOSED, _as_message, _describe, _receive_until_closed
-
-    websocket.send(json.dumps(config))
-
-    def stop(frame: str | bytes) -> None:
-        raise _FirstFrame(frame)
-
-    try:
-        closing = _receive_until_closed(websocket, stop)
-    except _FirstFrame as first:
-        message = _as_message(first.frame)
-        if message is None or message["msg_type"] != "starting":
-            unexpected = "Error! Unexpected response received from Kleened."
-            raise KleeError(_describe(message) if message else unexpected) from None
-        return message
-    if closing is None:
-        raise KleeError(CONNECTION_CLOSED)
-    raise KleeError(_describe(closing) or "kleened reported an error")
-
-
-def _write_multiplexed(frame: str | bytes) -> None:
-    """A frame whose first byte names the stream: 1 stdout, 2 stderr."""
-    if isinstance(frame, str) or not frame:
-        return
-    target = sys.stderr.buffer if frame[0] == 2 else sys.stdout.buffer
-    target.write(frame[1:])
-    target.flush()
-
-
-def _finish(closing: dict[str, Any] | None) -> dict[str, Any]:
-    from klee.streams import CONNECTION_CLOSED, _describe
-
-    if closing is None:
-        raise KleeError(CONNECTION_CLOSED)
-    if closing.get("msg_type") == "error":
-        raise KleeError(_describe(closing) or "kleened reported an error", exit_code=1)
-    return closing
+__all__ = ["time_spec"]
 
 
 @click.command(name="attach", no_args_is_help=True)
-@click.option("--no-stdin", is_flag=True, default=False, help="Do not send klee's input to the container.")
-@click.option("--detach-keys", default="", help="Key sequence that detaches (default: kleened's, ctrl-p,ctrl-q).")
-@click.option("--logs", "recent", default=0, type=click.IntRange(min=0), metavar="N",
-              help="First print the last N lines the container wrote in this run.")
+@opts.click_options(opts.ATTACH)
 @click.argument("container")
 @pass_session
 @click.pass_context
-def attach(ctx: click.Context, session: Session, no_stdin: bool, detach_keys: str, recent: int,
-           container: str) -> None:
+def attach(ctx: click.Context, session: Session, **options: Any) -> None:
     """Attach to a running container's main process: its output, input and terminal."""
-    import contextlib
-
-    from klee.specs import exit_code_from_message, shell_exit_status
-    from klee.streams import _InputPump, _interrupt_on_termination, _isatty, _raw_terminal, _receive_until_closed
-
-    config = {"logs": recent, "stdin": not no_stdin, "detach_keys": detach_keys, "multiplex": True}
-    with session.client.stream(api_path("/containers/{}/attach", container)) as websocket:
-        starting = _open(websocket, config)
-        tty = starting.get("data") == "tty"
-        raw = tty and not no_stdin and _isatty(sys.stdin)
-        with _interrupt_on_termination():
-            terminal = _raw_terminal(sys.stdin.fileno()) if raw else contextlib.nullcontext()
-            pump = _InputPump.running(websocket, not no_stdin, tty) if tty or not no_stdin else contextlib.nullcontext()
-            with terminal, pump:
-                closing = _finish(_receive_until_closed(websocket, _write_multiplexed))
-    message = str(closing.get("message", ""))
-    if message.startswith("detached"):
-        click.echo("read escape sequence", err=True)
-        ctx.exit(0)
-    code = exit_code_from_message(message)
-    ctx.exit(0 if code is None else shell_exit_status(code))
+    ctx.exit(attach_command(session, **options))
 
 
 @click.command(name="logs", no_args_is_help=True)
-@click.option("--follow", "-f", is_flag=True, default=False, help="Follow the output until the container stops.")
-@click.option("--tail", "-n", default="all", show_default=True, help="Number of lines to show from the end.")
-@click.option("--since", default=None, help="Show lines since a time (e.g. 2024-05-01T12:00:00Z) or duration (10m).")
-@click.option("--until", default=None, help="Show lines before a time or duration ago.")
-@click.option("--timestamps", "-t", is_flag=True, default=False, help="Show the time each line was read.")
+@opts.click_options(opts.LOGS)
 @click.argument("container")
 @pass_session
-def logs(session: Session, follow: bool, tail: str, since: str | None, until: str | None, timestamps: bool,
-         container: str) -> None:
+def logs(session: Session, **options: Any) -> None:
     """Print a container's log (stdout and stderr of its main process), running or stopped."""
-    from klee.streams import _receive_until_closed
-
-    if tail != "all" and not tail.isdigit():
-        raise UsageError(f"Error! invalid --tail '{tail}': use a number of lines or 'all'")
-    config = {"follow": follow, "tail": None if tail == "all" else int(tail), "since": time_spec(since),
-              "until": time_spec(until), "timestamps": timestamps, "stdout": True, "stderr": True}
-    with session.client.stream(api_path("/containers/{}/logs", container)) as websocket:
-        _open(websocket, config)
-        _finish(_receive_until_closed(websocket, _write_multiplexed))
+    logs_command(session, **options)
 
 
 @click.command(name="events")

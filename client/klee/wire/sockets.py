@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     import ssl  # about 8 ms to import: only TLS hosts pay it (klee.connection.ssl_context)
 
 
-@dataclass(frozen=True)
-class Endpoint:
+class WireError(OSError):
+    """kleened's answer broke HTTP or WebSocket, or the connection was lost mid-exchange.
+
+    An OSError, as every other failure of the transport (refused, reset, TLS): callers map
+    them all to one readable line."""
+
+
+class Endpoint(NamedTuple):
     """Where kleened listens, as klee's `--host` names it."""
 
     unix_path: str | None = None

@@ -1,8 +1,18 @@
 """A minimal RFC 6455 WebSocket client for kleened's streams (exec, build, image create, ...).
 
 One reader thread may call `recv` while another calls `send` (klee pumps stdin that way):
-sends are serialised by a lock. Pings are answered inside `recv`. A close frame from the server
-is answered and then raised as `ConnectionClosed` carrying its code and reason.
+sends are serialised by a lock. Inside `recv`:
+- pings from the server are answered at once;
+- when nothing arrives for `ping_interval` seconds, klee sends a ping of its own, and a server
+  that sends nothing at all (no pong, no data) for `ping_timeout` more seconds is declared gone:
+  a half-open connection (a host that vanished) ends with an error instead of hanging forever;
+- frames that break the protocol end the session with a 1002 close and `WebSocketError`: a
+  masked frame (servers never mask, RFC 6455 5.1), reserved bits (no extension was negotiated),
+  an unknown opcode, a fragmented or oversized control frame, a continuation frame with no
+  message to continue, a new message before the previous one ended;
+- fragmented messages are joined, control frames between their fragments handled.
+A close frame from the server is answered and then raised as `ConnectionClosed` carrying its
+code and reason. `close()` waits for the server's answer until a deadline, then drops the socket.
 """
 
 from __future__ import annotations
@@ -14,12 +24,21 @@ import os
 import socket
 import struct
 import threading
-from dataclasses import dataclass
+import time
+from typing import NamedTuple, NoReturn
 
-from .sockets import Endpoint, open_socket
+from .sockets import Endpoint, WireError, open_socket
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+_DATA_OPS = (OP_TEXT, OP_BINARY)
+_CONTROL_OPS = (OP_CLOSE, OP_PING, OP_PONG)
+CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_TOO_BIG = 1009
+
+PING_INTERVAL = 20.0  # seconds of silence before klee pings (websockets' default)
+PING_TIMEOUT = 20.0  # seconds more without any frame before the connection counts as lost
+CLOSE_TIMEOUT = 2.0  # seconds close() waits for the server's close frame
 
 
 def _masked(payload: bytes, mask: bytes) -> bytes:
@@ -32,12 +51,11 @@ def _masked(payload: bytes, mask: bytes) -> bytes:
     return bytes(data)
 
 
-class WebSocketError(Exception):
-    """The handshake failed or the server broke the protocol."""
+class WebSocketError(WireError):
+    """The handshake failed, the server broke the protocol, or it stopped answering."""
 
 
-@dataclass(frozen=True)
-class Close:
+class Close(NamedTuple):
     code: int
     reason: str
 
@@ -53,15 +71,29 @@ class ConnectionClosed(Exception):  # the name websockets users know
 
 
 class WebSocket:
-    def __init__(self, sock: socket.socket, *, max_size: int) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        *,
+        max_size: int,
+        ping_interval: float | None = PING_INTERVAL,
+        ping_timeout: float = PING_TIMEOUT,
+        close_timeout: float = CLOSE_TIMEOUT,
+    ) -> None:
         self._sock = sock
         self._max_size = max_size
+        self._ping_interval = ping_interval
+        self._ping_timeout = ping_timeout
+        self._close_timeout = close_timeout
         self._buffer = bytearray()
         self._send_lock = threading.Lock()
         self._closed: ConnectionClosed | None = None
+        self._ping_sent_at: float | None = None
+        self._message_op: int | None = None  # the opcode of a fragmented message in progress
+        self._fragments: list[bytes] = []
 
     @classmethod
-    def connect(cls, endpoint: Endpoint, path: str, *, timeout: float, max_size: int) -> WebSocket:
+    def connect(cls, endpoint: Endpoint, path: str, *, timeout: float, max_size: int, **options: float) -> WebSocket:
         sock = open_socket(endpoint, timeout)
         try:
             key = base64.b64encode(os.urandom(16))
@@ -70,7 +102,7 @@ class WebSocket:
                 f"Connection: Upgrade\r\nSec-WebSocket-Key: {key.decode()}\r\nSec-WebSocket-Version: 13\r\n\r\n"
             )
             sock.sendall(request.encode())
-            ws = cls(sock, max_size=max_size)
+            ws = cls(sock, max_size=max_size, **options)
             ws._handshake(key)
             sock.settimeout(None)
             return ws
@@ -93,6 +125,8 @@ class WebSocket:
         expected = base64.b64encode(hashlib.sha1(key + _GUID).digest()).decode()
         if headers.get("sec-websocket-accept") != expected:
             raise WebSocketError("the server's Sec-WebSocket-Accept does not match")
+        if headers.get("sec-websocket-extensions"):
+            raise WebSocketError("the server enabled a WebSocket extension klee did not ask for")
 
     # --- receiving ----------------------------------------------------------------------------
 
@@ -109,48 +143,134 @@ class WebSocket:
         del self._buffer[:n]
         return data
 
-    def _frame(self) -> tuple[bool, int, bytes]:
-        b0, b1 = self._take(2)
-        length = b1 & 0x7F
+    def _parse(self) -> tuple[bool, int, bytes] | None:
+        """The first whole frame in the buffer (consumed), or None while it is incomplete.
+
+        Nothing is consumed before the whole frame is there, so a timeout in the middle of a
+        frame loses nothing."""
+        buffer = self._buffer
+        if len(buffer) < 2:
+            return None
+        b0, b1 = buffer[0], buffer[1]
+        fin, opcode = bool(b0 & 0x80), b0 & 0x0F
+        if b0 & 0x70:
+            self._fail("the server set reserved bits of a frame (no extension was negotiated)")
+        if b1 & 0x80:
+            self._fail("the server sent a masked frame (servers must not mask, RFC 6455 5.1)")
+        if opcode not in (OP_CONT, *_DATA_OPS, *_CONTROL_OPS):
+            self._fail(f"the server sent a frame of unknown opcode {opcode:#x}")
+        length, offset = b1 & 0x7F, 2
+        if opcode in _CONTROL_OPS and (length > 125 or not fin):
+            self._fail("the server sent a fragmented or oversized control frame")
         if length == 126:
-            length = struct.unpack("!H", self._take(2))[0]
+            if len(buffer) < 4:
+                return None
+            length, offset = struct.unpack_from("!H", buffer, 2)[0], 4
         elif length == 127:
-            length = struct.unpack("!Q", self._take(8))[0]
+            if len(buffer) < 10:
+                return None
+            length, offset = struct.unpack_from("!Q", buffer, 2)[0], 10
         if length > self._max_size:
-            raise WebSocketError(f"frame of {length} bytes exceeds the limit of {self._max_size}")
-        mask = self._take(4) if b1 & 0x80 else None
-        payload = self._take(length)
-        if mask:
-            payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        return bool(b0 & 0x80), b0 & 0x0F, payload
+            self._fail(f"frame of {length} bytes exceeds the limit of {self._max_size}", CLOSE_TOO_BIG)
+        if len(buffer) < offset + length:
+            return None
+        payload = bytes(buffer[offset : offset + length])
+        del buffer[: offset + length]
+        return fin, opcode, payload
+
+    def _fail(self, message: str, code: int = CLOSE_PROTOCOL_ERROR) -> NoReturn:
+        """Close the session for a protocol violation (best effort) and raise `WebSocketError`."""
+        with contextlib.suppress(OSError):
+            self._send_frame(OP_CLOSE, struct.pack("!H", code))
+        self._sock.close()
+        error = WebSocketError(message)
+        self._closed = ConnectionClosed(code, message)
+        raise error
 
     def recv(self, timeout: float | None = None) -> str | bytes:
-        """The next message (str for TEXT, bytes for BINARY); ConnectionClosed at the end."""
+        """The next message (str for TEXT, bytes for BINARY); ConnectionClosed at the end.
+
+        `timeout`: seconds to wait for a message (None: as long as the server stays alive);
+        TimeoutError when it passes.
+        """
         if self._closed is not None:
             raise self._closed
-        self._sock.settimeout(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
         try:
-            opcode, parts = None, []
             while True:
-                fin, op, payload = self._frame()
+                fin, op, payload = self._next_frame(deadline)
                 if op == OP_PING:
                     self._send_frame(OP_PONG, payload)
-                    continue
-                if op == OP_PONG:
-                    continue
-                if op == OP_CLOSE:
+                elif op == OP_CLOSE:
                     self._on_close(payload)
-                if op != OP_CONT:
-                    opcode, parts = op, []
-                parts.append(payload)
-                if sum(map(len, parts)) > self._max_size:
-                    raise WebSocketError("message exceeds the size limit")
-                if fin:
-                    data = b"".join(parts)
-                    return data.decode() if opcode == OP_TEXT else data
+                elif op in _DATA_OPS or op == OP_CONT:
+                    message = self._assemble(fin, op, payload)
+                    if message is not None:
+                        return message
         except ConnectionClosed as exc:
             self._closed = exc
             raise
+
+    def _next_frame(self, deadline: float | None) -> tuple[bool, int, bytes]:
+        """Read one frame; ping the server when it is silent, fail when it stays silent."""
+        while (frame := self._parse()) is None:
+            waits = [] if deadline is None else [deadline - time.monotonic()]
+            if self._ping_interval is not None:
+                if self._ping_sent_at is None:
+                    waits.append(self._ping_interval)
+                else:
+                    waits.append(self._ping_sent_at + self._ping_timeout - time.monotonic())
+            wait = min(waits) if waits else None
+            if wait is not None and wait <= 0:
+                self._silence(deadline)
+                continue
+            self._sock.settimeout(wait)
+            try:
+                self._fill()
+            except TimeoutError:
+                self._silence(deadline)
+                continue
+            self._ping_sent_at = None  # any byte shows the server is alive
+        return frame
+
+    def _silence(self, deadline: float | None) -> None:
+        now = time.monotonic()
+        if deadline is not None and now >= deadline:
+            raise TimeoutError("timed out waiting for kleened")
+        if self._ping_interval is None:
+            return
+        if self._ping_sent_at is None:
+            self._ping_sent_at = now
+            self._send_frame(OP_PING, os.urandom(4))
+        elif now >= self._ping_sent_at + self._ping_timeout:
+            self._sock.close()
+            self._closed = ConnectionClosed(None, "")
+            raise WebSocketError(
+                f"kleened did not answer a ping within {self._ping_timeout:g} s: the connection is lost"
+            )
+
+    def _assemble(self, fin: bool, op: int, payload: bytes) -> str | bytes | None:
+        """Join fragments; return a whole message, or None while one is still incomplete."""
+        if op == OP_CONT:
+            if self._message_op is None:
+                self._fail("the server sent a continuation frame with no message to continue")
+        elif self._message_op is not None:
+            self._fail("the server started a new message before ending the previous one")
+        else:
+            self._message_op = op
+        self._fragments.append(payload)
+        if sum(map(len, self._fragments)) > self._max_size:
+            self._fail(f"message exceeds the limit of {self._max_size} bytes", CLOSE_TOO_BIG)
+        if not fin:
+            return None
+        data, opcode = b"".join(self._fragments), self._message_op
+        self._fragments, self._message_op = [], None
+        if opcode == OP_TEXT:
+            try:
+                return data.decode()
+            except UnicodeDecodeError:
+                self._fail("the server sent a TEXT message that is not UTF-8", 1007)
+        return data
 
     def _on_close(self, payload: bytes) -> None:
         code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
@@ -168,6 +288,9 @@ class WebSocket:
         else:
             self._send_frame(OP_BINARY, message)
 
+    def ping(self, payload: bytes = b"") -> None:
+        self._send_frame(OP_PING, payload)
+
     def _send_frame(self, opcode: int, payload: bytes) -> None:
         length = len(payload)
         if length < 126:
@@ -182,15 +305,16 @@ class WebSocket:
             self._sock.sendall(header + mask + masked)
 
     def close(self, code: int = 1000, reason: str = "") -> None:
-        """Send a close frame (if still open) and wait briefly for the server's answer."""
+        """Send a close frame (if still open) and wait for the server's, at most `close_timeout` seconds."""
         if self._closed is not None:
             return
         try:
             self._send_frame(OP_CLOSE, struct.pack("!H", code) + reason.encode()[:123])
-            self._sock.settimeout(2)
+            deadline = time.monotonic() + self._close_timeout
+            self._ping_interval = None  # no pings while closing: the deadline decides
             while True:
-                self.recv(2)
-        except (ConnectionClosed, OSError, WebSocketError):
+                self.recv(max(deadline - time.monotonic(), 0.001))
+        except (ConnectionClosed, OSError):  # WebSocketError and TimeoutError are OSErrors
             pass
         finally:
             self._closed = self._closed or ConnectionClosed(code, reason)

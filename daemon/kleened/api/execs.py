@@ -5,7 +5,8 @@ the process's output as BINARY frames (exact bytes; the upstream client echoes t
 close 1000 whose JSON reason carries the exit code. A detached start closes 1001 at once.
 Errors close 1011 with the reason in `data` and no text frame before (the upstream client
 crashes on a non-JSON first frame). Client frames after the start are stdin, except a TEXT
-frame that is exactly `{"type": "resize", "rows": R, "cols": C}` (extension).
+frame that is exactly `{"type": "resize", "rows": R, "cols": C}` (extension). With `multiplex`
+in the config (extension) every output frame starts with its stream byte (1 stdout, 2 stderr).
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from kleene_protocol.websocket import (
 
 from ..core.errors import ExecFailed, KleeneError
 from ..core.execs import Session
+from ..core.fanout import Stream
 from .http import body, query_bool, reply, services
-from .ws import close, receive_config, window_size, ws_guard
+from .ws import close, frame, receive_config, window_size, ws_guard
 
 log = logging.getLogger(__name__)
 bp = Blueprint("execs", __name__)
@@ -56,7 +58,7 @@ async def exec_start():
     except ExecFailed as exc:
         if config.attach:  # as a shell reports it: the reason, then the exit code 127 or 126
             await websocket.send(starting())
-            await websocket.send(f"{exc.message}\n".encode())
+            await websocket.send(frame(Stream.STDERR, f"{exc.message}\n".encode(), config.multiplex))
             await close(CLOSE_NORMAL, "closing", f"{config.exec_id} has exited with exit-code {exc.exit_code}")
         else:
             await close(CLOSE_INTERNAL_ERROR, "error", "error starting exec instance", exc.message)
@@ -69,21 +71,21 @@ async def exec_start():
         return
     await websocket.send(starting())
     try:
-        await _relay(session)
+        await _relay(session, config.multiplex)
     finally:
         with trio.CancelScope(shield=True):
             await execs.interrupt(session)
     await close(CLOSE_NORMAL, "closing", session.closing_message())
 
 
-async def _relay(session: Session) -> None:
+async def _relay(session: Session, multiplex: bool) -> None:
     """Output to the client until the process ends; client frames to its stdin meanwhile."""
     assert session.output is not None
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_client_input, session)
         async with session.output:
-            async for _stream, data in session.output:
-                await websocket.send(data)
+            async for stream, data in session.output:
+                await websocket.send(frame(stream, data, multiplex))
         await session.run.done.wait()
         nursery.cancel_scope.cancel()
 

@@ -31,11 +31,10 @@ from kleene_protocol.websocket import CLOSE_INTERNAL_ERROR, CLOSE_NORMAL, CLOSE_
 from ..core.attach import Attachment
 from ..core.errors import KleeneError
 from ..core.events import EventFilter
-from ..core.fanout import Chunk
 from ..core.logs import LogGone
 from ..core.stamps import parse_time
 from .http import services
-from .ws import close, discard_input, receive_config, window_size, ws_guard
+from .ws import close, discard_input, frame, receive_config, window_size, ws_guard
 
 log = logging.getLogger(__name__)
 bp = Blueprint("streams", __name__)
@@ -72,18 +71,13 @@ async def _relay(attachment: Attachment, multiplex: bool) -> str:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_attach_input, attachment)
         for chunk in attachment.recent:
-            await websocket.send(_frame(chunk, multiplex))
+            await websocket.send(frame(*chunk, multiplex))
         while (chunk := await attachment.output.receive()) is not None:
-            await websocket.send(_frame(chunk, multiplex))
+            await websocket.send(frame(*chunk, multiplex))
         if not attachment.detached and not attachment.output.dropped:
             await attachment.run.done.wait()
         nursery.cancel_scope.cancel()
     return "detached" if attachment.detached else "dropped" if attachment.output.dropped else "exited"
-
-
-def _frame(chunk: Chunk, multiplex: bool) -> bytes:
-    stream, data = chunk
-    return bytes((stream,)) + data if multiplex else data
 
 
 async def _attach_input(attachment: Attachment) -> None:

@@ -37,6 +37,11 @@ class ConfigRejected(Exception):
     """The first frame did not decode; the connection has been closed with 1002."""
 
 
+def frame(stream: int, data: bytes, multiplex: bool) -> bytes:
+    """An output frame: the bare bytes, or with `multiplex` a leading stream byte (1 stdout, 2 stderr)."""
+    return bytes((stream,)) + data if multiplex else data
+
+
 CLOSE_LINGER = 5.0  # seconds to wait for the client's close frame (websockets' close_timeout is 10)
 
 

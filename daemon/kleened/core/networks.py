@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -53,6 +53,7 @@ class Networks:
         self._host = host
         self._firewall = firewall
         self._hosts_dir = hosts_dir
+        self._departed: dict[str, set[str]] = {}  # removed container -> its networks, until remove_container
         self._is_running = is_running
         self._locks = locks if locks is not None else Locks()
         # Guards every network, endpoint, plug and the nft table; always taken last (after any
@@ -325,6 +326,9 @@ class Networks:
             return NetworkMode.HOST, None
         if container.network_driver == "disabled":
             return NetworkMode.NONE, None
+        if container.network_driver not in self._host.sandboxed_drivers:
+            # Address-only mode (ipnet on FreeBSD) needs the runtime's jail first (docs/freebsd.md).
+            raise Internal(f"'{container.network_driver}' containers are address-only here; core cannot start them yet")
         async with self._lock:
             await self._release(container.id)  # what a failed teardown may have left
             self._check_ports_free(container.id, container.public_ports)
@@ -389,8 +393,10 @@ class Networks:
     def forget_container(self, container_id: str) -> None:
         """Delete the container's endpoints (freeing their addresses); part of the container
         removal's store transaction. The host side follows in `remove_container`."""
-        for endpoint in self._endpoints(container_id=container_id):
+        endpoints = self._endpoints(container_id=container_id)
+        for endpoint in endpoints:
             self._store.delete(ENDPOINT, endpoint.id)
+        self._departed[container_id] = {e.network_id for e in endpoints}
 
     async def remove_container(self, container_id: str) -> None:
         """After a container's removal: its namespace (if any is left), hosts file, and the
@@ -398,7 +404,8 @@ class Networks:
         await self.release(container_id)
         with contextlib.suppress(FileNotFoundError):
             (self._hosts_dir / container_id).unlink()
-        self._refresh_hosts()
+        # Only the containers that shared a network with it list it in their hosts files.
+        self._refresh_hosts(networks=self._departed.pop(container_id, None))
 
     def check_public_ports(self, driver: str, ports: Sequence[PublishedPort]) -> list[PublishedPort]:
         """At container create: upstream's checks and messages; `interfaces: []` becomes the host
@@ -446,20 +453,29 @@ class Networks:
     def container_renamed(self, container_id: str) -> None:
         self._refresh_hosts()
 
-    def _refresh_hosts(self) -> None:
-        if not self._hosts_dir.is_dir():
+    def _refresh_hosts(self, *, networks: Collection[str] | None = None) -> None:
+        """Rewrite the hosts files: every one, or (`networks`) those of the containers on these
+        networks: a container's file lists only the containers it shares a network with."""
+        if not self._hosts_dir.is_dir() or (networks is not None and not networks):
             return
         names, endpoints = self._hosts_inputs()
-        for name in os.listdir(self._hosts_dir):
-            if (record := self._store.get(CONTAINER, name, ContainerRecord)) is not None:
+        if networks is None:
+            files = os.listdir(self._hosts_dir)
+        else:
+            files = sorted({e.container_id for e in endpoints if e.network_id in networks})
+        for name in files:
+            if (record := self._store.get(CONTAINER, name, ContainerRecord)) is not None \
+                    and (self._hosts_dir / name).exists():
                 self._write_hosts(self._hosts_dir / name, record, names, endpoints)
 
     def _hosts_inputs(self) -> tuple[dict[str, tuple[str, ...]], list[EndpointRecord]]:
         """The names of every connected container and every endpoint: read once per refresh,
         not once per file (a refresh rewrites every container's file)."""
         endpoints = self._endpoints()
-        connected = {e.container_id for e in endpoints}
-        names = {c.id: _host_names(c) for c in self._store.all(CONTAINER, ContainerRecord) if c.id in connected}
+        names = {}
+        for container_id in {e.container_id for e in endpoints}:  # only connected containers are named
+            if (record := self._store.get(CONTAINER, container_id, ContainerRecord)) is not None:
+                names[container_id] = _host_names(record)
         return names, endpoints
 
     @staticmethod

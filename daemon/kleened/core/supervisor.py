@@ -20,8 +20,9 @@ their monitors and the next daemon adopts them (`adopt_container`).
 from __future__ import annotations
 
 import logging
+import os
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
 import trio
@@ -37,6 +38,7 @@ DRAIN_AFTER_EXIT = 1.0  # seconds: output a lingering grandchild still holds is 
 # seconds to read the rest of a process whose output ends with it (a monitor's connection closes
 # when the monitor exits): a safety net only, on a loaded host reading it may take over a second.
 OUTPUT_END_WAIT = 30.0
+DELIVERY_DEADLINE = 5.0  # seconds a chunk already read may wait for the log writer and lossless readers
 KILL_WAIT = 5.0  # seconds to wait for a KILLed container to be reaped
 TEARDOWN_WAIT = 60.0  # seconds its cleanup may take on top (runc delete, umount)
 LOG_DRAIN = 10.0  # seconds the log writer gets to write what is pending once the output ended
@@ -243,17 +245,33 @@ class Supervisor:
 
     @staticmethod
     async def _pump(run: Run, stream: trio.abc.ReceiveStream, which: Stream) -> None:
-        """Output to the log, then to the readers. `record` and the start of `publish` run with
-        no await in between: an attach sees each chunk either in its recent lines or live."""
-        container_log = run.log
+        """Output to the log and the readers until the end of the stream.
+
+        Cut by the drain window after the exit (a grandchild may hold the pipe open forever), it
+        still delivers what the pipe already holds: on a starved machine the window can close
+        before this task has run at all, and output the process wrote before exiting is not
+        lost. A chunk read is delivered whole, whatever cancels the pump meanwhile.
+        """
         try:
             while chunk := await stream.receive_some(65536):
-                if container_log is not None:
-                    await container_log.wait_writable()  # waits only while the disk is `buffer` bytes behind
-                    container_log.record(which, chunk)
-                await run.fanout.publish(which, chunk)
+                await Supervisor._deliver(run, which, chunk)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # a pty master reports EIO once the last slave fd closes: that is EOF
+        except trio.Cancelled:
+            with trio.CancelScope(shield=True), trio.move_on_after(DELIVERY_DEADLINE):
+                for chunk in _held(stream):
+                    await Supervisor._deliver(run, which, chunk)
+            raise
+
+    @staticmethod
+    async def _deliver(run: Run, which: Stream, chunk: bytes) -> None:
+        """To the log, then to the readers. `record` and the start of `publish` run with no await
+        in between: an attach sees each chunk either in its recent lines or live."""
+        with trio.CancelScope(shield=True), trio.move_on_after(DELIVERY_DEADLINE):
+            if run.log is not None:
+                await run.log.wait_writable()  # waits only while the disk is `buffer` bytes behind
+                run.log.record(which, chunk)
+            await run.fanout.publish(which, chunk)
 
     async def _kill_now(self, run: Run) -> None:
         try:
@@ -293,3 +311,23 @@ class Supervisor:
         run.process.signal(signal.SIGKILL if force else signal.SIGTERM)
         with trio.move_on_after(5):
             await run.done.wait()
+
+
+def _held(stream: trio.abc.ReceiveStream) -> Iterator[bytes]:
+    """What a pipe or pty stream holds right now, read without waiting (trio keeps their fds
+    non-blocking). Streams without a file descriptor of their own hold nothing here."""
+    fileno = getattr(stream, "fileno", None)
+    if fileno is None:
+        return
+    try:
+        fd = fileno()
+    except (OSError, ValueError):
+        return
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except OSError:  # EAGAIN: empty for now; EIO: a pty whose other side is closed
+            return
+        if not data:
+            return
+        yield data

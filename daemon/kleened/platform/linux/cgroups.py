@@ -34,7 +34,7 @@ def _hierarchies() -> list[tuple[Path, str, str, frozenset[str]]]:
     the unified (v2) hierarchy has the empty controller set."""
     own = _own_cgroups()
     found = []
-    for m in mountinfo.mounts():
+    for m in mountinfo.of_types("cgroup", "cgroup2"):
         if m.fstype == "cgroup2" and "" in own:
             found.append((m.mountpoint, m.root, own[""], frozenset()))
         elif m.fstype == "cgroup":

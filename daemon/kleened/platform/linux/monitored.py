@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 MONITOR_GONE = -1  # the exit code recorded when the monitor ended without writing one
 # conmon's own log cap counts bytes from the monitor's start, and a reopen (the daemon's
 # rotation) does not reset it: at the cap it replaces the live file with an empty one, losing
-# what the daemon had not rotated yet. So there is none; the daemon rotates (docs/containers.md).
+# what the daemon was still to rotate. So there is none; the daemon rotates (docs/containers.md).
 NO_LOG_CAP = -1
 
 

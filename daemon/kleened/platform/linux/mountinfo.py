@@ -61,11 +61,33 @@ def mounts(path: str = "/proc/self/mountinfo") -> list[Mount]:
         return parse(f.read())
 
 
+def _lines_with(needles: tuple[str, ...], source: str) -> list[Mount]:
+    """The mounts whose line contains one of `needles`: only those are parsed, so a check costs
+    little with thousands of mounts (each running container adds some)."""
+    with open(source) as f:
+        return parse("\n".join(line for line in f.read().splitlines() if any(n in line for n in needles)))
+
+
+def _mentioning(path: Path, source: str = "/proc/self/mountinfo") -> list[Mount]:
+    """A superset of the mounts at or below `path` (every line that names it)."""
+    return _lines_with((_escape(str(path)),), source)
+
+
+def of_types(*fstypes: str, source: str = "/proc/self/mountinfo") -> list[Mount]:
+    """The mounts of these filesystem types (e.g. "cgroup", "cgroup2")."""
+    return [m for m in _lines_with(tuple(f" - {t} " for t in fstypes), source) if m.fstype in fstypes]
+
+
 def mounts_under(path: Path) -> list[Mount]:
     """Mounts at `path` or below it, deepest first (the order to unmount them in)."""
-    found = [m for m in mounts() if m.mountpoint == path or m.mountpoint.is_relative_to(path)]
+    found = [m for m in _mentioning(path) if m.mountpoint == path or m.mountpoint.is_relative_to(path)]
     return sorted(found, key=lambda m: len(m.mountpoint.parts), reverse=True)
 
 
 def is_mountpoint(path: Path) -> bool:
-    return any(m.mountpoint == path for m in mounts())
+    return any(m.mountpoint == path for m in _mentioning(path))
+
+
+def _escape(path: str) -> str:
+    """As the kernel writes a path in mountinfo (the inverse of `_unescape`)."""
+    return "".join(f"\\{ord(c):03o}" if c in " \t\n\\" else c for c in path)
