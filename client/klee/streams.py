@@ -193,6 +193,26 @@ def _describe(message: dict[str, Any]) -> str:
     return f"{text}: {data}" if text and data else text or data
 
 
+def closing_reason(exc: Any) -> dict[str, Any] | None:
+    """The JSON object in a WebSocket close's reason, or None when there is none."""
+    if exc.rcvd is None or not exc.rcvd.reason:
+        return None
+    try:
+        closing = json.loads(exc.rcvd.reason)
+    except ValueError:
+        return None
+    return closing if isinstance(closing, dict) else None
+
+
+def closing_data(closing: dict[str, Any] | None) -> str:
+    """The `data` of a successful close; a KleeError for an error close or none at all."""
+    if closing is None:
+        raise KleeError(CONNECTION_CLOSED)
+    if closing.get("msg_type") == "error":
+        raise KleeError(str(closing.get("message") or "kleened reported an error"))
+    return str(closing.get("data") or "")
+
+
 def _closing_message(exc: Any) -> dict[str, Any] | None:
     if exc.rcvd is None:
         return None

@@ -38,6 +38,7 @@ from klee.connection import parse_host
 from klee.errors import KleeError, UsageError
 from klee.session import Session, pass_session
 from klee.specs import NETWORK_DRIVERS, check_choice, parse_mount
+from klee.streams import closing_reason
 
 if TYPE_CHECKING:
     from klee.printing import Output
@@ -260,7 +261,7 @@ def stream_build(session: Session, config: dict[str, Any], archive: Iterator[byt
             while True:
                 printer.frame(websocket.recv())
         except ConnectionClosed as exc:
-            closing = _closing(exc)
+            closing = closing_reason(exc)
         except ValueError:
             raise KleeError("Error! Unexpected response received from Kleened.") from None
     printer.end()
@@ -287,14 +288,6 @@ def _after_pull_lines(websocket: Any, printer: _Printer) -> str | bytes:
         printer.frame(frame)
 
 
-def _closing(exc: Any) -> dict[str, Any] | None:
-    if exc.rcvd is None or not exc.rcvd.reason:
-        return None
-    try:
-        closing = json.loads(exc.rcvd.reason)
-    except ValueError:
-        return None
-    return closing if isinstance(closing, dict) else None
 
 
 def _failure(image_id: str, message: str, data: str) -> str:

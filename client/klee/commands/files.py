@@ -30,6 +30,7 @@ from klee.completion import complete_containers
 from klee.connection import api_path
 from klee.errors import ApiError, KleeError, UsageError
 from klee.session import Session, pass_session
+from klee.streams import closing_data, closing_reason
 
 FRAME = 512 * 1024  # bytes per BINARY frame sent (kleened takes frames up to max_ws_message, 1 MiB)
 
@@ -144,7 +145,7 @@ class _Frames(io.RawIOBase):
                 frame = self._ws.recv()
             except ConnectionClosed as exc:
                 self._eof = True
-                self.closing = _reason(exc)
+                self.closing = closing_reason(exc)
                 break
             if isinstance(frame, bytes):
                 self._view = memoryview(frame)
@@ -154,21 +155,6 @@ class _Frames(io.RawIOBase):
         return n
 
 
-def _reason(exc: Any) -> dict[str, Any] | None:
-    if exc.rcvd is None or not exc.rcvd.reason:
-        return None
-    try:
-        return json.loads(exc.rcvd.reason)
-    except ValueError:
-        return None
-
-
-def _check(closing: dict[str, Any] | None) -> str:
-    if closing is None:
-        raise KleeError("Error! Connection closed unexpectedly.")
-    if closing.get("msg_type") == "error":
-        raise KleeError(f"Error! {closing.get('message') or 'kleened reported an error'}")
-    return str(closing.get("data") or "")
 
 
 def _from_container(session: Session, container: str, src: str, dest: str, follow_link: bool) -> None:
@@ -196,11 +182,11 @@ def _from_container(session: Session, container: str, src: str, dest: str, follo
             except tarfile.TarError as exc:  # the stream broke off: the close frame says why, if it came
                 while frames.read(FRAME):
                     pass
-                _check(frames.closing)
+                closing_data(frames.closing)
                 raise KleeError(f"Error! the copy ended early: {exc}") from None
             while frames.read(FRAME):  # the end padding, then the close frame
                 pass
-        _check(frames.closing)
+        closing_data(frames.closing)
 
 
 def _keep_modes(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
@@ -283,10 +269,10 @@ def _to_container(session: Session, src: str, container: str, dest: str, archive
             while True:
                 websocket.recv()
         except ConnectionClosed as exc:
-            closing = _reason(exc)
+            closing = closing_reason(exc)
         except OSError:  # the server closed while we sent: its close frame says why
             closing = _drain_close(websocket)
-    _check(closing)
+    closing_data(closing)
 
 
 def _drain_close(websocket: Any) -> dict[str, Any] | None:
@@ -296,7 +282,7 @@ def _drain_close(websocket: Any) -> dict[str, Any] | None:
         while True:
             websocket.recv(5)
     except ConnectionClosed as exc:
-        return _reason(exc)
+        return closing_reason(exc)
     except OSError:
         return None
 

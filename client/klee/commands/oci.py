@@ -24,8 +24,9 @@ from typing import Any
 import click
 
 from klee.commands.build import image
-from klee.errors import KleeError, UsageError
+from klee.errors import UsageError
 from klee.session import Session, pass_session
+from klee.streams import closing_data, closing_reason
 
 __all__ = ["image", "login", "logout"]
 
@@ -93,7 +94,7 @@ def save(session: Session, images: tuple[str, ...], output: str | None) -> None:
         with session.client.stream("/images/save") as websocket:
             websocket.send(json.dumps({"images": list(images)}))
             closing = _receive(websocket, lambda frame: sink.write(frame) if isinstance(frame, bytes) else None)
-        _check_closing(closing)
+        closing_data(closing)
     except BaseException:
         if partial:
             sink.close()
@@ -121,7 +122,7 @@ def load(session: Session, input_: str | None, tag: str) -> None:
     finally:
         if input_:
             source.close()
-    for image_id in _check_closing(closing).split(","):
+    for image_id in closing_data(closing).split(","):
         session.out.line(image_id)
 
 
@@ -180,7 +181,7 @@ def run_stream(session: Session, endpoint: str, config: dict[str, Any]) -> str:
     with LayerProgress(session.out) as view, session.client.stream(endpoint) as websocket:
         websocket.send(json.dumps(config))
         closing = _receive(websocket, view.frame)
-    return _check_closing(closing)
+    return closing_data(closing)
 
 
 def _receive(websocket: Any, handle: Any) -> dict[str, Any] | None:
@@ -193,20 +194,9 @@ def _receive(websocket: Any, handle: Any) -> dict[str, Any] | None:
         while True:
             handle(websocket.recv())
     except ConnectionClosed as exc:
-        if exc.rcvd is None or not exc.rcvd.reason:
-            return None
-        try:
-            return json.loads(exc.rcvd.reason)
-        except ValueError:
-            return None
+        return closing_reason(exc)
 
 
-def _check_closing(closing: dict[str, Any] | None) -> str:
-    if closing is None:
-        raise KleeError("ERROR! Connection closed unexpectedly.")
-    if closing.get("msg_type") == "error":
-        raise KleeError(str(closing.get("message") or "kleened reported an error"))
-    return str(closing.get("data") or "")
 
 
 def _print_text(session: Session, frame: str | bytes) -> None:
