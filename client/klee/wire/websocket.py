@@ -21,6 +21,7 @@ import base64
 import contextlib
 import hashlib
 import os
+import select
 import socket
 import struct
 import threading
@@ -131,10 +132,33 @@ class WebSocket:
     # --- receiving ----------------------------------------------------------------------------
 
     def _fill(self) -> None:
-        chunk = self._sock.recv(65536)
+        chunk = self._recv_tls() if hasattr(self._sock, "pending") else self._sock.recv(65536)  # TLS or not
         if not chunk:
             raise ConnectionClosed(None, "")
         self._buffer += chunk
+
+    def _recv_tls(self) -> bytes:
+        """One OpenSSL connection must never read and write at once (klee's stdin pump sends
+        from another thread while this one reads): wait for bytes outside the send lock, then
+        read them without blocking under it."""
+        import ssl  # only TLS sessions get here; the local fast path never imports it
+
+        timeout = self._sock.gettimeout()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if not self._sock.pending():
+                wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+                readable, _, _ = select.select([self._sock], [], [], wait)
+                if not readable:
+                    raise TimeoutError("timed out")
+            with self._send_lock:
+                self._sock.setblocking(False)
+                try:
+                    return self._sock.recv(65536)
+                except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+                    continue  # a partial record: wait for the rest
+                finally:
+                    self._sock.settimeout(timeout)
 
     def _take(self, n: int) -> bytes:
         while len(self._buffer) < n:
