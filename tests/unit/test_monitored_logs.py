@@ -10,13 +10,25 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
 import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kleene_protocol.models import LogsConfig
+from kleened.core import logfiles
 from kleened.core.fanout import Stream
-from kleened.core.logfiles import LIVE, Renderer, Selection, encode, generations, log_path
+from kleened.core.logfiles import (
+    LIVE,
+    Cursor,
+    LogGone,
+    Renderer,
+    Selection,
+    encode,
+    generations,
+    log_path,
+    numbered_path,
+)
 from kleened.core.logs import Logs
 
 KLEENED = b"2024-05-01T12:00:00.000000001Z"
@@ -150,3 +162,33 @@ def read_all(logs: Logs, container_id: str, stream: int = 1, **config) -> bytes:
         return frames
 
     return demux(trio.run(main))[stream]
+
+
+def test_a_rotation_in_flight_is_not_a_lost_generation(tmp_path: Path, monkeypatch):
+    """The live file was just renamed to its number and the monitor makes the next one while the
+    reader looks: the reader waits for it and reads on, never reporting it rotated away."""
+    directory = tmp_path / "c1"
+    directory.mkdir()
+    first = encode(CONMON, Stream.STDOUT, b"one\n")
+    (directory / LIVE).write_bytes(first)
+    cursor = Cursor(directory, 1, 0)
+    assert cursor.read_block() == first
+    os.rename(directory / LIVE, numbered_path(directory, 1))  # the daemon's rotation
+    listed = logfiles._numbered
+
+    def monitor_reopens_meanwhile(path: Path) -> list[int]:
+        if not (path / LIVE).exists():
+            (path / LIVE).write_bytes(encode(CONMON, Stream.STDOUT, b"two\n"))
+        return listed(path)
+
+    monkeypatch.setattr(logfiles, "_numbered", monitor_reopens_meanwhile)
+    blocks = [cursor.read_block() for _ in range(2)]
+    assert b"".join(blocks).endswith(b"two\n")
+    assert cursor.generation == 2
+    os.rename(directory / LIVE, numbered_path(directory, 2))
+    for old in (1, 2):
+        os.unlink(numbered_path(directory, old))
+    numbered_path(directory, 3).write_bytes(b"")
+    with pytest.raises(LogGone):  # a generation really deleted under a slow reader
+        Cursor(directory, 2, 0).read_block()
+    cursor.close()

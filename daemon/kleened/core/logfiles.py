@@ -133,6 +133,20 @@ def open_generation(directory: Path, generation: int) -> int | None:
     return fd
 
 
+def rotated_away(directory: Path, generation: int) -> bool:
+    """Whether a missing `generation` was deleted by rotation rather than not made yet.
+
+    A later numbered generation means this one was made (generations are made in order and a
+    number is only given by renaming the live file); if it is still missing after that was seen,
+    it is gone for good. Comparing with the live file instead would misread a rotation in
+    flight: between the rename of the live file and the monitor's new one, the next generation
+    is missing and then appears.
+    """
+    if not any(n > generation for n in _numbered(directory)):
+        return False
+    return not log_path(directory, generation).exists()
+
+
 @dataclass
 class Selection:
     """What a reader wants: streams, a time window (as stamps, compared bytewise), stamps shown."""
@@ -256,7 +270,7 @@ class Cursor:
         while True:
             fd = self._open()
             if fd is None:
-                if self.generation < max(generations(self._dir), default=0):
+                if rotated_away(self._dir, self.generation):
                     raise LogGone(f"generation {self.generation} was rotated away")
                 return b""  # no log yet
             data = os.pread(fd, READ_BLOCK, self.offset)
@@ -265,7 +279,7 @@ class Cursor:
                 self.offset += cut
                 return data[:cut]
             if not log_path(self._dir, self.generation + 1).exists():
-                if self.generation < max(generations(self._dir), default=0):
+                if rotated_away(self._dir, self.generation + 1):
                     raise LogGone(f"generation {self.generation + 1} was rotated away")
                 return b""
             # g+1 exists, so g is complete: read what was written between our read and the rotation.
