@@ -144,6 +144,13 @@ def test_since_until_and_stream_selection(tmp_path: Path):
         logs.stream("c1", LogsConfig(stdout=False, stderr=False))
 
 
+async def until(condition, timeout: float = 30) -> None:
+    """Poll `condition` on the event loop until it holds (fails after `timeout` seconds)."""
+    with trio.fail_after(timeout):
+        while not condition():
+            await trio.sleep(0.001)
+
+
 def test_follower_survives_rotation_and_sees_the_end(tmp_path: Path):
     logs = Logs(tmp_path, max_size=4096, max_files=2, buffer=65536)
     total = 3000
@@ -151,6 +158,7 @@ def test_follower_survives_rotation_and_sees_the_end(tmp_path: Path):
     async def main() -> bytes:
         log = logs.open("c1")
         got = []
+        read = [0]  # stdout bytes the follower has
         async with trio.open_nursery() as nursery:
             nursery.start_soon(log.write_until_closed)
             reader = logs.stream("c1", LogsConfig(follow=True))
@@ -159,13 +167,14 @@ def test_follower_survives_rotation_and_sees_the_end(tmp_path: Path):
             async def produce() -> None:
                 for i in range(total):
                     log.record(Stream.STDOUT, b"line %05d\n" % i)
-                    if i % 20 == 0:
-                        await trio.sleep(0.001)  # the follower keeps up: it reads between bursts
+                    if i % 20 == 19:  # the follower keeps up: the next burst waits for it
+                        await until(lambda i=i: read[0] >= (i + 1) * 11)
                 log.close()
 
             nursery.start_soon(produce)
             while frames := await reader.read():
                 got += frames
+                read[0] += sum(len(f) - 1 for f in frames if f[0] == 1)
             reader.close()
         return demux(got)[1]
 

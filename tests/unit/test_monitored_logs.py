@@ -30,6 +30,7 @@ from kleened.core.logfiles import (
     numbered_path,
 )
 from kleened.core.logs import Logs
+from tests.unit.test_logs import until
 
 KLEENED = b"2024-05-01T12:00:00.000000001Z"
 CONMON = b"2024-05-01T12:00:00.000000001+00:00"
@@ -104,6 +105,7 @@ def test_a_follower_reads_every_line_across_rotations_of_the_live_file(tmp_path:
         log = logs.open("c1", monitored=True, reopen=monitor.reopen)
         assert log.path == monitor.path
         got = []
+        read = [0]  # stdout bytes the follower has
         async with trio.open_nursery() as nursery:
             nursery.start_soon(log.write_until_closed)
             reader = logs.stream("c1", LogsConfig(follow=True))
@@ -114,13 +116,14 @@ def test_a_follower_reads_every_line_across_rotations_of_the_live_file(tmp_path:
                     data = b"line %05d\n" % i
                     monitor.write(encode(CONMON, Stream.STDOUT, data))  # the monitor writes first...
                     log.record(Stream.STDOUT, data)  # ...then the daemon's tap gets the output
-                    if i % 20 == 0:
-                        await trio.sleep(0.001)
+                    if i % 20 == 19:  # the follower keeps up: the next burst waits for it
+                        await until(lambda i=i: read[0] >= (i + 1) * 11)
                 log.close()
 
             nursery.start_soon(produce)
             while frames := await reader.read():
                 got += frames
+                read[0] += sum(len(f) - 1 for f in frames if f[0] == 1)
             reader.close()
         return demux(got)[1]
 
