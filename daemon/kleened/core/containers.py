@@ -235,7 +235,7 @@ class Containers:
             dataset=self._storage.container_dataset(container_id), layers=image.layers_at(snapshot),
             workdir=image.workdir, resources=resources, seccomp=seccomp, userns=userns, healthcheck=healthcheck,
         )
-        await self._storage.create_container_fs(container_id)
+        await self._storage.create_container_fs(container_id, record.layers)
         try:
             faults.point("container.create.fs")
             record.mounts = await self._create_mounts(record, config)

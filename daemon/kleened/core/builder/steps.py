@@ -179,7 +179,7 @@ class StepRunner:
         layers = self.layers_of(ref)
         scratch = new_id()
         self.scratch_fs.add(scratch)
-        await self.storage.create_container_fs(scratch)
+        await self.storage.create_container_fs(scratch, layers)
         try:
             rootfs = await self.storage.mount_container_fs(scratch, layers)
             yield rootfs, None, cache_key("layers", layers)  # layers never change: their ids stand for the content

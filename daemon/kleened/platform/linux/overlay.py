@@ -146,7 +146,11 @@ class OverlayStorage:
     def rootfs_path(self, container_id: str) -> Path:
         return self._container_dir(container_id) / "rootfs"
 
-    async def create_container_fs(self, container_id: str) -> None:
+    async def seal_layer(self, layer_id: str) -> None:
+        """Nothing to do: a filled layer directory is usable as it is."""
+
+    async def create_container_fs(self, container_id: str, layers: Sequence[str] = ()) -> None:
+        """An empty writable layer; `layers` are composed at mount."""
         target = self._container_dir(container_id)
         if target.exists():
             raise FileExistsError(errno.EEXIST, f"container filesystem {container_id} already exists")
