@@ -85,7 +85,8 @@ class Config(msgspec.Struct, kw_only=True):
     default_pids_limit: int = 2048  # tasks per container without a pids limit of its own; 0: none
     userns_remap: str = ""  # "": off; USER[:GROUP] (ranges from /etc/subuid, /etc/subgid) or UID:GID:SIZE
     # The host drivers: "auto" chooses by the operating system (wiring.select_backend).
-    backend: Literal["auto", "linux", "freebsd"] = "auto"
+    # "freebsd-simulated": the FreeBSD drivers against stand-in tools on PATH, a test rig on Linux.
+    backend: Literal["auto", "linux", "freebsd", "freebsd-simulated"] = "auto"
     # pf on FreeBSD (docs/freebsd.md): "file" fills the template into pf_config_path (upstream's
     # way); "anchor" loads kleened's rules into the anchor `pf_anchor` and never writes pf.conf.
     pf_mode: Literal["file", "anchor"] = "file"

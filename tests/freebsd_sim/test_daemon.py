@@ -1,0 +1,159 @@
+"""kleened itself with the FreeBSD drivers (`backend: freebsd-simulated`) on the SIMULATED FreeBSD
+host, driven through its real API with the Linux integration tests' client helpers.
+
+A simulation, not FreeBSD (tests/freebsd_sim/__init__.py): what passes here is that core drives
+the jail, ZFS, network and pf drivers in the right order and that processes, output, exit codes
+and ptys flow end to end; it says nothing of how FreeBSD itself behaves.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.daemon import Daemon, running_daemon
+from tests.freebsd_sim.conftest import ROOT_DATASET
+from tests.freebsd_sim.host import SimHost
+from tests.wsapi import create_image, exec_stream
+
+DEADLINE = 30.0  # seconds a polled condition may take
+
+
+@pytest.fixture(scope="module")
+def host(busybox_tree: Path) -> Iterator[SimHost]:
+    root = Path(tempfile.mkdtemp(prefix="fbsim-daemon-", dir="/tmp"))
+    sim = SimHost(root, pycache=busybox_tree.parent / "pycache")
+    try:
+        yield sim
+        leaks = sim.leaks()
+        assert not leaks, f"kleened left on the simulated host: {leaks}"
+    finally:
+        sim.cleanup()
+        if not sim.mounts():
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def start_daemon(host: SimHost, workdir: Path):
+    """kleened on the simulated host: the stand-ins first on PATH, pf in anchor mode."""
+    return running_daemon(workdir, extra={"backend": "freebsd-simulated", "kleene_root": ROOT_DATASET,
+                                          "pf_mode": "anchor", "stop_timeout": 2},
+                          env={"PATH": f"{host.bin}:{os.environ.get('PATH', '')}"})
+
+
+@pytest.fixture(scope="module")
+def daemon(host: SimHost) -> Iterator[Daemon]:
+    with tempfile.TemporaryDirectory(prefix="kleened-fbsim-") as tmp, start_daemon(host, Path(tmp)) as d:
+        yield d
+
+
+@pytest.fixture
+def api(daemon: Daemon):
+    with daemon.client() as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def image(daemon: Daemon) -> str:
+    return create_image(daemon, tag=f"base:{secrets.token_hex(3)}")
+
+
+def create(api, image: str, cmd: list[str], **config) -> str:
+    r = api.post("/containers/create", json={"image": image, "cmd": cmd, "network_driver": "host", **config})
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def exec_create(api, container: str, cmd: list[str] | None = None, **config) -> str:
+    r = api.post("/exec/create", json={"container_id": container, "cmd": cmd or [], **config})
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def inspect(api, cid: str) -> dict:
+    r = api.get(f"/containers/{cid}/inspect")
+    assert r.status_code == 200, r.text
+    return r.json()["container"]
+
+
+def wait_for(condition, what: str):
+    deadline = time.monotonic() + DEADLINE
+    while time.monotonic() < deadline:
+        if found := condition():
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"{what} within {DEADLINE} s")
+
+
+def remove(api, cid: str) -> None:
+    r = api.delete(f"/containers/{cid}")
+    assert r.status_code == 200, r.text
+
+
+def test_a_base_image_is_a_sealed_dataset(host: SimHost, image: str):
+    images = [d for d in host.datasets() if d.startswith(f"{ROOT_DATASET}/image/")]
+    assert len(images) == 1
+    assert f"{images[0]}@image" in host.snapshots()
+    assert (host.mountpoint(images[0]) / "bin" / "busybox").exists()
+
+
+def test_run_is_a_jail_on_a_clone_with_real_output_and_exit_code(api, daemon, host: SimHost, image: str):
+    cid = create(api, image, ["/bin/sh", "-c", "echo hello from $(pwd); echo oops >&2; exit 3"])
+    dataset = f"{ROOT_DATASET}/container/{cid}"
+    assert dataset in host.datasets()  # cloned at create, before anything runs
+    origin = host.ok("zfs", "list", "-H", "-o", "origin", dataset).strip()
+    assert origin.startswith(f"{ROOT_DATASET}/image/") and origin.endswith("@image")
+    stream = exec_stream(daemon, exec_create(api, cid))
+    assert b"hello from /" in stream.output and b"oops" in stream.output
+    assert stream.close_reason["message"].endswith("exited with exit-code 3"), stream
+    container = wait_for(lambda: (c := inspect(api, cid)) and not c["running"] and c, "the container stops")
+    assert container["exit_code"] == 3
+    assert cid not in host.jails()  # the jail went with its main process
+    remove(api, cid)
+    assert dataset not in host.datasets()
+
+
+def test_exec_with_a_tty_in_a_running_jail(api, daemon, host: SimHost, image: str):
+    cid = create(api, image, ["/bin/sleep", "1000"])
+    started = exec_stream(daemon, exec_create(api, cid), attach=False, start_container="true")
+    assert started.close_code == 1001, started
+    wait_for(lambda: cid in host.jails() and host.processes().get(cid), "the main process runs in the jail")
+    resize = json.dumps({"type": "resize", "rows": 33, "cols": 101})
+    keys = [resize, *[bytes([b]) for b in b"tty; stty size; exit 4\r"]]
+    stream = exec_stream(daemon, exec_create(api, cid, ["/bin/sh"], tty=True), send=keys, start_container="false")
+    assert "/dev/pts/" in stream.text and "33 101" in stream.text, stream
+    assert stream.close_reason["message"].endswith("exited with exit-code 4"), stream
+    plain = exec_stream(daemon, exec_create(api, cid, ["/usr/bin/tty"]), start_container="false")
+    assert plain.text.startswith("not a tty"), plain
+    r = api.post(f"/containers/{cid}/stop")
+    assert r.status_code == 200, r.text
+    assert not inspect(api, cid)["running"]
+    assert cid not in host.jails()
+    remove(api, cid)
+
+
+def test_volumes_are_datasets_mounted_into_the_jail(api, daemon, host: SimHost, image: str):
+    name = f"v{secrets.token_hex(3)}"
+    writer = create(api, image, ["/bin/sh", "-c", "echo kept > /data/note; ls /data"],
+                    mounts=[{"type": "volume", "source": name, "destination": "/data"}])
+    dataset = f"{ROOT_DATASET}/volumes/{name}"
+    assert dataset in host.datasets()
+    stream = exec_stream(daemon, exec_create(api, writer))
+    assert stream.text == "note\n", stream
+    assert (host.mountpoint(dataset) / "note").read_text() == "kept\n"
+    reader = create(api, image, ["/bin/cat", "/data/note"],
+                    mounts=[{"type": "volume", "source": name, "destination": "/data", "read_only": True}])
+    assert exec_stream(daemon, exec_create(api, reader)).text == "kept\n"
+    for cid in (writer, reader):
+        remove(api, cid)
+    assert not [m for m in host.mounts() if "/container/" in m]  # nullfs and devfs undone
+    r = api.delete(f"/volumes/{name}")
+    assert r.status_code == 200, r.text
+    assert dataset not in host.datasets()
