@@ -157,3 +157,62 @@ def test_volumes_are_datasets_mounted_into_the_jail(api, daemon, host: SimHost, 
     r = api.delete(f"/volumes/{name}")
     assert r.status_code == 200, r.text
     assert dataset not in host.datasets()
+
+
+def klee_network(name: str, **fields) -> dict:
+    return {"name": name, "type": "loopback", "gateway": "", "gateway6": "", "icc": True, "interface": "",
+            "internal": False, "nat": "", "subnet": "", "subnet6": "", **fields}
+
+
+def connect(api, network: str, cid: str, ip: str = "") -> None:
+    r = api.post("/networks/connect", json={"container": cid, "network": network, "ip_address": ip,
+                                            "ip_address6": ""})
+    assert r.status_code == 204, r.text
+
+
+def rules(host: SimHost) -> list[str]:
+    return [r["text"] for r in host.pf()["anchors"].get("kleened", [])]
+
+
+def test_a_bridge_with_vnet_and_ipnet_jails_and_a_published_port(api, daemon, host: SimHost, image: str):
+    r = api.post("/networks/create", json=klee_network("web", type="bridge", subnet="10.13.37.0/24",
+                                                       gateway="<auto>"))
+    assert r.status_code == 201, r.text
+    bridge = api.get("/networks/web/inspect").json()["network"]["interface"]
+    assert host.interfaces()[bridge]["cidrs"] == ["10.13.37.1/24"]
+    vnet = create(api, image, ["/bin/sleep", "1000"], network_driver="vnet", public_ports=[
+        {"interfaces": [], "host_port": "8080", "container_port": "80", "protocol": "tcp"}])
+    ipnet = create(api, image, ["/bin/sleep", "1000"], network_driver="ipnet")
+    connect(api, "web", vnet, "10.13.37.10")
+    connect(api, "web", ipnet, "10.13.37.20")
+    for cid in (vnet, ipnet):
+        started = exec_stream(daemon, exec_create(api, cid), attach=False, start_container="true")
+        assert started.close_code == 1001, started
+
+    jails = host.jails()
+    assert jails[vnet]["vnet"] and not jails[ipnet]["vnet"]
+    inside = host.interfaces(vnet)  # the vnet jail's own stack: lo0 and its epair's end
+    epair_b = next(name for name in inside if name.startswith("epair"))
+    assert inside[epair_b]["cidrs"] == ["10.13.37.10/24"] and inside["lo0"]["up"]
+    assert host.routes(vnet) == {"inet": "10.13.37.1"}
+    epair_a = epair_b[:-1] + "a"
+    assert epair_a in host.interfaces()[bridge]["members"]
+    endpoint = api.get(f"/containers/{vnet}/inspect").json()["container_endpoints"][0]
+    assert endpoint["epair"] == epair_a
+    # ipnet: an alias on the bridge and the jail's own address list
+    assert "10.13.37.20/32" in host.interfaces()[bridge]["cidrs"] and jails[ipnet]["ip4"] == ["10.13.37.20"]
+    assert any("rdr" in rule and "8080" in rule and "10.13.37.10" in rule for rule in rules(host)), rules(host)
+    assert any(epair_a in rule for rule in rules(host)), rules(host)  # the network's _all_interfaces macro
+    # the ipnet jail runs processes like any other
+    shown = exec_stream(daemon, exec_create(api, ipnet, ["/bin/echo", "ipnet runs"]), start_container="false")
+    assert shown.text == "ipnet runs\n"
+
+    for cid in (vnet, ipnet):
+        assert api.post(f"/containers/{cid}/stop").status_code == 200
+    assert not [n for n in host.interfaces() if n.startswith("epair")]  # the epair went with the jail
+    assert host.interfaces()[bridge]["cidrs"] == ["10.13.37.1/24"]  # the alias too
+    assert not any("8080" in rule for rule in rules(host))  # a port's rules live while its container runs
+    for cid in (vnet, ipnet):
+        remove(api, cid)
+    assert api.delete("/networks/web").status_code == 200
+    assert bridge not in host.interfaces()

@@ -586,7 +586,8 @@ class Containers:
             container_log = self._open_log(record.id, monitored=self._runtime.writes_logs)
             spec = dataclasses.replace(spec, log_path=container_log.path)
             run = await self._supervisor.start_container(spec, exec_id, self._after_exit, fanout=fanout,
-                                                         log=container_log)
+                                                         log=container_log,
+                                                         on_created=functools.partial(self._networks.attach, record))
         except BaseException as exc:
             if container_log is not None:
                 container_log.abandon()
