@@ -216,3 +216,41 @@ def test_a_bridge_with_vnet_and_ipnet_jails_and_a_published_port(api, daemon, ho
         remove(api, cid)
     assert api.delete("/networks/web").status_code == 200
     assert bridge not in host.interfaces()
+
+
+def test_a_restart_after_a_crash_reconciles_the_host(host: SimHost, tmp_path: Path):
+    """kleened is killed while a vnet and an ipnet jail run: the next start removes the jails
+    (processes, mounts, epairs, aliases), keeps the bridge, and the containers start again."""
+    with start_daemon(host, tmp_path / "daemon") as daemon, daemon.client() as api:
+        image = create_image(daemon, tag="base:restart")
+        r = api.post("/networks/create", json=klee_network("back", type="bridge", subnet="10.13.38.0/24",
+                                                           gateway="<auto>"))
+        assert r.status_code == 201, r.text
+        bridge = api.get("/networks/back/inspect").json()["network"]["interface"]
+        vnet = create(api, image, ["/bin/sleep", "1000"], network_driver="vnet", mounts=[
+            {"type": "volume", "source": "kept", "destination": "/data"}])
+        ipnet = create(api, image, ["/bin/sleep", "1000"], network_driver="ipnet")
+        connect(api, "back", vnet, "10.13.38.10")
+        connect(api, "back", ipnet, "10.13.38.20")
+        for cid in (vnet, ipnet):
+            exec_stream(daemon, exec_create(api, cid), attach=False, start_container="true")
+        wait_for(lambda: {vnet, ipnet} <= set(host.processes()), "both jails run their main process")
+        daemon.kill()
+        assert {vnet, ipnet} <= set(host.jails())  # the jails outlive a killed kleened
+        assert [n for n in host.interfaces() if n.startswith("epair")]
+
+        daemon.start()
+        assert not host.jails() and not host.processes()
+        assert not [n for n in host.interfaces() if n.startswith("epair")]
+        assert host.interfaces()[bridge]["cidrs"] == ["10.13.38.1/24"]  # kept, the ipnet alias gone
+        assert not [m for m in host.mounts() if "/container/" in m]
+        assert not any(c["running"] for c in (inspect(api, vnet), inspect(api, ipnet)))
+        assert {f"{ROOT_DATASET}/container/{vnet}", f"{ROOT_DATASET}/volumes/kept"} <= set(host.datasets())
+
+        again = exec_stream(daemon, exec_create(api, vnet, ["/bin/sh", "-c", "ls /data; exit 6"]))
+        assert again.close_reason["message"].endswith("exited with exit-code 6"), again
+        for cid in (vnet, ipnet):
+            remove(api, cid)
+        assert api.delete("/volumes/kept").status_code == 200
+        assert api.delete("/networks/back").status_code == 200
+        assert api.delete(f"/images/{image}").status_code == 200

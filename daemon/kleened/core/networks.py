@@ -577,6 +577,7 @@ class Networks:
                 wanted = {p.host_end for live in self._live.values() for p in live.plugs.values()}
                 for record in self._records():
                     wanted.add(await self._restore(record))
+                await self._drop_stale_addresses()
                 for name in set(await self._host.owned_interfaces()) - wanted:
                     log.info("removing interface %s: no network owns it", name)
                     await self._host.destroy_interface(name)
@@ -588,6 +589,19 @@ class Networks:
                 if not self._store.exists(CONTAINER, name):
                     (self._hosts_dir / name).unlink()
         self._refresh_hosts()
+
+    async def _drop_stale_addresses(self) -> None:
+        """The addresses address-only containers that no longer run (a killed daemon) still
+        hold on the networks' interfaces (`remove_address` checks first)."""
+        for endpoint in self._endpoints():
+            container = self._store.get(CONTAINER, endpoint.container_id, ContainerRecord)
+            network = self._store.get(NETWORK, endpoint.network_id, NetworkRecord)
+            if container is None or network is None or container.id in self._live \
+                    or container.network_driver in self._host.sandboxed_drivers:
+                continue
+            for address in (endpoint.ip_address, endpoint.ip_address6):
+                if address:
+                    await self._host.remove_address(network.interface, address)
 
     async def _restore(self, record: NetworkRecord) -> str:
         """Make `record`'s interface as create left it; return its name."""
