@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.builds import build, builders, built
+from tests.builds import run as run_built
 from tests.daemon import Daemon, running_daemon
 from tests.freebsd_sim.conftest import ROOT_DATASET
 from tests.freebsd_sim.host import SimHost
@@ -41,10 +43,12 @@ def host(busybox_tree: Path) -> Iterator[SimHost]:
             shutil.rmtree(root, ignore_errors=True)
 
 
-def start_daemon(host: SimHost, workdir: Path):
-    """kleened on the simulated host: the stand-ins first on PATH, pf in anchor mode."""
-    return running_daemon(workdir, extra={"backend": "freebsd-simulated", "kleene_root": ROOT_DATASET,
-                                          "pf_mode": "anchor", "stop_timeout": 2},
+def start_daemon(host: SimHost, workdir: Path, root: str = ROOT_DATASET, anchor: str = "kleened"):
+    """kleened on the simulated host: the stand-ins first on PATH, pf in anchor mode. Each
+    daemon needs a `kleene_root` and an anchor of its own (a start removes the datasets its
+    store does not know, a stop empties its anchor)."""
+    return running_daemon(workdir, extra={"backend": "freebsd-simulated", "kleene_root": root,
+                                          "pf_mode": "anchor", "pf_anchor": anchor, "stop_timeout": 2},
                           env={"PATH": f"{host.bin}:{os.environ.get('PATH', '')}"})
 
 
@@ -221,7 +225,8 @@ def test_a_bridge_with_vnet_and_ipnet_jails_and_a_published_port(api, daemon, ho
 def test_a_restart_after_a_crash_reconciles_the_host(host: SimHost, tmp_path: Path):
     """kleened is killed while a vnet and an ipnet jail run: the next start removes the jails
     (processes, mounts, epairs, aliases), keeps the bridge, and the containers start again."""
-    with start_daemon(host, tmp_path / "daemon") as daemon, daemon.client() as api:
+    root = "zroot/restart"
+    with start_daemon(host, tmp_path / "daemon", root, "restart") as daemon, daemon.client() as api:
         image = create_image(daemon, tag="base:restart")
         r = api.post("/networks/create", json=klee_network("back", type="bridge", subnet="10.13.38.0/24",
                                                            gateway="<auto>"))
@@ -245,7 +250,7 @@ def test_a_restart_after_a_crash_reconciles_the_host(host: SimHost, tmp_path: Pa
         assert host.interfaces()[bridge]["cidrs"] == ["10.13.38.1/24"]  # kept, the ipnet alias gone
         assert not [m for m in host.mounts() if "/container/" in m]
         assert not any(c["running"] for c in (inspect(api, vnet), inspect(api, ipnet)))
-        assert {f"{ROOT_DATASET}/container/{vnet}", f"{ROOT_DATASET}/volumes/kept"} <= set(host.datasets())
+        assert {f"{root}/container/{vnet}", f"{root}/volumes/kept"} <= set(host.datasets())
 
         again = exec_stream(daemon, exec_create(api, vnet, ["/bin/sh", "-c", "ls /data; exit 6"]))
         assert again.close_reason["message"].endswith("exited with exit-code 6"), again
@@ -254,3 +259,34 @@ def test_a_restart_after_a_crash_reconciles_the_host(host: SimHost, tmp_path: Pa
         assert api.delete("/volumes/kept").status_code == 200
         assert api.delete("/networks/back").status_code == 200
         assert api.delete(f"/images/{image}").status_code == 200
+
+
+def test_a_build_makes_a_snapshot_per_step_and_a_failed_build_is_kept(api, daemon, host: SimHost, image: str,
+                                                                        tmp_path: Path):
+    """Upstream's ZFS build: steps are snapshots of the build container, which becomes the image's
+    dataset; `FROM image@snapshot` clones a step; a failed build without cleanup is `<name>:failed`."""
+    dockerfile = (f"FROM {image}\nRUN echo one > /one\nCOPY note /note\nWORKDIR /srv\n"
+                  "RUN echo two > /two\nCMD [\"/bin/cat\", \"/one\", \"/two\", \"/note\"]\n")
+    done = built(daemon, tmp_path / "ok", dockerfile, files={"note": "from the context\n"}, tag="app:1")
+    first, second = done.snapshots[0].removeprefix("@"), done.snapshots[-1].removeprefix("@")
+    assert len(done.snapshots) == 3  # RUN, COPY, RUN
+    dataset = f"{ROOT_DATASET}/image/{done.image_id}"
+    assert {f"{dataset}@{first}", f"{dataset}@{second}"} <= set(host.snapshots())
+    assert f"{ROOT_DATASET}/container/{done.build_id}" not in host.datasets()  # renamed, not copied
+    assert run_built(api, daemon, "app:1") == "one\ntwo\nfrom the context\n"
+    # a container from the first step's snapshot has /one and nothing after it
+    assert run_built(api, daemon, f"app:1@{first}", ["/bin/ls", "/"]).split().count("one") == 1
+    assert "two" not in run_built(api, daemon, f"app:1@{first}", ["/bin/ls", "/"]).split()
+
+    failed = build(daemon, tmp_path / "bad", f"FROM {image}\nRUN echo kept > /kept\nRUN exit 9\n", tag="bad:1",
+                   cleanup=False)
+    assert not failed.ok and "returned a non-zero code: 9" in "".join(failed.log)
+    assert failed.close[2] == failed.snapshots[0]  # the last snapshot, as upstream
+    assert run_built(api, daemon, "bad:failed", ["/bin/cat", "/kept"]) == "kept\n"
+    assert not builders(api)
+    for ref in ("bad:failed", "app:1"):
+        r = api.delete(f"/images/{ref}")
+        assert r.status_code == 200, r.text
+    assert not [d for d in host.datasets() if d.startswith((f"{ROOT_DATASET}/container/", dataset))]
+    assert [s for s in host.snapshots() if s.startswith(f"{ROOT_DATASET}/image/")] == [
+        s for s in host.snapshots() if s.endswith("@image")]  # only the base image's is left

@@ -204,6 +204,11 @@ class LayerStorage(Protocol):
         The container gets a fresh empty writable layer on top of the new one.
         """
         ...
+    async def finish_build(self, container_id: str, image_id: str) -> None:
+        """The build container's committed layers now belong to the image `image_id`, before
+        the container is removed: with `SNAPSHOT` they are snapshots of the container's own
+        filesystem, which moves into the image's place (ZFS `rename`); overlay: nothing."""
+        ...
     def rootfs_path(self, container_id: str) -> Path:
         """Where the container's filesystem is (or will be) mounted."""
         ...

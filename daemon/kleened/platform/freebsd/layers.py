@@ -2,25 +2,28 @@
 `VolumeStorage`), over `ZfsStorage`'s datasets.
 
 What core's words mean here (capabilities `CLONE_AT_CREATE | SNAPSHOT | SEND`):
-- a *layer* is an image dataset, `<root>/image/<layer id>`; `seal_layer` takes its `@image`
-  snapshot, and an image record stacks exactly one;
-- a *container filesystem* is a clone of the top layer's `@image`, made at create
-  (`create_container_fs(id, layers)`); it is mounted by ZFS from then on, so mounting and
-  unmounting are nothing to do;
+- a *layer* is a ZFS snapshot holding a whole filesystem, so a stack is used by its top layer
+  only: a base image's layer is `<root>/image/<id>@image` (layer id: the image dataset's id,
+  sealed by `seal_layer`); a build step's is a snapshot of the build container,
+  `<root>/container/<cid>@<12hex>` (layer id: the snapshot's name), which `finish_build` moves
+  with the container into `<root>/image/<image id>`, as upstream's `zfs rename`;
+- a *container filesystem* is a clone of the top layer, made at create
+  (`create_container_fs(id, layers)`); ZFS mounts it from then on, so mounting and unmounting
+  are nothing to do, and a commit (`commit_container_fs`) is a snapshot of it;
 - a *volume* is a dataset under `<root>/volumes`.
 
-Core asks for paths without awaiting (`rootfs_path`, `layer_path`, `volume_path`), so every
-mountpoint ZFS reports (B8: asked, never guessed from the name) is remembered: when a dataset is
-made here, and for every existing one at start-up (`prepare`). A path asked for a dataset that
-was never seen is the inherited one under the root's mountpoint.
-
-Not here yet: commits and build steps as snapshots (`commit_container_fs` refuses: docs/freebsd.md
-"Phase 2: what is left").
+Core asks for paths and layers without awaiting (`rootfs_path`, `layer_path`, `volume_path`,
+`list_layers`), so what ZFS reports is remembered: each dataset's mountpoint (B8: asked, never
+guessed from the name) and each layer's snapshot, as they are made here, and all of them at
+start-up (`prepare`). A path asked for a dataset never seen is the inherited one under the
+root's mountpoint. A step's `layer_path` is the snapshot's read-only view,
+`<mountpoint>/.zfs/snapshot/<name>` (not simulated by tests/freebsd_sim).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
@@ -31,6 +34,7 @@ from . import zfs
 from .storage import ZfsStorage
 
 log = logging.getLogger(__name__)
+_STEP = re.compile(r"[0-9a-f]{12}")  # a step snapshot's name (new_id), never `image` nor a zfs-copy leftover
 
 
 class ZfsLayers:
@@ -43,11 +47,12 @@ class ZfsLayers:
         self.datasets = datasets
         self.layout = datasets.layout
         self._paths: dict[str, Path] = {}  # dataset -> mountpoint, as ZFS reported it
+        self._layers: dict[str, str] = {}  # layer id -> its snapshot (`dataset@name`)
         self._root: Path | None = None
 
     async def prepare(self) -> None:
         """At start-up: the root and its parents (created where missing), then every image,
-        container and volume dataset's mountpoint."""
+        container and volume dataset's mountpoint and every layer's snapshot."""
         await self.datasets.prepare()
         self._root = await self.datasets.mountpoint(self.layout.root)
         self._paths.clear()
@@ -56,6 +61,21 @@ class ZfsLayers:
                  *map(self.layout.volume, await self.datasets.list_volumes())]
         for dataset in found:
             self._paths[dataset] = await self.datasets.mountpoint(dataset)
+        self._layers.clear()
+        for snapshot in await self.datasets.all_snapshots():
+            layer = self._layer_id(snapshot)
+            if layer is not None:
+                self._layers[layer] = snapshot
+
+    def _layer_id(self, snapshot: str) -> str | None:
+        """The layer a snapshot under the root is: `image/<id>@image` is `<id>`, a step `...@<name>` is `<name>`."""
+        dataset, _, name = snapshot.partition("@")
+        owner = self.layout.owner(dataset)
+        if owner is None:
+            return None
+        if name == zfs.IMAGE_SNAPSHOT:
+            return owner[1] if owner[0] == "image" else None
+        return name if _STEP.fullmatch(name) else None
 
     def _path(self, dataset: str) -> Path:
         found = self._paths.get(dataset)
@@ -68,10 +88,14 @@ class ZfsLayers:
     def _kind(self, parent: str) -> list[str]:
         return sorted(d.removeprefix(parent + "/") for d in self._paths if d.startswith(parent + "/"))
 
-    # --- layers (image datasets) -------------------------------------------------------------
+    # --- layers (snapshots) --------------------------------------------------------------------
 
     def layer_path(self, layer_id: str) -> Path:
-        return self._path(self.layout.image(layer_id))
+        snapshot = self._layers.get(layer_id, zfs.snapshot(self.layout.image(layer_id), zfs.IMAGE_SNAPSHOT))
+        dataset, _, name = snapshot.partition("@")
+        if name == zfs.IMAGE_SNAPSHOT:
+            return self._path(dataset)
+        return self._path(dataset) / ".zfs" / "snapshot" / name
 
     async def create_layer(self) -> tuple[str, Path]:
         layer_id, path = await self.datasets.create_layer()
@@ -80,14 +104,42 @@ class ZfsLayers:
 
     async def seal_layer(self, layer_id: str) -> None:
         await self.datasets.seal_layer(layer_id)
+        self._layers[layer_id] = zfs.snapshot(self.layout.image(layer_id), zfs.IMAGE_SNAPSHOT)
 
     async def remove_layer(self, layer_id: str) -> None:
-        """Refused by ZFS's own rule while a clone depends on it (`ZfsStorage.remove_image`)."""
-        await self.datasets.remove_image(layer_id)
-        self._paths.pop(self.layout.image(layer_id), None)
+        """A base image's dataset goes whole; a step's snapshot goes, and the built image's
+        dataset with its last one. Refused by ZFS while a clone depends on it. Idempotent."""
+        snapshot = self._layers.get(layer_id)
+        dataset, _, name = (snapshot or "").partition("@")
+        if snapshot is None or name == zfs.IMAGE_SNAPSHOT:  # a base image's, or one never sealed
+            await self.datasets.remove_image(layer_id)
+            self._paths.pop(self.layout.image(layer_id), None)
+            self._layers.pop(layer_id, None)
+            return
+        if await self.datasets.exists(dataset):
+            await self.datasets.destroy_snapshot(snapshot)
+        del self._layers[layer_id]
+        owner = self.layout.owner(dataset)
+        if owner is not None and owner[0] == "image" and not any(
+                s.startswith(dataset + "@") for s in self._layers.values()):
+            await self.datasets.destroy_dataset(dataset)
+            self._paths.pop(dataset, None)
 
     def list_layers(self) -> list[str]:
-        return self._kind(self.layout.images)
+        return sorted(self._layers)
+
+    async def finish_build(self, container_id: str, image_id: str) -> None:
+        """The build container's dataset, with its step snapshots (the image's layers), becomes
+        `<root>/image/<image_id>` (upstream's `zfs rename -f`); the container has no filesystem
+        left to remove."""
+        source = self.layout.container(container_id)
+        path = await self.datasets.rename_container_fs(container_id, image_id)
+        target = self.layout.image(image_id)
+        self._paths.pop(source, None)
+        self._paths[target] = path
+        for layer, snapshot in self._layers.items():
+            if snapshot.startswith(source + "@"):
+                self._layers[layer] = target + snapshot.removeprefix(source)
 
     # --- container filesystems (clones) ------------------------------------------------------
 
@@ -95,9 +147,13 @@ class ZfsLayers:
         return self.layout.container(container_id)
 
     async def create_container_fs(self, container_id: str, layers: Sequence[str] = ()) -> None:
-        if len(layers) != 1:
-            raise ValueError(f"a ZFS container is a clone of one image dataset, not of {len(layers)} layers")
-        path = await self.datasets.create_container_fs(container_id, layers[0])
+        """A clone of the top layer's snapshot (each layer is a whole filesystem)."""
+        if not layers:
+            raise ValueError("a ZFS container filesystem is a clone of an image: no layer given")
+        snapshot = self._layers.get(layers[-1])
+        if snapshot is None:
+            raise ValueError(f"layer {layers[-1]} is not a snapshot kleened knows")
+        path = await self.datasets.clone_container_fs(container_id, snapshot)
         self._paths[self.layout.container(container_id)] = path
 
     async def mount_container_fs(self, container_id: str, layers: Sequence[str],
@@ -111,11 +167,18 @@ class ZfsLayers:
         """Nothing: the clone stays mounted until it is destroyed."""
 
     async def remove_container_fs(self, container_id: str) -> None:
+        """The clone and its snapshots (refused by ZFS while one of them is cloned)."""
+        dataset = self.layout.container(container_id)
         await self.datasets.remove_container_fs(container_id)
-        self._paths.pop(self.layout.container(container_id), None)
+        self._paths.pop(dataset, None)
+        for layer in [k for k, v in self._layers.items() if v.startswith(dataset + "@")]:
+            del self._layers[layer]
 
     async def commit_container_fs(self, container_id: str) -> str:
-        raise ValueError("commit and build steps are not wired to ZFS snapshots yet (docs/freebsd.md)")
+        """A snapshot of the container (a build step, `commit`): the new layer's id is its name."""
+        name = await self.datasets.snapshot_container(container_id)
+        self._layers[name] = zfs.snapshot(self.layout.container(container_id), name)
+        return name
 
     def rootfs_path(self, container_id: str) -> Path:
         return self._path(self.layout.container(container_id))

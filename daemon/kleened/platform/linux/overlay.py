@@ -164,6 +164,9 @@ class OverlayStorage:
             shutil.rmtree(tmp, ignore_errors=True)  # only fresh empty dirs: never a mountpoint
             raise
 
+    async def finish_build(self, container_id: str, image_id: str) -> None:
+        """Nothing: committed layers are directories of their own, whatever becomes of the container."""
+
     async def mount_container_fs(self, container_id: str, layers: Sequence[str],
                                  userns: UserNamespace | None = None) -> Path:
         """Mount `layers` (bottom first) under the container's upper dir. Already mounted: no-op.
