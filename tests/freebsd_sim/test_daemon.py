@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import secrets
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -290,3 +292,55 @@ def test_a_build_makes_a_snapshot_per_step_and_a_failed_build_is_kept(api, daemo
     assert not [d for d in host.datasets() if d.startswith((f"{ROOT_DATASET}/container/", dataset))]
     assert [s for s in host.snapshots() if s.startswith(f"{ROOT_DATASET}/image/")] == [
         s for s in host.snapshots() if s.endswith("@image")]  # only the base image's is left
+
+
+RACE_ROUNDS = int(os.environ.get("KLEENE_RACE_ROUNDS", "2"))  # every simulated command starts a Python
+RACE_SEED = int(os.environ.get("KLEENE_RACE_SEED", str(secrets.randbits(32))))
+
+
+def at_once(calls: list) -> list:
+    """Run `calls` in threads released together, each after a random jitter; their results in order."""
+    rng = random.Random(RACE_SEED)
+    delays = [rng.random() * 0.05 for _ in calls]
+    barrier = threading.Barrier(len(calls))
+    results: list = [None] * len(calls)
+
+    def worker(i: int) -> None:
+        barrier.wait()
+        time.sleep(delays[i])
+        results[i] = calls[i]()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def test_jails_started_and_stopped_at_once_share_a_bridge(api, daemon, host: SimHost, image: str):
+    """Concurrent starts plug epairs and aliases into one bridge and reload pf; concurrent stops
+    take them back: every round ends with the bridge as it began (seed in the messages)."""
+    r = api.post("/networks/create", json=klee_network("race", type="bridge", subnet="10.13.39.0/24",
+                                                       gateway="<auto>"))
+    assert r.status_code == 201, r.text
+    bridge = api.get("/networks/race/inspect").json()["network"]["interface"]
+    cids = [create(api, image, ["/bin/sleep", "1000"], network_driver=driver) for driver in ("vnet", "vnet", "ipnet")]
+    for cid in cids:
+        connect(api, "race", cid, "<auto>")
+    for n in range(RACE_ROUNDS):
+        def start(cid: str):
+            return exec_stream(daemon, exec_create(api, cid), attach=False, start_container="true").close_code
+
+        assert at_once([lambda c=c: start(c) for c in cids]) == [1001] * 3, f"seed {RACE_SEED} round {n}"
+        shown = host.interfaces()[bridge]
+        assert len(shown["members"]) == 2 and len(shown["cidrs"]) == 2, f"seed {RACE_SEED} round {n}: {shown}"
+        with daemon.client() as other:
+            stopped = at_once([lambda c=c: other.post(f"/containers/{c}/stop").status_code for c in cids])
+        assert stopped == [200] * 3, f"seed {RACE_SEED} round {n}"
+        assert host.interfaces()[bridge] | {"members": [], "cidrs": ["10.13.39.1/24"]} == host.interfaces()[bridge], \
+            f"seed {RACE_SEED} round {n}: {host.interfaces()[bridge]}"
+        assert not host.jails() and not [i for i in host.interfaces() if i.startswith("epair")]
+    for cid in cids:
+        remove(api, cid)
+    assert api.delete("/networks/race").status_code == 200
