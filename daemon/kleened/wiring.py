@@ -172,6 +172,9 @@ async def _freebsd_drivers(config: Config, root: Path, *, simulated: bool) -> Ho
         log.warning("backend %s: the FreeBSD drivers run against stand-in tools on PATH (a test rig)", SIMULATED)
     settings = from_config(config)
     commands = Commands.from_path() if simulated else Commands()
+    if config.live_restore:
+        raise SystemExit("kleened: live_restore is not available with the FreeBSD drivers: jails do not outlive "
+                         "kleened yet (docs/freebsd.md)")
     try:
         JailRuntime.check_seccomp(config.seccomp_profile)
         if config.userns_remap:

@@ -12,7 +12,6 @@ import json
 import os
 import random
 import secrets
-import shutil
 import tempfile
 import threading
 import time
@@ -24,8 +23,9 @@ import pytest
 from tests.builds import build, builders, built
 from tests.builds import run as run_built
 from tests.daemon import Daemon, running_daemon
-from tests.freebsd_sim.conftest import ROOT_DATASET
+from tests.freebsd_sim.conftest import ROOT_DATASET, simulated_host
 from tests.freebsd_sim.host import SimHost
+from tests.integration.test_containers import create, exec_create
 from tests.wsapi import create_image, exec_stream
 
 DEADLINE = 30.0  # seconds a polled condition may take
@@ -33,16 +33,9 @@ DEADLINE = 30.0  # seconds a polled condition may take
 
 @pytest.fixture(scope="module")
 def host(busybox_tree: Path) -> Iterator[SimHost]:
-    root = Path(tempfile.mkdtemp(prefix="fbsim-daemon-", dir="/tmp"))
-    sim = SimHost(root, pycache=busybox_tree.parent / "pycache")
-    try:
+    """One simulated host for the module's daemons (starting one takes seconds here)."""
+    with simulated_host(busybox_tree, "fbsim-daemon-") as sim:
         yield sim
-        leaks = sim.leaks()
-        assert not leaks, f"kleened left on the simulated host: {leaks}"
-    finally:
-        sim.cleanup()
-        if not sim.mounts():
-            shutil.rmtree(root, ignore_errors=True)
 
 
 def start_daemon(host: SimHost, workdir: Path, root: str = ROOT_DATASET, anchor: str = "kleened"):
@@ -69,18 +62,6 @@ def api(daemon: Daemon):
 @pytest.fixture(scope="module")
 def image(daemon: Daemon) -> str:
     return create_image(daemon, tag=f"base:{secrets.token_hex(3)}")
-
-
-def create(api, image: str, cmd: list[str], **config) -> str:
-    r = api.post("/containers/create", json={"image": image, "cmd": cmd, "network_driver": "host", **config})
-    assert r.status_code == 201, r.text
-    return r.json()["id"]
-
-
-def exec_create(api, container: str, cmd: list[str] | None = None, **config) -> str:
-    r = api.post("/exec/create", json={"container_id": container, "cmd": cmd or [], **config})
-    assert r.status_code == 201, r.text
-    return r.json()["id"]
 
 
 def inspect(api, cid: str) -> dict:
@@ -344,3 +325,16 @@ def test_jails_started_and_stopped_at_once_share_a_bridge(api, daemon, host: Sim
     for cid in cids:
         remove(api, cid)
     assert api.delete("/networks/race").status_code == 200
+
+
+@pytest.mark.parametrize(("setting", "message"), [
+    ({"live_restore": True}, "live_restore is not available with the FreeBSD drivers"),
+    ({"seccomp_profile": "default"}, "seccomp profiles are Linux's; a jail is confined by its parameters"),
+])
+def test_what_the_freebsd_drivers_cannot_do_stops_kleened_with_one_line(host: SimHost, tmp_path: Path,
+                                                                        setting: dict, message: str):
+    daemon = Daemon(workdir=tmp_path, prefix="ktx", env={"PATH": f"{host.bin}:{os.environ.get('PATH', '')}"},
+                    extra={"backend": "freebsd-simulated", "kleene_root": "zroot/refused", **setting})
+    with pytest.raises(RuntimeError, match="kleened exited with 1") as caught:
+        daemon.start()
+    assert f"kleened: {message}" in str(caught.value)
