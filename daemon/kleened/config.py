@@ -173,11 +173,14 @@ def load(path: str | None) -> Config:
     if not Path(chosen).exists():
         if path is not None:
             raise ConfigError(f"config file '{path}' does not exist")
-        return Config()
+        return _with_defaults({})
     try:
         raw = Path(chosen).read_bytes()
-        config = msgspec.yaml.decode(raw, type=Config, strict=False) if raw.strip() else Config()
-    except (msgspec.DecodeError, OSError) as exc:
+        given = msgspec.yaml.decode(raw) if raw.strip() else {}
+        if not isinstance(given, dict):
+            raise ConfigError(f"invalid config file '{chosen}': not a mapping of keys to values")
+        config = _with_defaults(given)
+    except (msgspec.DecodeError, msgspec.ValidationError, OSError) as exc:
         raise ConfigError(f"invalid config file '{chosen}': {exc}") from None
     if not config.api_listening_sockets:
         raise ConfigError("'api_listening_sockets' must name at least one listener")
@@ -191,6 +194,17 @@ def load(path: str | None) -> Config:
     if len(config.host_prefix) > 8 or not config.host_prefix.isalnum():
         raise ConfigError("'host_prefix' must be 1 to 8 letters or digits (it starts 15-character interface names)")
     return config
+
+
+def _with_defaults(given: dict) -> Config:
+    """`given` over the defaults of the drivers it selects: the FreeBSD drivers have their own
+    (`platform/freebsd/settings.py`: no default pids limit without racct, seccomp unconfined, ...)."""
+    backend = given.get("backend", "auto")
+    if backend == "freebsd-simulated" or (backend in ("auto", "freebsd") and sys.platform.startswith("freebsd")):
+        from .platform.freebsd.settings import FREEBSD_DEFAULTS
+
+        given = {**FREEBSD_DEFAULTS, **given}
+    return msgspec.convert(given, type=Config, strict=False)
 
 
 def _check_stream_limits(config: Config) -> None:
