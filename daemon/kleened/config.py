@@ -3,8 +3,9 @@
 Upstream keys we honour: `api_listening_sockets` (with `address`, `tlscert`, `tlskey`,
 `tlscacert`, `tlsverify`; `tlsdh` is accepted and ignored because OpenSSL 3 picks ECDHE groups),
 `log_level`. Upstream keys that only mean something on a ZFS/pf host (`kleene_root`,
-`pf_config_template_path`, `pf_config_path`, `enable_logging`) are accepted and ignored, so an
-upstream config file loads unchanged. Our keys: `state_root`, `host_prefix`, the limits, and
+`pf_config_template_path`, `pf_config_path`, `enable_logging`) are read by the FreeBSD drivers
+and ignored by Linux's, so an upstream config file loads unchanged. A file that selects the
+FreeBSD drivers takes their defaults for the keys it leaves out (`platform/freebsd/settings.py`). Our keys: `state_root`, `host_prefix`, the limits, and
 isolation (`seccomp_profile`, `default_pids_limit`, `userns_remap`; checked against the host
 when the daemon starts), `backend` (which drivers: `auto` picks them from the OS, see
 `wiring.select_backend`), and for pf on FreeBSD `pf_mode` and `pf_anchor` (docs/freebsd.md).
