@@ -5,10 +5,11 @@ Upstream keys we honour: `api_listening_sockets` (with `address`, `tlscert`, `tl
 `log_level`. Upstream keys that only mean something on a ZFS/pf host (`kleene_root`,
 `pf_config_template_path`, `pf_config_path`, `enable_logging`) are read by the FreeBSD drivers
 and ignored by Linux's, so an upstream config file loads unchanged. A file that selects the
-FreeBSD drivers takes their defaults for the keys it leaves out (`platform/freebsd/settings.py`). Our keys: `state_root`, `host_prefix`, the limits, and
-isolation (`seccomp_profile`, `default_pids_limit`, `userns_remap`; checked against the host
-when the daemon starts), `backend` (which drivers: `auto` picks them from the OS, see
-`wiring.select_backend`), and for pf on FreeBSD `pf_mode` and `pf_anchor` (docs/freebsd.md).
+FreeBSD drivers takes their defaults for the keys it leaves out (`platform/freebsd/settings.py`).
+Our keys: `state_root`, `host_prefix`, the limits, and isolation (`seccomp_profile`,
+`default_pids_limit`, `userns_remap`; checked against the host when the daemon starts), `backend`
+(which drivers: `auto` picks them from the OS, see `wiring.select_backend`), and for pf on
+FreeBSD `pf_mode` and `pf_anchor` (docs/freebsd.md).
 """
 
 from __future__ import annotations
