@@ -84,11 +84,14 @@ def remove(api, cid: str) -> None:
     assert r.status_code == 200, r.text
 
 
-def test_a_base_image_is_a_sealed_dataset(host: SimHost, image: str):
+def test_a_base_image_is_a_sealed_dataset(api, host: SimHost, image: str):
     images = [d for d in host.datasets() if d.startswith(f"{ROOT_DATASET}/image/")]
     assert len(images) == 1
     assert f"{images[0]}@image" in host.snapshots()
     assert (host.mountpoint(images[0]) / "bin" / "busybox").exists()
+    info = api.get("/system/info").json()
+    assert (info["backend"], info["storage_driver"], info["os"]) == ("jail", "zfs", "FreeBSD (simulated)")
+    assert api.get("/system/df").json()["layers_size"] > 0  # the dataset's files
 
 
 def test_run_is_a_jail_on_a_clone_with_real_output_and_exit_code(api, daemon, host: SimHost, image: str):
