@@ -106,6 +106,10 @@ def test_run_is_a_jail_on_a_clone_with_real_output_and_exit_code(api, daemon, ho
     container = wait_for(lambda: (c := inspect(api, cid)) and not c["running"] and c, "the container stops")
     assert container["exit_code"] == 3
     assert cid not in host.jails()  # the jail went with its main process
+    r = api.post(f"/containers/{cid}/commit", json={"tag": "no:1", "changes": []})
+    assert (r.status_code, r.json()["message"]) == (501, "commit is not available with the zfs storage driver: "
+                                                         "the snapshot would stay part of the container's filesystem "
+                                                         "(docs/freebsd.md)")
     remove(api, cid)
     assert dataset not in host.datasets()
 
