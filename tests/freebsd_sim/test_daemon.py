@@ -232,6 +232,8 @@ def test_a_restart_after_a_crash_reconciles_the_host(host: SimHost, tmp_path: Pa
         wait_for(lambda: {vnet, ipnet} <= set(host.processes()), "both jails run their main process")
         daemon.kill()
         assert {vnet, ipnet} <= set(host.jails())  # the jails outlive a killed kleened
+        unsealed = f"{root}/image/{secrets.token_hex(6)}"  # an image creation the kill cut short
+        host.ok("zfs", "create", unsealed)
         assert [n for n in host.interfaces() if n.startswith("epair")]
 
         daemon.start()
@@ -241,6 +243,7 @@ def test_a_restart_after_a_crash_reconciles_the_host(host: SimHost, tmp_path: Pa
         assert not [m for m in host.mounts() if "/container/" in m]
         assert not any(c["running"] for c in (inspect(api, vnet), inspect(api, ipnet)))
         assert {f"{root}/container/{vnet}", f"{root}/volumes/kept"} <= set(host.datasets())
+        assert unsealed not in host.datasets()
 
         again = exec_stream(daemon, exec_create(api, vnet, ["/bin/sh", "-c", "ls /data; exit 6"]))
         assert again.close_reason["message"].endswith("exited with exit-code 6"), again

@@ -126,7 +126,10 @@ class ZfsLayers:
             self._paths.pop(dataset, None)
 
     def list_layers(self) -> list[str]:
-        return sorted(self._layers)
+        """Every layer, and every image dataset that holds none (one a crash left unsealed)."""
+        holding = {snapshot.partition("@")[0] for snapshot in self._layers.values()}
+        unsealed = {i for i in self._kind(self.layout.images) if self.layout.image(i) not in holding}
+        return sorted(set(self._layers) | unsealed)
 
     async def finish_build(self, container_id: str, image_id: str) -> None:
         """The build container's dataset, with its step snapshots (the image's layers), becomes
