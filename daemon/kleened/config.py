@@ -3,11 +3,13 @@
 Upstream keys we honour: `api_listening_sockets` (with `address`, `tlscert`, `tlskey`,
 `tlscacert`, `tlsverify`; `tlsdh` is accepted and ignored because OpenSSL 3 picks ECDHE groups),
 `log_level`. Upstream keys that only mean something on a ZFS/pf host (`kleene_root`,
-`pf_config_template_path`, `pf_config_path`, `enable_logging`) are accepted and ignored, so an
-upstream config file loads unchanged. Our keys: `state_root`, `host_prefix`, the limits, and
-isolation (`seccomp_profile`, `default_pids_limit`, `userns_remap`; checked against the host
-when the daemon starts), `backend` (which drivers: `auto` picks them from the OS, see
-`wiring.select_backend`), and for pf on FreeBSD `pf_mode` and `pf_anchor` (docs/freebsd.md).
+`pf_config_template_path`, `pf_config_path`, `enable_logging`) are read by the FreeBSD drivers
+and ignored by Linux's, so an upstream config file loads unchanged. A file that selects the
+FreeBSD drivers takes their defaults for the keys it leaves out (`platform/freebsd/settings.py`).
+Our keys: `state_root`, `host_prefix`, the limits, and isolation (`seccomp_profile`,
+`default_pids_limit`, `userns_remap`; checked against the host when the daemon starts), `backend`
+(which drivers: `auto` picks them from the OS, see `wiring.select_backend`), and for pf on
+FreeBSD `pf_mode` and `pf_anchor` (docs/freebsd.md).
 """
 
 from __future__ import annotations
@@ -85,7 +87,8 @@ class Config(msgspec.Struct, kw_only=True):
     default_pids_limit: int = 2048  # tasks per container without a pids limit of its own; 0: none
     userns_remap: str = ""  # "": off; USER[:GROUP] (ranges from /etc/subuid, /etc/subgid) or UID:GID:SIZE
     # The host drivers: "auto" chooses by the operating system (wiring.select_backend).
-    backend: Literal["auto", "linux", "freebsd"] = "auto"
+    # "freebsd-simulated": the FreeBSD drivers against stand-in tools on PATH, a test rig on Linux.
+    backend: Literal["auto", "linux", "freebsd", "freebsd-simulated"] = "auto"
     # pf on FreeBSD (docs/freebsd.md): "file" fills the template into pf_config_path (upstream's
     # way); "anchor" loads kleened's rules into the anchor `pf_anchor` and never writes pf.conf.
     pf_mode: Literal["file", "anchor"] = "file"
@@ -172,11 +175,14 @@ def load(path: str | None) -> Config:
     if not Path(chosen).exists():
         if path is not None:
             raise ConfigError(f"config file '{path}' does not exist")
-        return Config()
+        return _with_defaults({})
     try:
         raw = Path(chosen).read_bytes()
-        config = msgspec.yaml.decode(raw, type=Config, strict=False) if raw.strip() else Config()
-    except (msgspec.DecodeError, OSError) as exc:
+        given = msgspec.yaml.decode(raw) if raw.strip() else {}
+        if not isinstance(given, dict):
+            raise ConfigError(f"invalid config file '{chosen}': not a mapping of keys to values")
+        config = _with_defaults(given)
+    except (msgspec.DecodeError, msgspec.ValidationError, OSError) as exc:
         raise ConfigError(f"invalid config file '{chosen}': {exc}") from None
     if not config.api_listening_sockets:
         raise ConfigError("'api_listening_sockets' must name at least one listener")
@@ -190,6 +196,17 @@ def load(path: str | None) -> Config:
     if len(config.host_prefix) > 8 or not config.host_prefix.isalnum():
         raise ConfigError("'host_prefix' must be 1 to 8 letters or digits (it starts 15-character interface names)")
     return config
+
+
+def _with_defaults(given: dict) -> Config:
+    """`given` over the defaults of the drivers it selects: the FreeBSD drivers have their own
+    (`platform/freebsd/settings.py`: no default pids limit without racct, seccomp unconfined, ...)."""
+    backend = given.get("backend", "auto")
+    if backend == "freebsd-simulated" or (backend in ("auto", "freebsd") and sys.platform.startswith("freebsd")):
+        from .platform.freebsd.settings import FREEBSD_DEFAULTS
+
+        given = {**FREEBSD_DEFAULTS, **given}
+    return msgspec.convert(given, type=Config, strict=False)
 
 
 def _check_stream_limits(config: Config) -> None:

@@ -9,9 +9,10 @@ import contextlib
 import logging
 import platform
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import trio
 
@@ -32,6 +33,7 @@ from .core.isolation import Isolation
 from .core.lifecycle import Locks
 from .core.logs import Logs
 from .core.networks import Networks
+from .core.oci.interfaces import LayerFiles
 from .core.oci.service import OciImages, RegistrySettings
 from .core.restarts import Restarts
 from .core.services import Services
@@ -40,7 +42,16 @@ from .core.store import Store
 from .core.supervisor import Supervisor
 from .core.system import System
 from .core.volumes import Volumes
-from .platform.base import RootfsSource
+from .platform.base import (
+    DiskSizes,
+    Firewall,
+    HostCommandError,
+    HostFacts,
+    NetworkDriver,
+    RootfsSource,
+    Runtime,
+    UserNamespace,
+)
 
 log = logging.getLogger(__name__)
 SHUTDOWN_STOP_DEADLINE = 20.0  # seconds to stop every container at shutdown
@@ -70,8 +81,11 @@ def _registry_settings(config: Config) -> RegistrySettings:
     )
 
 
-Backend = Literal["linux", "freebsd"]
+Backend = Literal["linux", "freebsd", "freebsd-simulated"]
 BACKENDS: dict[str, Backend] = {"linux": "linux", "freebsd": "freebsd"}  # sys.platform prefix -> backend
+# The FreeBSD drivers against stand-in tools found on PATH (tests/freebsd_sim): a test rig on
+# Linux, never FreeBSD support.
+SIMULATED: Backend = "freebsd-simulated"
 
 
 def select_backend(sys_platform: str, configured: str) -> Backend:
@@ -82,6 +96,10 @@ def select_backend(sys_platform: str, configured: str) -> Backend:
         if found is None:
             raise ValueError(f"kleened has drivers for Linux and FreeBSD, not for '{sys_platform}'")
         return found
+    if configured == SIMULATED:
+        if found != "linux":
+            raise ValueError(f"the {SIMULATED} backend is a test rig for Linux hosts, not for '{sys_platform}'")
+        return SIMULATED
     if configured not in BACKENDS.values():
         raise ValueError(f"unknown backend '{configured}': use auto, linux or freebsd")
     if found != configured:
@@ -89,20 +107,24 @@ def select_backend(sys_platform: str, configured: str) -> Backend:
     return BACKENDS[configured]
 
 
-@contextlib.asynccontextmanager
-async def open_services(config: Config) -> AsyncIterator[Services]:
-    """Services ready to serve; on exit every container is stopped and the store closed."""
-    try:
-        backend = select_backend(sys.platform, config.backend)
-    except ValueError as exc:
-        raise SystemExit(f"kleened: {exc}") from None
-    if backend == "freebsd":
-        # The drivers exist (platform/freebsd/, proved on a simulated host: docs/freebsd.md);
-        # core's container start and storage paths do not drive them yet.
-        raise SystemExit("kleened: the FreeBSD drivers are not wired into the daemon yet (docs/freebsd.md)")
-    from .platform.base import CopyLimits, HostFacts
-    from .platform.container_files import ChrootFiles
-    from .platform.linux.buildhost import BuildHost, host_platform
+@dataclass
+class HostDrivers:
+    """One backend's drivers, as core receives them."""
+
+    runtime: Runtime
+    storage: Any  # LayerStorage and VolumeStorage
+    rootfs: RootfsSource
+    network: NetworkDriver
+    firewall: Firewall
+    facts: HostFacts
+    sizes: DiskSizes
+    layer_files: LayerFiles
+    default_pids_limit: int
+    userns: UserNamespace | None = None
+    background: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+
+def _linux_drivers(config: Config, root: Path) -> HostDrivers:
     from .platform.linux.diskusage import OverlaySizes, cgroup_mode
     from .platform.linux.idmap import RangeError, parse_remap
     from .platform.linux.monitored import MonitoredRuntime
@@ -113,25 +135,92 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
     from .platform.linux.rootfs import LinuxRootfs
     from .platform.linux.runc import RuncRuntime
     from .platform.linux.whiteouts import OverlayWhiteouts
-    from .platform.oci_archive import HostArchives
     from .platform.oci_layers import TarLayerFiles
-    from .platform.posix.copying import HostFiles
-    from .platform.registry_http import HttpxTransport
 
     become_subreaper()
-    log.info("kleened %s starting", __version__)
-    root = Path(config.state_root)
-    root.mkdir(parents=True, exist_ok=True)
-    root.chmod(0o700)
     try:
         runtime = MonitoredRuntime(RuncRuntime(root, config.host_prefix, seccomp_profile=config.seccomp_profile))
         userns = parse_remap(config.userns_remap) if config.userns_remap else None
     except (ValueError, RangeError) as exc:
         raise SystemExit(f"kleened: {exc}") from None
-    isolation = Isolation(runtime, default_pids_limit=config.default_pids_limit, userns=userns)
+    return HostDrivers(
+        runtime=runtime, storage=OverlayStorage(root), rootfs=LinuxRootfs(root / "tmp"),
+        network=LinuxNetworkDriver(config.host_prefix), firewall=NftablesFirewall(config.host_prefix),
+        facts=HostFacts(os=platform.system(), kernel=platform.release(), storage_driver="overlay",
+                        cgroup_mode=cgroup_mode()),
+        sizes=OverlaySizes(root, root / "buildcache"), layer_files=TarLayerFiles(OverlayWhiteouts()),
+        default_pids_limit=config.default_pids_limit, userns=userns, background=[reap_orphans],
+    )
+
+
+async def _freebsd_drivers(config: Config, root: Path, *, simulated: bool) -> HostDrivers:
+    """Jails on ZFS with epair/bridge and pf (docs/freebsd.md). `simulated`: the host tools are
+    looked up on PATH (the stand-ins of tests/freebsd_sim) instead of FreeBSD's own paths."""
+    from .platform.freebsd.command import Commands
+    from .platform.freebsd.containers import JailContainers
+    from .platform.freebsd.firewall import PfFirewall
+    from .platform.freebsd.images import FreeBSDRootfs
+    from .platform.freebsd.layers import ZfsLayers, ZfsSizes
+    from .platform.freebsd.network import FreeBSDNetworkDriver
+    from .platform.freebsd.runtime import JailRuntime
+    from .platform.freebsd.settings import from_config
+    from .platform.freebsd.storage import ZfsStorage
+    from .platform.linux.whiteouts import OverlayWhiteouts
+    from .platform.oci_layers import TarLayerFiles
+
+    if simulated:
+        log.warning("backend %s: the FreeBSD drivers run against stand-in tools on PATH (a test rig)", SIMULATED)
+    settings = from_config(config)
+    commands = Commands.from_path() if simulated else Commands()
+    if config.live_restore:
+        raise SystemExit("kleened: live_restore is not available with the FreeBSD drivers: jails do not outlive "
+                         "kleened yet (docs/freebsd.md)")
+    try:
+        JailRuntime.check_seccomp(config.seccomp_profile)
+        if config.userns_remap:
+            JailRuntime.check_userns()
+        storage = ZfsLayers(ZfsStorage(commands, settings.kleene_root))
+        await storage.prepare()
+        firewall = PfFirewall(commands, mode=settings.pf_mode, template_path=settings.pf_config_template_path,
+                              config_path=settings.pf_config_path, anchor=settings.pf_anchor)
+    except (ValueError, HostCommandError) as exc:
+        raise SystemExit(f"kleened: {exc}") from None
+    return HostDrivers(
+        runtime=JailContainers(JailRuntime(commands), storage.rootfs_path), storage=storage,
+        rootfs=FreeBSDRootfs(root / "tmp", commands),
+        network=FreeBSDNetworkDriver(commands, config.host_prefix), firewall=firewall,
+        facts=HostFacts(os="FreeBSD (simulated)" if simulated else platform.system(), kernel=platform.release(),
+                        storage_driver="zfs", cgroup_mode="none"),
+        sizes=ZfsSizes(storage), layer_files=TarLayerFiles(OverlayWhiteouts()),
+        default_pids_limit=config.default_pids_limit,
+    )
+
+
+@contextlib.asynccontextmanager
+async def open_services(config: Config) -> AsyncIterator[Services]:
+    """Services ready to serve; on exit every container is stopped and the store closed."""
+    try:
+        backend = select_backend(sys.platform, config.backend)
+    except ValueError as exc:
+        raise SystemExit(f"kleened: {exc}") from None
+    from .platform.base import CopyLimits
+    from .platform.container_files import ChrootFiles
+    from .platform.linux.buildhost import BuildHost, host_platform
+    from .platform.oci_archive import HostArchives
+    from .platform.posix.copying import HostFiles
+    from .platform.registry_http import HttpxTransport
+
+    log.info("kleened %s starting", __version__)
+    root = Path(config.state_root)
+    root.mkdir(parents=True, exist_ok=True)
+    root.chmod(0o700)
+    if backend == "linux":
+        drivers = _linux_drivers(config, root)
+    else:
+        drivers = await _freebsd_drivers(config, root, simulated=backend == SIMULATED)
+    runtime, storage, rootfs = drivers.runtime, drivers.storage, drivers.rootfs
+    isolation = Isolation(runtime, default_pids_limit=drivers.default_pids_limit, userns=drivers.userns)
     store = Store(root / "metadata.sqlite")
-    storage = OverlayStorage(root)
-    rootfs = LinuxRootfs(root / "tmp")
     supervisor = Supervisor(runtime, grace=config.stop_timeout)
     locks = Locks()
     try:
@@ -139,21 +228,21 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
             await nursery.start(supervisor.run)
             restarts = Restarts()
             await nursery.start(restarts.run)
-            nursery.start_soon(reap_orphans)
+            for task in drivers.background:
+                nursery.start_soon(task)
             events = Events(history=config.events_history, buffer=config.events_buffer)
             logs = Logs(root / "logs", max_size=config.log_max_size, max_files=config.log_max_files,
                         buffer=config.log_buffer, recent=config.log_recent)
             images = Images(store, storage, rootfs, events=events, locks=locks)
             volumes = Volumes(store, storage, events=events, locks=locks)
-            networks = Networks(store, LinuxNetworkDriver(config.host_prefix), NftablesFirewall(config.host_prefix),
-                                hosts_dir=root / "hosts",
+            networks = Networks(store, drivers.network, drivers.firewall, hosts_dir=root / "hosts",
                                 is_running=supervisor.is_running, events=events, locks=locks)
             containers = Containers(store, images, volumes, storage, runtime, supervisor, networks,
                                     dataset_root=str(root), logs=logs, events=events, locks=locks,
                                     isolation=isolation, restarts=restarts)
             transport = HttpxTransport(config.registry_ca_file)
             oci = OciImages(store=store, images=images, storage=storage, transport=transport,
-                            files=TarLayerFiles(OverlayWhiteouts()), archives=HostArchives(root / "tmp" / "oci"),
+                            files=drivers.layer_files, archives=HostArchives(root / "tmp" / "oci"),
                             settings=_registry_settings(config))
             build_host = BuildHost(root / "buildcache", root / "tmp")
             builds = Builder(store=store, images=images, containers=containers, networks=networks,
@@ -164,9 +253,7 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
             await reconcile(containers, images, networks, rootfs, builds, oci, live_restore=config.live_restore)
             version = _version([RuntimeVersion(name=runtime.name, version=runtime.version())])
             system = System(store, containers, images, volumes, networks, version=version,
-                            facts=HostFacts(os=platform.system(), kernel=platform.release(), storage_driver="overlay",
-                                            cgroup_mode=cgroup_mode()),
-                            sizes=OverlaySizes(root, build_host.cache_root), state_root=str(root),
+                            facts=drivers.facts, sizes=drivers.sizes, state_root=str(root),
                             listeners=_listeners(config))
             services = Services(
                 store=store, volumes=volumes, networks=networks, images=images, containers=containers,

@@ -4,6 +4,7 @@ missing requirement fails (tests/conftest.py `require`)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -50,12 +51,11 @@ def busybox_tarball(busybox_tree: Path) -> Path:
     return rootfs.session_tarball(busybox_tree.parent)
 
 
-@pytest.fixture
-def sim(busybox_tree: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SimHost]:
+@contextlib.contextmanager
+def simulated_host(busybox_tree: Path, prefix: str = "fbsim-") -> Iterator[SimHost]:
     """A clean simulated host; afterwards nothing may be left running, mounted or created."""
-    root = Path(tempfile.mkdtemp(prefix="fbsim-", dir="/tmp"))
+    root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     host = SimHost(root, pycache=busybox_tree.parent / "pycache")
-    monkeypatch.setenv("PATH", f"{host.bin}:{os.environ.get('PATH', '')}")
     try:
         yield host
         leaks = host.leaks()
@@ -64,6 +64,13 @@ def sim(busybox_tree: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SimHost
         host.cleanup()
         if not host.mounts():
             shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def sim(busybox_tree: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SimHost]:
+    with simulated_host(busybox_tree) as host:
+        monkeypatch.setenv("PATH", f"{host.bin}:{os.environ.get('PATH', '')}")
+        yield host
 
 
 @pytest.fixture

@@ -15,6 +15,12 @@ def test_auto_follows_the_os(sys_platform: str, backend: str):
     assert select_backend(sys_platform, backend) == backend
 
 
+def test_the_simulated_freebsd_host_is_chosen_by_name_only():
+    """tests/freebsd_sim's rig: never picked by "auto"."""
+    assert select_backend("linux", "freebsd-simulated") == "freebsd-simulated"
+    assert select_backend("linux", "auto") == "linux"
+
+
 def test_the_default_is_auto():
     assert Config().backend == "auto"
 
@@ -24,6 +30,8 @@ def test_the_default_is_auto():
     ("linux", "freebsd", "the freebsd backend cannot run on 'linux'"),
     ("freebsd14", "linux", "the linux backend cannot run on 'freebsd14'"),
     ("linux", "solaris", "unknown backend 'solaris': use auto, linux or freebsd"),
+    ("freebsd14", "freebsd-simulated", "the freebsd-simulated backend is a test rig for Linux hosts, not for "
+                                       "'freebsd14'"),
 ])
 def test_refusals_are_one_line(sys_platform: str, configured: str, message: str):
     with pytest.raises(ValueError) as caught:

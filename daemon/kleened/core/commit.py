@@ -15,7 +15,7 @@ import logging
 from kleene_protocol.ids import new_id
 from kleene_protocol.operations import ContainerCommitConfig
 
-from ..platform.base import LayerStorage
+from ..platform.base import Capability, LayerStorage
 from .builder.decoders import decode
 from .builder.dockerfile import join_workdir
 from .builder.instructions import (
@@ -38,7 +38,7 @@ from .builder.scope import BuildScope
 from .builder.steps import Stage, apply_setting
 from .builder.syntax import logical_lines
 from .containers import Containers
-from .errors import InvalidArgument, NotFound
+from .errors import InvalidArgument, NotFound, Unavailable
 from .images import Images, parse_nametag
 from .records import ContainerRecord, ImageRecord
 
@@ -98,6 +98,9 @@ class Commits:
 async def commit(containers: Containers, images: Images, storage: LayerStorage, ident: str,
                  config: ContainerCommitConfig) -> ImageRecord:
     """Make the image; everything about the request is checked before the filesystem changes."""
+    if Capability.SNAPSHOT in storage.capabilities:  # the image would live in the container's dataset
+        raise Unavailable(f"commit is not available with the {storage.driver} storage driver: the snapshot "
+                          "would stay part of the container's filesystem (docs/freebsd.md)")
     name, tag = parse_nametag(config.tag) if config.tag else ("", "")
     instructions = parse_changes(config.changes)
     before = containers.get(ident, f"no such container '{ident}'")

@@ -235,7 +235,7 @@ class Containers:
             dataset=self._storage.container_dataset(container_id), layers=image.layers_at(snapshot),
             workdir=image.workdir, resources=resources, seccomp=seccomp, userns=userns, healthcheck=healthcheck,
         )
-        await self._storage.create_container_fs(container_id)
+        await self._storage.create_container_fs(container_id, record.layers)
         try:
             faults.point("container.create.fs")
             record.mounts = await self._create_mounts(record, config)
@@ -586,7 +586,8 @@ class Containers:
             container_log = self._open_log(record.id, monitored=self._runtime.writes_logs)
             spec = dataclasses.replace(spec, log_path=container_log.path)
             run = await self._supervisor.start_container(spec, exec_id, self._after_exit, fanout=fanout,
-                                                         log=container_log)
+                                                         log=container_log,
+                                                         on_created=functools.partial(self._networks.attach, record))
         except BaseException as exc:
             if container_log is not None:
                 container_log.abandon()

@@ -78,6 +78,7 @@ async def create_image(
             detected = await _fill(config, layer, source, emit)
             await _host_files(config, layer, source, emit)
             faults.point("image.create.filled")
+            await storage.seal_layer(layer_id)
         except _HOST_FAILURES as exc:
             raise CreationFailed(failure_reason(exc)) from exc
         if detected is not None and config.autotag:

@@ -73,10 +73,14 @@ class Plug:
 
 @dataclass
 class Live:
-    """A running sandboxed container's sandbox and plugs (endpoint id -> plug)."""
+    """A running container's network: its sandbox and plugs (endpoint id -> plug), or in
+    address-only mode the addresses it holds on the networks' interfaces."""
 
-    sandbox: Sandbox | None
+    sandbox: Sandbox | None  # None until the runtime made it (FreeBSD: the jail)
     plugs: dict[str, Plug] = field(default_factory=dict)
+    # Address-only mode (ipnet on FreeBSD): endpoint id -> (interface, address) held on the host
+    address_only: bool = False
+    addresses: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
 
 
 # --- validation -------------------------------------------------------------------------------

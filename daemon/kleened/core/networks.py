@@ -3,10 +3,14 @@
 A *network* (type loopback, bridge or custom) is an interface containers are plugged into; an
 *endpoint* is one container's membership, with the addresses it keeps while stopped. Driver
 `host` shares the host stack and `disabled` gets a private stack with `lo` only; the drivers the
-`NetworkDriver` calls sandboxed (`vnet`, and `ipnet` on Linux) get a *sandbox* (a named netns on
-Linux) with one *plug* per endpoint while they run. On Linux, ipnet cannot share the host stack
-restricted to some addresses, so it gets a namespace like vnet and keeps upstream's rules
-(network types, hot connect) and addresses; see docs/networking.md.
+`NetworkDriver` calls sandboxed (`vnet`, and `ipnet` on Linux) get a *sandbox* with one *plug*
+per endpoint while they run: a named netns the network driver makes before the runtime creates
+the container (Linux, `prepare`), or the vnet jail the runtime makes, plugged right after
+`Runtime.create` (FreeBSD, `attach`). On Linux, ipnet cannot share the host stack restricted to
+some addresses, so it gets a namespace like vnet and keeps upstream's rules (network types, hot
+connect) and addresses; see docs/networking.md. The other drivers are *address-only* (ipnet on
+FreeBSD): the container's addresses are aliases on the networks' interfaces and the jail's own
+address lists.
 
 Host state (interfaces, sandboxes, plugs, the firewall's rules) is derived from the store:
 `reconcile()` rebuilds it at start and removes what no stored object owns; `reapply()` reloads
@@ -30,7 +34,7 @@ from kleene_protocol.models import EndPoint, EndPointConfig, Network, NetworkCon
 from kleene_protocol.names import name_error
 
 from .. import faults
-from ..platform.base import Firewall, HostCommandError, NetworkDriver, NetworkMode, PlugSpec
+from ..platform.base import Firewall, HostCommandError, NetworkDriver, NetworkMode, PlugSpec, Sandbox
 from . import ipam
 from .clock import now_iso
 from .errors import Conflict, Internal, InvalidArgument, NotFound
@@ -299,14 +303,36 @@ class Networks:
                         gateway4=gateway4, gateway6=gateway6)
 
     async def _plug(self, container: ContainerRecord, endpoint: EndpointRecord, network: NetworkRecord) -> None:
+        """Connect the running container to `network`: a plug into its sandbox, or in
+        address-only mode its addresses on the network's interface, then the sandbox's lists."""
         live = self._live[container.id]
-        assert live.sandbox is not None, "sandboxed containers are plugged"
+        assert live.sandbox is not None, "running containers have their sandbox"
+        if live.address_only:
+            held = live.addresses.setdefault(endpoint.id, [])
+            for address in (endpoint.ip_address, endpoint.ip_address6):
+                if address:
+                    await self._host.add_address(network.interface, address)
+                    held.append((network.interface, address))
+            await self._set_addresses(live)
+            return
         spec = await self._plug_spec(container, live, endpoint, network)
         host_end = await self._host.plug(live.sandbox, spec)
         live.plugs[endpoint.id] = Plug(network_id=network.id, host_end=host_end, spec=spec)
 
+    async def _set_addresses(self, live: Live) -> None:
+        assert live.sandbox is not None
+        held = [address for pairs in live.addresses.values() for _interface, address in pairs]
+        await self._host.set_addresses(live.sandbox, [a for a in held if ":" not in a], [a for a in held if ":" in a])
+
     async def _unplug(self, endpoint: EndpointRecord) -> None:
         live = self._live.get(endpoint.container_id)
+        if live is not None and live.address_only:
+            held = live.addresses.pop(endpoint.id, [])
+            if held and live.sandbox is not None:
+                await self._set_addresses(live)
+            for interface, address in held:
+                await self._host.remove_address(interface, address)
+            return
         plug = live.plugs.pop(endpoint.id, None) if live else None
         if plug is not None:
             await self._host.unplug(plug.host_end, plug.spec, sandbox=live.sandbox)
@@ -314,40 +340,62 @@ class Networks:
     # --- the container side (called by the container lifecycle) ---------------------------------
 
     async def prepare(self, container: ContainerRecord) -> tuple[NetworkMode, str | None]:
-        """Before start: the network mode and, for sandboxed drivers, the sandbox's handle (the
-        netns path runc joins).
+        """Before the runtime creates the container: the network mode and, when the network
+        driver makes the sandbox (Linux), its handle (the netns path runc joins).
 
-        The sandbox is plugged into every network the container is connected to, and its
-        published ports are allocated (409 `port is already allocated` when a running container
-        has one) and get their rules. The caller holds the container's lock; if the start fails
-        afterwards, it must `release()`.
+        Sandboxed drivers (`NetworkDriver.sandboxed_drivers`) get a sandbox plugged into every
+        network the container is connected to; the others share the host's stack and hold their
+        addresses (address-only mode, ipnet on FreeBSD). Where the runtime makes the sandbox (a
+        FreeBSD jail), plugging waits for `attach`. Published ports are allocated (409 `port is
+        already allocated` when a running container has one) and get their rules. The caller
+        holds the container's lock; if the start fails afterwards, it must `release()`.
         """
         if container.network_driver == "host":
             return NetworkMode.HOST, None
         if container.network_driver == "disabled":
             return NetworkMode.NONE, None
-        if container.network_driver not in self._host.sandboxed_drivers:
-            # Address-only mode (ipnet on FreeBSD) needs the runtime's jail first (docs/freebsd.md).
-            raise Internal(f"'{container.network_driver}' containers are address-only here; core cannot start them yet")
+        address_only = container.network_driver not in self._host.sandboxed_drivers
         async with self._lock:
             await self._release(container.id)  # what a failed teardown may have left
             self._check_ports_free(container.id, container.public_ports)
             try:
-                sandbox = await self._host.create_sandbox(container.id)
-                if sandbox is None:  # FreeBSD: the runtime's create makes it (docs/freebsd.md)
-                    raise Internal("this platform's sandboxes are made by the runtime; core cannot start them yet")
-                self._live[container.id] = Live(sandbox)
-                for endpoint in self._endpoints(container_id=container.id):
-                    await self._plug(container, endpoint, self.get(endpoint.network_id))
-                if container.public_ports:
-                    await self._apply_firewall()
+                sandbox = None if address_only else await self._host.create_sandbox(container.id)
+                self._live[container.id] = Live(sandbox, address_only=address_only)
+                if sandbox is not None:
+                    await self._join(container)
             except BaseException as exc:
                 with trio.CancelScope(shield=True):
                     await self._release(container.id)
                 if isinstance(exc, HostCommandError):
                     raise Internal(f"could not set up the container's network: {exc}") from None
                 raise
-        return NetworkMode.NAMESPACE, sandbox.handle
+        if address_only:
+            return NetworkMode.ADDRESSES, None
+        return NetworkMode.NAMESPACE, sandbox.handle if sandbox is not None else None
+
+    async def attach(self, container: ContainerRecord, sandbox: Sandbox | None) -> None:
+        """After the runtime created the container (`Runtime.create` returned `sandbox`): plug a
+        sandbox the runtime made, or give an address-only container its addresses. Nothing to
+        do when `prepare` already plugged the network driver's own sandbox. On failure the
+        caller `release()`s, as for `prepare`."""
+        live = self._live.get(container.id)
+        if live is None or live.sandbox is not None:
+            return
+        if sandbox is None:
+            raise Internal(f"the runtime made no network sandbox for container {container.id}")
+        async with self._lock:
+            live.sandbox = sandbox
+            try:
+                await self._join(container)
+            except HostCommandError as exc:
+                raise Internal(f"could not set up the container's network: {exc}") from None
+
+    async def _join(self, container: ContainerRecord) -> None:
+        """Connect the container's sandbox to each of its networks, then its ports' rules."""
+        for endpoint in self._endpoints(container_id=container.id):
+            await self._plug(container, endpoint, self.get(endpoint.network_id))
+        if container.public_ports:
+            await self._apply_firewall()
 
     async def adopt(self, container: ContainerRecord) -> None:
         """At start: a container a previous daemon started runs on (live restore). Take its
@@ -378,6 +426,11 @@ class Networks:
         live = self._live.pop(container_id, None)
         if live is None:
             return
+        for interface, address in [pair for pairs in live.addresses.values() for pair in pairs]:
+            try:
+                await self._host.remove_address(interface, address)
+            except HostCommandError as exc:
+                log.warning("could not remove address %s: %s", address, exc, extra={"container": container_id})
         for plug in live.plugs.values():
             try:
                 await self._host.unplug(plug.host_end, plug.spec, sandbox=live.sandbox)
@@ -524,6 +577,7 @@ class Networks:
                 wanted = {p.host_end for live in self._live.values() for p in live.plugs.values()}
                 for record in self._records():
                     wanted.add(await self._restore(record))
+                await self._drop_stale_addresses()
                 for name in set(await self._host.owned_interfaces()) - wanted:
                     log.info("removing interface %s: no network owns it", name)
                     await self._host.destroy_interface(name)
@@ -535,6 +589,19 @@ class Networks:
                 if not self._store.exists(CONTAINER, name):
                     (self._hosts_dir / name).unlink()
         self._refresh_hosts()
+
+    async def _drop_stale_addresses(self) -> None:
+        """The addresses address-only containers that no longer run (a killed daemon) still
+        hold on the networks' interfaces (`remove_address` checks first)."""
+        for endpoint in self._endpoints():
+            container = self._store.get(CONTAINER, endpoint.container_id, ContainerRecord)
+            network = self._store.get(NETWORK, endpoint.network_id, NetworkRecord)
+            if container is None or network is None or container.id in self._live \
+                    or container.network_driver in self._host.sandboxed_drivers:
+                continue
+            for address in (endpoint.ip_address, endpoint.ip_address6):
+                if address:
+                    await self._host.remove_address(network.interface, address)
 
     async def _restore(self, record: NetworkRecord) -> str:
         """Make `record`'s interface as create left it; return its name."""

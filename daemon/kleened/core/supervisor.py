@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import trio
 
 from .. import faults
-from ..platform.base import ContainerSpec, Process, ProcessSpec, Runtime
+from ..platform.base import ContainerSpec, Process, ProcessSpec, Runtime, Sandbox
 from .fanout import Fanout, Stream
 from .logs import ContainerLog
 
@@ -65,6 +65,7 @@ class Run:
 
 
 OnExit = Callable[[Run], Awaitable[None]]
+OnCreated = Callable[[Sandbox | None], Awaitable[None]]
 
 
 class Supervisor:
@@ -105,16 +106,20 @@ class Supervisor:
     # --- starting ----------------------------------------------------------------------------
 
     async def start_container(self, spec: ContainerSpec, exec_id: str, on_exit: OnExit, *, fanout: Fanout,
-                              log: ContainerLog | None = None) -> Run:
+                              log: ContainerLog | None = None, on_created: OnCreated | None = None) -> Run:
         """Start a container whose init runs `spec.process`; `fanout` and `log` get its output.
+        `on_created` runs between the runtime's create and start with the sandbox the runtime
+        made (FreeBSD: the network is plugged into the jail there).
 
         The container gets a task of its own in the supervisor's nursery, whose nursery holds
         the init and every exec started in the container: a failure in any of them is logged,
         and ends (kills) that container only, never the daemon or other containers.
         """
         assert self._nursery is not None, "supervisor not running"
-        await self._runtime.create(spec)
+        sandbox = await self._runtime.create(spec)
         faults.point("container.start.created")
+        if on_created is not None:
+            await on_created(sandbox)
         process = await self._runtime.start(spec.id)
         return await self._supervise_init(spec.id, process, exec_id, on_exit, fanout=fanout, log=log,
                                           stop_signal=spec.stop_signal)

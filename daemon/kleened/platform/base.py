@@ -177,11 +177,16 @@ class LayerStorage(Protocol):
     async def create_layer(self) -> tuple[str, Path]:
         """A new empty layer to fill (extract a base image into it). Not yet usable by others."""
         ...
+    async def seal_layer(self, layer_id: str) -> None:
+        """The layer `create_layer` gave is filled: make it usable (ZFS: the `@image` snapshot
+        containers clone; overlay: nothing to do)."""
+        ...
     async def remove_layer(self, layer_id: str) -> None: ...
     def list_layers(self) -> list[str]: ...
 
-    async def create_container_fs(self, container_id: str) -> None:
-        """The container's own writable layer, empty."""
+    async def create_container_fs(self, container_id: str, layers: Sequence[str] = ()) -> None:
+        """The container's own filesystem. Without `CLONE_AT_CREATE` an empty writable layer
+        (`layers` are composed at mount); with it a clone of the top of `layers` (ZFS)."""
         ...
     async def mount_container_fs(self, container_id: str, layers: Sequence[str],
                                  userns: UserNamespace | None = None) -> Path:
@@ -198,6 +203,11 @@ class LayerStorage(Protocol):
 
         The container gets a fresh empty writable layer on top of the new one.
         """
+        ...
+    async def finish_build(self, container_id: str, image_id: str) -> None:
+        """The build container's committed layers now belong to the image `image_id`, before
+        the container is removed: with `SNAPSHOT` they are snapshots of the container's own
+        filesystem, which moves into the image's place (ZFS `rename`); overlay: nothing."""
         ...
     def rootfs_path(self, container_id: str) -> Path:
         """Where the container's filesystem is (or will be) mounted."""
@@ -383,8 +393,10 @@ class Runtime(Protocol):
     def check_params(self, params: Sequence[str]) -> dict[str, str]:
         """Validate jail_param-style `key[=value]` strings; raise ValueError with a message."""
         ...
-    async def create(self, spec: ContainerSpec) -> None:
-        """Create the container, its process not yet running; on failure nothing is left."""
+    async def create(self, spec: ContainerSpec) -> Sandbox | None:
+        """Create the container, its process not yet running; on failure nothing is left.
+        Returns the container's network sandbox when the runtime made it (a FreeBSD vnet jail),
+        None when it joined one the network driver made (`spec.netns_path`) or has none."""
         ...
     async def start(self, container_id: str) -> Process:
         """Run the created container's process (`spec.process`); on failure the caller deletes."""

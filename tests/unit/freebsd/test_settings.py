@@ -28,3 +28,16 @@ def test_missing_upstream_keys_take_the_defaults():
     with pytest.raises(ValueError):
         settings.FreeBSDSettings(kleene_root="z/k", pf_config_template_path="", pf_config_path="", host_prefix="k",
                                  stop_timeout=1.0, pf_mode="nft")
+
+
+def test_a_config_that_selects_the_freebsd_drivers_gets_their_defaults(tmp_path):
+    """Keys the file leaves out take FreeBSD's defaults (no pids limit: rctl needs racct); those it
+    sets win. A config for the Linux drivers keeps the Linux defaults."""
+    from kleened.config import load
+
+    path = tmp_path / "config.yaml"
+    path.write_text("backend: freebsd-simulated\nstate_root: /tmp/k\n")
+    chosen = load(str(path))
+    assert (chosen.default_pids_limit, chosen.seccomp_profile, chosen.state_root) == (0, "unconfined", "/tmp/k")
+    path.write_text("backend: linux\n")
+    assert (load(str(path)).default_pids_limit, load(str(path)).seccomp_profile) == (2048, "")

@@ -36,7 +36,7 @@ import trio
 from kleene_protocol.ids import new_id
 from kleene_protocol.models import ContainerConfig, ContainerUpdate, EndPointConfig, ImageBuildConfig
 
-from ...platform.base import BuildFiles, HostCommandError, LayerStorage
+from ...platform.base import BuildFiles, Capability, HostCommandError, LayerStorage
 from ..containers import Containers
 from ..errors import KleeneError, NotFound
 from ..images import Images, parse_nametag
@@ -116,6 +116,11 @@ class Builder:
         self._cache = BuildCache(store, self._image_layers, lambda layer: storage.layer_path(layer).is_dir())
         self.cache_mounts = CacheMounts(store, host) if host is not None else None
 
+    def _caching(self, config: ImageBuildConfig) -> bool:
+        """The build cache reuses layers by stacking them; a storage whose steps are snapshots of one
+        filesystem (ZFS) cannot stack another build's snapshot, so it builds without."""
+        return config.cache and Capability.SNAPSHOT not in self._storage.capabilities
+
     def _image_layers(self) -> set[str]:
         return {layer for record in self._images.records() for layer in record.layers}
 
@@ -153,7 +158,8 @@ class Builder:
         runner = StepRunner(
             containers=self._containers, images=self._images, storage=self._storage, files=self._files,
             scope=self._scope(config, dockerfile), emit=emit, quiet=config.quiet, context=context,
-            ignore=read_ignore(context), config_key=_config_key(config), cache=self._cache if config.cache else None,
+            ignore=read_ignore(context), config_key=_config_key(config),
+            cache=self._cache if self._caching(config) else None,
             host=self._host, cache_mounts=self.cache_mounts, secrets=dict(config.secrets),
         )
         try:
@@ -260,11 +266,12 @@ class Builder:
     async def _finish(self, build: Build) -> str:
         assert build.current is not None
         name, tag = parse_nametag(build.config.tag)
-        if build.config.cache:
+        if self._caching(build.config):
             self._keep_stages(build)
         record = self._image(build, build.current, name=name, tag=tag, image_id=build.id)
-        existing = same_image(self._images.records(), record) if build.config.cache else None
+        existing = same_image(self._images.records(), record) if self._caching(build.config) else None
         if existing is None:
+            await self._storage.finish_build(build.current.container_id, record.id)
             self._images.add(record)
         elif name and existing.nametag != record.nametag:
             self._images.tag(existing.id, record.nametag)  # the tag moves to the image, as in Docker
@@ -302,6 +309,7 @@ class Builder:
             build.runner.layers_made.add(layer)
             stage.layers.append(layer)
         name, _tag = parse_nametag(build.config.tag)
+        await self._storage.finish_build(stage.container_id, build.id)
         self._images.add(self._image(build, stage, name=name, tag="failed", image_id=build.id))
         return stage.last_snapshot or NO_SNAPSHOTS
 

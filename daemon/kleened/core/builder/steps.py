@@ -33,7 +33,7 @@ from kleene_protocol.ids import new_id
 from kleene_protocol.models import HealthConfig
 
 from ... import faults
-from ...platform.base import BuildFiles, LayerStorage
+from ...platform.base import BuildFiles, Capability, LayerStorage
 from ...platform.posix.rootpath import PathEscape, ensure_target, read_text_in_root, resolve_in_root
 from ..containers import Containers
 from ..errors import KleeneError
@@ -179,7 +179,7 @@ class StepRunner:
         layers = self.layers_of(ref)
         scratch = new_id()
         self.scratch_fs.add(scratch)
-        await self.storage.create_container_fs(scratch)
+        await self.storage.create_container_fs(scratch, layers)
         try:
             rootfs = await self.storage.mount_container_fs(scratch, layers)
             yield rootfs, None, cache_key("layers", layers)  # layers never change: their ids stand for the content
@@ -270,8 +270,10 @@ class StepRunner:
     async def snapshot(self, stage: Stage) -> str:
         """Name the stack as it is now; the line is sent even when quiet (klee looks for it). A step reused from
         the cache gets the snapshot name it had, so an unchanged rebuild names the same snapshots; a committed
-        step's cache entry is recorded with its name."""
-        name = stage.reused_snapshot or "@" + new_id()
+        step's cache entry is recorded with its name. Where layers are the storage's own snapshots (ZFS), the name
+        is the snapshot's, as upstream shows it."""
+        own = Capability.SNAPSHOT in self.storage.capabilities and stage.layers
+        name = stage.reused_snapshot or "@" + (stage.layers[-1] if own else new_id())
         if self.cache is not None and stage.pending_key is not None:
             self.cache.record(stage.pending_key, stage.layers[-1], name)
         stage.reused_snapshot, stage.pending_key = "", None

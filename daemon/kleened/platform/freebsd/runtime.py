@@ -112,6 +112,10 @@ class JailRuntime:
             raise ValueError(f"container {container_id} was not created by this runtime") from None
         return await self.exec(container_id, command, params.process_user(jail_spec.all_params(), jail_spec.user))
 
+    def created(self, container_id: str) -> JailSpec:
+        """The jail `create` made for the container (KeyError once deleted)."""
+        return self._created[container_id][0]
+
     async def create_jail(self, spec: JailSpec) -> None:
         """Mount, create the persistent jail, apply limits. Undone entirely on failure."""
         wanted = rctl.rules(spec.name, spec.limits)  # ValueError for what rctl cannot do, before anything

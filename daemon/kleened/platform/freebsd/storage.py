@@ -168,8 +168,12 @@ class ZfsStorage:
 
     async def create_container_fs(self, container_id: str, image_id: str, snapshot: str = zfs.IMAGE_SNAPSHOT) -> Path:
         """Clone `image@snapshot` as the container's filesystem; return its mountpoint."""
+        return await self.clone_container_fs(container_id, zfs.snapshot(self.layout.image(image_id), snapshot))
+
+    async def clone_container_fs(self, container_id: str, origin: str) -> Path:
+        """Clone the snapshot `origin` (an image's, or a build step's) as the container's filesystem."""
         target = self.layout.container(container_id)
-        await self.commands.run(zfs.clone_argv(zfs.snapshot(self.layout.image(image_id), snapshot), target))
+        await self.commands.run(zfs.clone_argv(origin, target))
         try:
             return await self.mountpoint(target)
         except BaseException:
@@ -185,12 +189,30 @@ class ZfsStorage:
         await self.commands.run(zfs.snapshot_argv(self.layout.container(container_id), name))
         return name
 
-    async def commit_build(self, container_id: str, image_id: str) -> Path:
-        """The finished (stopped, unmounted) build container becomes `image/<image_id>@image`."""
+    async def all_snapshots(self) -> dict[str, list[str]]:
+        """Every snapshot under the root -> the datasets cloned from it."""
+        return await self._clones(self.layout.root)
+
+    async def destroy_snapshot(self, snapshot: str) -> None:
+        """Refused by ZFS while a clone depends on it."""
+        await self.commands.run(zfs.destroy_argv(snapshot))
+
+    async def destroy_dataset(self, dataset: str) -> None:
+        """A dataset with no snapshots left (a built image whose layers all went)."""
+        if await self.exists(dataset):
+            await self.commands.run(zfs.destroy_argv(dataset))
+
+    async def rename_container_fs(self, container_id: str, image_id: str) -> Path:
+        """The build container's dataset, its step snapshots included, becomes `image/<image_id>`."""
         target = self.layout.image(image_id)
         await self.commands.run(zfs.rename_argv(self.layout.container(container_id), target))
-        await self.seal_layer(image_id)
         return await self.mountpoint(target)
+
+    async def commit_build(self, container_id: str, image_id: str) -> Path:
+        """The finished (stopped, unmounted) build container becomes `image/<image_id>@image`."""
+        path = await self.rename_container_fs(container_id, image_id)
+        await self.seal_layer(image_id)
+        return path
 
     async def remove_container_fs(self, container_id: str) -> None:
         """Destroy the clone and its snapshots (idempotent). Nothing may be mounted in it."""

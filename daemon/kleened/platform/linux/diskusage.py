@@ -2,7 +2,7 @@
 under the overlay driver's directories (layers, containers' writable layers, volumes, build
 caches).
 
-Sizes are apparent sizes (file content, as `du --apparent-size` counts it), each inode once:
+Sizes (`posix.sizes.tree_size`) are apparent sizes (file content, as `du --apparent-size` counts it), each inode once:
 a hard-linked file is counted at its first name. Directories and links count nothing; overlay
 whiteouts are character devices and count nothing either. Synchronous: callers run it in a
 worker thread.
@@ -10,9 +10,9 @@ worker thread.
 
 from __future__ import annotations
 
-import os
-import stat
 from pathlib import Path
+
+from kleened.platform.posix.sizes import tree_size
 
 
 def cgroup_mode(root: Path = Path("/sys/fs/cgroup")) -> str:
@@ -24,24 +24,6 @@ def cgroup_mode(root: Path = Path("/sys/fs/cgroup")) -> str:
     if root.is_dir() and any(root.iterdir()):
         return "v1"
     return "none"
-
-
-def tree_size(path: Path, seen: set[tuple[int, int]] | None = None) -> int:
-    """Bytes of file content under `path` (0 when it is gone); never follows a link."""
-    seen = set() if seen is None else seen
-    total = 0
-    for directory, _dirs, files in os.walk(path):
-        for name in files:
-            try:
-                st = os.lstat(os.path.join(directory, name))
-            except OSError:
-                continue  # removed meanwhile
-            if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) in seen:
-                continue
-            if st.st_nlink > 1:
-                seen.add((st.st_dev, st.st_ino))
-            total += st.st_size
-    return total
 
 
 class OverlaySizes:

@@ -146,7 +146,11 @@ class OverlayStorage:
     def rootfs_path(self, container_id: str) -> Path:
         return self._container_dir(container_id) / "rootfs"
 
-    async def create_container_fs(self, container_id: str) -> None:
+    async def seal_layer(self, layer_id: str) -> None:
+        """Nothing to do: a filled layer directory is usable as it is."""
+
+    async def create_container_fs(self, container_id: str, layers: Sequence[str] = ()) -> None:
+        """An empty writable layer; `layers` are composed at mount."""
         target = self._container_dir(container_id)
         if target.exists():
             raise FileExistsError(errno.EEXIST, f"container filesystem {container_id} already exists")
@@ -159,6 +163,9 @@ class OverlayStorage:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)  # only fresh empty dirs: never a mountpoint
             raise
+
+    async def finish_build(self, container_id: str, image_id: str) -> None:
+        """Nothing: committed layers are directories of their own, whatever becomes of the container."""
 
     async def mount_container_fs(self, container_id: str, layers: Sequence[str],
                                  userns: UserNamespace | None = None) -> Path:
