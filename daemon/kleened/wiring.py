@@ -196,11 +196,26 @@ async def _freebsd_drivers(config: Config, root: Path, *, simulated: bool) -> Ho
     )
 
 
+UNTRIED = ("the FreeBSD drivers have only run on a simulated host so far (docs/freebsd.md); "
+           "set `backend: freebsd` in the config to run them on this host")
+
+
+def check_untried(backend: Backend, configured: str) -> None:
+    """A root daemon does not try untried drivers on a real host unless it was asked to by name:
+    `auto` on FreeBSD refuses with one line; `freebsd` starts them with a warning."""
+    if backend != "freebsd":
+        return
+    if configured != "freebsd":
+        raise ValueError(UNTRIED)
+    log.warning("backend freebsd: these drivers have not run on a real FreeBSD host before (docs/freebsd.md)")
+
+
 @contextlib.asynccontextmanager
 async def open_services(config: Config) -> AsyncIterator[Services]:
     """Services ready to serve; on exit every container is stopped and the store closed."""
     try:
         backend = select_backend(sys.platform, config.backend)
+        check_untried(backend, config.backend)
     except ValueError as exc:
         raise SystemExit(f"kleened: {exc}") from None
     from .platform.base import CopyLimits

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kleened.config import Config
-from kleened.wiring import select_backend
+from kleened.wiring import UNTRIED, check_untried, select_backend
 
 
 @pytest.mark.parametrize(("sys_platform", "backend"), [("linux", "linux"), ("freebsd14", "freebsd"),
@@ -37,3 +37,13 @@ def test_refusals_are_one_line(sys_platform: str, configured: str, message: str)
     with pytest.raises(ValueError) as caught:
         select_backend(sys_platform, configured)
     assert str(caught.value) == message
+
+
+def test_untried_drivers_on_a_real_freebsd_host_need_their_name(caplog):
+    with pytest.raises(ValueError) as caught:
+        check_untried("freebsd", "auto")
+    assert str(caught.value) == UNTRIED
+    check_untried("freebsd", "freebsd")  # asked for by name: starts, with a warning
+    assert "have not run on a real FreeBSD host" in caplog.text
+    check_untried("linux", "auto")
+    check_untried("freebsd-simulated", "freebsd-simulated")
