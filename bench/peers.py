@@ -95,7 +95,15 @@ class Docker:
 
 
 @contextlib.contextmanager
-def _own_dockerd(workdir: Path) -> Iterator[str]:
+def docker_host(workdir: Path) -> Iterator[str | None]:
+    """`$DOCKER_HOST` if it answers, else a dockerd of our own while the block runs (None without dockerd)."""
+    host = os.environ.get("DOCKER_HOST")
+    if host and dockerd.answers(host):
+        yield host
+        return
+    if not dockerd.available():
+        yield None
+        return
     leftovers: list[dockerd.Leftovers] = []
     with dockerd.own_dockerd(workdir, leftovers) as docker:
         yield docker.host
@@ -156,9 +164,7 @@ def run(runs: int = 10) -> dict[str, object]:
             podman = Podman(daemon.workdir, tarball)
             stack.callback(podman.close)
             run_contenders["podman"], exec_contenders["podman"] = podman.run_rm, podman.exec
-        host = os.environ.get("DOCKER_HOST")
-        if not (host and dockerd.answers(host)):
-            host = stack.enter_context(_own_dockerd(daemon.workdir)) if dockerd.available() else None
+        host = stack.enter_context(docker_host(daemon.workdir))
         if host:
             docker = Docker(host, tarball)
             stack.callback(docker.close)
