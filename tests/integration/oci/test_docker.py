@@ -39,9 +39,9 @@ EXPECTED = "file says hello-from-kleene\nenv says hello-from-kleene in /srv/app\
 def docker() -> Iterator[dockerd.Dockerd]:
     require(dockerd.available(), "needs dockerd and docker (Debian package docker.io)")
     leftovers: list[dockerd.Leftovers] = []
-    with tempfile.TemporaryDirectory(prefix="kdk") as tmp:  # short: containerd's socket lives under it
-        with dockerd.own_dockerd(Path(tmp), leftovers) as daemon:
-            yield daemon
+    # A short directory: containerd's socket lives under it.
+    with tempfile.TemporaryDirectory(prefix="kdk") as tmp, dockerd.own_dockerd(Path(tmp), leftovers) as daemon:
+        yield daemon
     assert not leftovers[0], f"dockerd left this on the host: {leftovers[0]}"
 
 
