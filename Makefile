@@ -6,7 +6,7 @@ VENV := .venv
 UPSTREAM_VENV := .venv-upstream
 BIN := $(VENV)/bin
 SYSTEM_PACKAGES := runc conmon tini busybox-static nftables iproute2 xz-utils zstd python3-venv \
-	docker-registry skopeo podman apache2-utils docker.io
+	docker-registry skopeo podman apache2-utils docker.io debootstrap
 UPSTREAM_KLEE := kleene-cli==0.1.0rc4
 
 .PHONY: run test unit integration compat lint system-deps venv upstream-klee bench bench-peers clean
