@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,21 +156,30 @@ async def _fetch(job: PullJob, desc: Descriptor, diff_id: str, moved: list[int])
         sent[0] = received
         await job.progress(layer, "Downloading" if received < desc.size else "Extracting", received, desc.size)
 
-    def on_bytes(received: int) -> None:  # in the worker thread
-        now = time.monotonic()
-        if received == desc.size or now - reported[0] >= PROGRESS_INTERVAL:
-            reported[0] = now
-            trio.from_thread.run(on_chunk, received)
-
-    def unpack(path: Path, reply: BlockingReply) -> Unpacked:  # in the worker thread
-        source = VerifiedReader(reply.read, desc.digest, desc.size, on_bytes)
+    def unpack(path: Path, counts: _ThreadProgress, reply: BlockingReply) -> Unpacked:  # in the worker thread
+        source = VerifiedReader(reply.read, desc.digest, desc.size, counts.note)
         return job.maker.files.unpack_blocking(path, compression, source)
 
     async def download(path: Path) -> Unpacked:
-        return await job.client.download(ref.repository, desc.digest, functools.partial(unpack, path))
+        counts = _ThreadProgress(on_chunk, desc.size)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(counts.run)
+                try:
+                    return await job.client.download(ref.repository, desc.digest,
+                                                     functools.partial(unpack, path, counts))
+                finally:
+                    nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:  # the download's own error (`counts.run` raises none)
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
+        finally:
+            with trio.CancelScope(shield=True):
+                await counts.flush()  # the last count, before any later status
 
     for attempt in range(job.retries + 1):
-        sent, reported = [0], [0.0]
+        sent = [0]
         try:
             layer_id = await job.maker.make_with(download, diff_id, blob)
         except (RegistryError, TransportError) as exc:
@@ -182,6 +192,42 @@ async def _fetch(job: PullJob, desc: Descriptor, diff_id: str, moved: list[int])
         await job.progress(layer, "Pull complete", desc.size, desc.size)
         return layer_id
     raise AssertionError("unreachable")
+
+
+class _ThreadProgress:
+    """Byte counts from a downloading thread that never waits for the event loop (a call into
+    trio from a busy thread waits for the GIL, up to 5 ms each time): the thread queues its
+    latest count at most every `PROGRESS_INTERVAL` (and the last one), a task passes it on."""
+
+    def __init__(self, send: Callable[[int], Awaitable[None]], size: int) -> None:
+        self._send = send
+        self._size = size
+        self._token = trio.lowlevel.current_trio_token()
+        self._queued_at = 0.0
+        self._latest = self._sent = 0
+        self._wake = trio.Event()
+
+    def note(self, received: int) -> None:
+        """In the thread: bytes received so far."""
+        now = time.monotonic()
+        if received == self._size or now - self._queued_at >= PROGRESS_INTERVAL:
+            self._queued_at = now
+            self._token.run_sync_soon(self._set, received)
+
+    def _set(self, received: int) -> None:
+        self._latest = received
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            await self.flush()
+
+    async def flush(self) -> None:
+        if self._latest != self._sent:
+            self._sent = self._latest
+            await self._send(self._sent)
 
 
 def short(digest: str) -> str:
