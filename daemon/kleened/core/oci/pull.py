@@ -194,18 +194,38 @@ async def _fetch(job: PullJob, desc: Descriptor, diff_id: str, moved: list[int])
     raise AssertionError("unreachable")
 
 
-class _ThreadProgress:
+class Flusher:
+    """Sends what was noted since it last ran (`flush`, by a subclass) from a task of its own
+    (`run`), woken by `wake()`: whoever notes never waits for the sending."""
+
+    def __init__(self) -> None:
+        self._wake = trio.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            await self.flush()
+
+    async def flush(self) -> None:
+        raise NotImplementedError
+
+
+class _ThreadProgress(Flusher):
     """Byte counts from a downloading thread that never waits for the event loop (a call into
     trio from a busy thread waits for the GIL, up to 5 ms each time): the thread queues its
     latest count at most every `PROGRESS_INTERVAL` (and the last one), a task passes it on."""
 
     def __init__(self, send: Callable[[int], Awaitable[None]], size: int) -> None:
+        super().__init__()
         self._send = send
         self._size = size
         self._token = trio.lowlevel.current_trio_token()
         self._queued_at = 0.0
         self._latest = self._sent = 0
-        self._wake = trio.Event()
 
     def note(self, received: int) -> None:
         """In the thread: bytes received so far."""
@@ -216,13 +236,7 @@ class _ThreadProgress:
 
     def _set(self, received: int) -> None:
         self._latest = received
-        self._wake.set()
-
-    async def run(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake = trio.Event()
-            await self.flush()
+        self.wake()
 
     async def flush(self) -> None:
         if self._latest != self._sent:
