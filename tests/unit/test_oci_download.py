@@ -1,8 +1,11 @@
-"""The thread side of a layer download: a blocking blob stream verified as it is read, and the
-worker-thread runner that a cancellation aborts (the thread never outlives the call)."""
+"""The thread side of a layer download: a blocking blob stream verified as it is read, the
+worker-thread runner that a cancellation aborts (the thread never outlives the call), and a
+401 in the thread answered from trio (against a stand-in registry speaking the transport's
+blocking interface; the real registries are in tests/integration/oci)."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
@@ -12,7 +15,7 @@ import threading
 import pytest
 import trio
 
-from kleened.core.oci.registry import _run_abortable
+from kleened.core.oci.registry import Credentials, RegistryClient, RegistryError, _run_abortable
 from kleened.core.oci.unpack import ContentMismatch, VerifiedReader
 from kleened.platform.oci_layers import TarLayerFiles
 from tests.unit.test_oci import FakeWhiteouts
@@ -105,3 +108,52 @@ def test_a_download_returns_or_raises_what_the_thread_did():
             await _run_abortable(lambda aborter: (_ for _ in ()).throw(ValueError("bad blob")))
 
     trio.run(main)
+
+
+class _Reply:
+    def __init__(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        self.status, self.url, self._headers = status, "http://registry.test/blob", headers
+        self._pieces = [body]
+
+    def header(self, name: str) -> str | None:
+        return self._headers.get(name.lower())
+
+    def read(self) -> bytes:
+        return self._pieces.pop(0) if self._pieces else b""
+
+    def abort(self) -> None:
+        self._pieces = []
+
+
+class _Registry:
+    """Answers blob GETs as a registry with basic auth would: 401 with a challenge, then the blob."""
+
+    def __init__(self, blob: bytes, status: int = 200) -> None:
+        self.blob, self.status = blob, status
+        self.seen: list[str] = []
+
+    @contextlib.contextmanager
+    def blocking(self, method: str, url: str, *, headers: dict[str, str], follow_redirects: bool = False):
+        self.seen.append(headers.get("Authorization", ""))
+        if not headers.get("Authorization"):
+            yield _Reply(401, b"", {"www-authenticate": 'Basic realm="test"'})
+        elif self.status != 200:
+            yield _Reply(self.status, b'{"errors": [{"code": "TOOMANYREQUESTS", "message": "slow down"}]}', {})
+        else:
+            yield _Reply(200, self.blob, {})
+
+
+def test_a_download_answers_a_401_from_trio_then_reads_in_the_thread():
+    blob = b"layer bytes"
+    registry = _Registry(blob)
+    client = RegistryClient(registry, "http://registry.test", Credentials("tester", "pw"))  # type: ignore[arg-type]
+
+    def consume(reply) -> tuple[bytes, bool]:
+        return reply.read(), threading.current_thread() is not threading.main_thread()
+
+    assert trio.run(client.download, "app", _digest(blob), consume) == (blob, True)
+    assert registry.seen == ["", Credentials("tester", "pw").basic()]
+    registry.status = 429
+    with pytest.raises(RegistryError, match=r"HTTP 429.*slow down") as caught:
+        trio.run(client.download, "app", _digest(blob), consume)
+    assert caught.value.transient
