@@ -6,7 +6,7 @@ VENV := .venv
 UPSTREAM_VENV := .venv-upstream
 BIN := $(VENV)/bin
 SYSTEM_PACKAGES := runc conmon tini busybox-static nftables iproute2 xz-utils zstd python3-venv \
-	docker-registry skopeo podman apache2-utils
+	docker-registry skopeo podman apache2-utils docker.io debootstrap
 UPSTREAM_KLEE := kleene-cli==0.1.0rc4
 
 .PHONY: run test unit integration compat lint system-deps venv upstream-klee bench bench-peers clean
@@ -52,12 +52,8 @@ bench: system-deps venv upstream-klee
 	$(BIN)/python -m bench
 
 # Side by side with podman and docker (bench/peers.py), then the scale curve and the load test.
-# bench.peers starts a dockerd of its own (own data root, no bridge, no iptables) and stops it.
+# bench.peers starts a dockerd of its own (tests/dockerd.py: own roots, no bridge, no iptables) and stops it.
 bench-peers: system-deps venv
-	@missing=""; for p in podman docker.io; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
-	fi
 	$(BIN)/python -m bench.peers
 	$(BIN)/python -m bench.scale
 	$(BIN)/python -m bench.load

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import subprocess
 import tempfile
@@ -19,6 +20,7 @@ from typing import Any
 import trustme
 
 from bench.common import summary
+from bench.streams import cpu_seconds
 from tests.daemon import Daemon, running_daemon
 from tests.oci_layouts import Layout, random_file, tar_of_dir, tar_of_entries
 from tests.registry import running_registry
@@ -77,12 +79,21 @@ def _timed(fn: Callable[[], object]) -> float:
     return (time.perf_counter() - t0) * 1000
 
 
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # children that ended: the skopeo runs
+    return usage.ru_utime + usage.ru_stime
+
+
 def _measure(daemon: Daemon, host: str, work: Path, runs: int, a_bytes: int, new_bytes: int) -> dict[str, Any]:
-    """Ours and the floor alternate, so that load from elsewhere on the machine hits both alike."""
-    ours, floor, shared, shared_floor, moved = [], [], [], [], []
+    """Ours and the floor alternate, so that load from elsewhere on the machine hits both alike.
+    CPU seconds (kleened's threads, skopeo's process) are reported too: they hardly move with the
+    machine's load, where wall times do."""
+    ours, floor, shared, shared_floor, moved, cpu, cpu_floor = [], [], [], [], [], [], []
     for run in range(runs + 1):  # the first round warms caches up and is not counted
         pulled: list[tuple[str, int]] = []
+        cpu0 = cpu_seconds(daemon.pid)
         fresh = _timed(lambda out=pulled: out.append(_pull(daemon, f"{host}/bench/img:a")))
+        cpu1 = cpu_seconds(daemon.pid)
         assert pulled[0][1] == a_bytes, (pulled, a_bytes)
         second = _timed(lambda out=pulled: out.append(_pull(daemon, f"{host}/bench/img:b")))
         with daemon.client() as api:
@@ -90,7 +101,9 @@ def _measure(daemon: Daemon, host: str, work: Path, runs: int, a_bytes: int, new
                 assert api.delete(f"/images/{image_id}").status_code == 200
         dest = work / "oci-floor"
         shutil.rmtree(dest, ignore_errors=True)
+        children0 = _children_cpu()
         copy = _timed(lambda: _skopeo(host, "bench/img:a", work / "oci-floor", "a"))
+        children1 = _children_cpu()
         copy_shared = _timed(lambda: _skopeo(host, "bench/img:b", work / "oci-floor", "b"))  # it skips blobs it has
         if run:
             ours.append(fresh)
@@ -98,12 +111,17 @@ def _measure(daemon: Daemon, host: str, work: Path, runs: int, a_bytes: int, new
             moved.append(pulled[1][1])
             floor.append(copy)
             shared_floor.append(copy_shared)
+            cpu.append((cpu1 - cpu0) * 1000)
+            cpu_floor.append((children1 - children0) * 1000)
     assert max(moved) == new_bytes, (moved, new_bytes)
     return {"layers": 5, "image_bytes": a_bytes, "fresh_pull": summary(ours), "floor_skopeo_copy": summary(floor),
             "ratio": round(summary(ours)["median_ms"] / summary(floor)["median_ms"], 2),
             "shared_pull": summary(shared), "shared_floor_skopeo": summary(shared_floor),
             "shared_ratio": round(summary(shared)["median_ms"] / summary(shared_floor)["median_ms"], 2),
-            "shared_bytes_moved": max(moved), "new_layer_bytes": new_bytes}
+            "shared_bytes_moved": max(moved), "new_layer_bytes": new_bytes,
+            "fresh_pull_cpu_ms": summary(cpu)["median_ms"], "floor_skopeo_cpu_ms": summary(cpu_floor)["median_ms"],
+            "cpu_ratio": round(summary(cpu)["median_ms"] / summary(cpu_floor)["median_ms"], 2),
+            "load_average": os.getloadavg()}
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ import argparse
 import contextlib
 import json
 import os
-import shutil
 import subprocess
 import threading
 import time
@@ -23,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 
 from bench.common import bench_daemon
-from bench.peers import docker_answers, own_dockerd
+from bench.peers import docker_host
 from bench.scale import rss_kb
 from tests.daemon import Daemon
 from tests.rootfs import session_tarball
@@ -126,9 +125,7 @@ def run(clients: int = 50, cycles: int = 20) -> dict[str, object]:
         rss_before = rss_kb(daemon.pid)
         results["kleened"] = drive(kleened_cycle(daemon), clients, cycles)
         results["kleened"]["rss_mb"] = [round(rss_before / 1024, 1), round(rss_kb(daemon.pid) / 1024, 1)]
-        host = os.environ.get("DOCKER_HOST")
-        if not (host and docker_answers(host)) and shutil.which("dockerd"):
-            host = stack.enter_context(own_dockerd(daemon.workdir))
+        host = stack.enter_context(docker_host(daemon.workdir))
         if host:
             env = {**os.environ, "DOCKER_HOST": host}
             subprocess.run(["docker", "import", str(session_tarball(daemon.workdir)), "kbench-bb:latest"], check=True,

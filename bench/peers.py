@@ -7,9 +7,9 @@ podman (when installed) keeps its images and containers under this run's directo
 (`--root/--runroot`), and needs on this kind of host `--runtime runc` (crun fails on a hybrid
 cgroup hierarchy) and `--ulimit nofile=1024:1024 --ulimit nproc=1024:1024` (its default rlimits
 exceed the sandbox's hard limits). docker: `$DOCKER_HOST` if it answers, else (when `dockerd`
-is installed) a dockerd of our own with its own data and exec roots and socket, no bridge and no
-iptables rules (`--bridge=none --iptables=false`): the runs use `--network none`, and the host's
-firewall and interfaces stay as they were (checked after it stops).
+is installed) a dockerd of our own (`tests/dockerd.py`: its own data and exec roots and socket, no
+bridge and no iptables rules): the runs use `--network none`, and what it would leave on the host
+is removed and reported after it stops.
 
 `python -m bench.peers [--runs N]` prints JSON: medians in ms and the ratios ours/peer.
 """
@@ -21,7 +21,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from bench.common import RawRunc, bench_daemon, env_without_klee, summary
+from tests import dockerd
 from tests.daemon import ROOT, Daemon
 from tests.rootfs import session_tarball
 from tests.wsapi import create_image, exec_stream
@@ -94,57 +94,21 @@ class Docker:
         subprocess.run(["docker", "rmi", "-f", "kbench-bb"], capture_output=True, env=self.env)
 
 
-def docker_answers(host: str) -> bool:
-    env = {**os.environ, "DOCKER_HOST": host}
-    return shutil.which("docker") is not None and subprocess.run(
-        ["docker", "version"], capture_output=True, env=env, timeout=30).returncode == 0
-
-
-def _host_network() -> tuple[str, str]:
-    """docker's interfaces (others come and go with other daemons on the machine) and the iptables rules."""
-    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
-    iptables = shutil.which("iptables")
-    rules = subprocess.run([iptables, "-S"], capture_output=True, text=True).stdout if iptables else ""
-    names = (line.split(":")[1].strip() for line in links.splitlines())
-    return "\n".join(sorted(name for name in names if name.startswith(("docker", "br-", "veth")))), rules
-
-
 @contextlib.contextmanager
-def own_dockerd(workdir: Path) -> Iterator[str | None]:
-    """A dockerd of our own (or None when dockerd is not installed); stopped and removed after."""
-    if shutil.which("dockerd") is None:
+def docker_host(workdir: Path) -> Iterator[str | None]:
+    """`$DOCKER_HOST` if it answers, else a dockerd of our own while the block runs (None without dockerd)."""
+    host = os.environ.get("DOCKER_HOST")
+    if host and dockerd.answers(host):
+        yield host
+        return
+    if not dockerd.available():
         yield None
         return
-    root = workdir / "docker"
-    root.mkdir()
-    host = f"unix://{root}/docker.sock"
-    before = _host_network()
-    log = (root / "dockerd.log").open("wb")
-    proc = subprocess.Popen(
-        ["dockerd", "--data-root", str(root / "data"), "--exec-root", str(root / "exec"), "--pidfile",
-         str(root / "dockerd.pid"), "-H", host, "--bridge=none", "--iptables=false", "--ip6tables=false",
-         "--containerd-namespace", f"kbench{os.getpid()}", "--containerd-plugins-namespace", f"kbenchp{os.getpid()}"],
-        stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 60
-        while not docker_answers(host):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"dockerd did not start: {(root / 'dockerd.log').read_text()[-2000:]}")
-            time.sleep(0.2)
-        yield host
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
-        subprocess.run(["umount", "-R", str(root / "exec")], capture_output=True)  # leftovers of a crash only
-        shutil.rmtree(root, ignore_errors=True)
-        after = _host_network()
-        if after != before:
-            print(f"warning: dockerd changed the host's network:\nbefore {before}\nafter {after}", file=sys.stderr)
+    leftovers: list[dockerd.Leftovers] = []
+    with dockerd.own_dockerd(workdir, leftovers) as docker:
+        yield docker.host
+    if leftovers and leftovers[0]:
+        print(f"warning: dockerd left this on the host: {leftovers[0]}", file=sys.stderr)
 
 
 def klee_contenders(daemon: Daemon) -> tuple[Callable[[], None], ...]:
@@ -200,9 +164,7 @@ def run(runs: int = 10) -> dict[str, object]:
             podman = Podman(daemon.workdir, tarball)
             stack.callback(podman.close)
             run_contenders["podman"], exec_contenders["podman"] = podman.run_rm, podman.exec
-        host = os.environ.get("DOCKER_HOST")
-        if not (host and docker_answers(host)):
-            host = stack.enter_context(own_dockerd(daemon.workdir))
+        host = stack.enter_context(docker_host(daemon.workdir))
         if host:
             docker = Docker(host, tarball)
             stack.callback(docker.close)

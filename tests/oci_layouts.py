@@ -8,9 +8,10 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import tarfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import zstandard
 
@@ -72,6 +73,26 @@ class Layout:
         digest, size = self.blob(compress(tar, compression))
         return {"mediaType": LAYER_TYPES[compression], "digest": digest, "size": size}, digest_of(tar)
 
+    def layer_of_dir(self, path: Path, compression: str = "zstd") -> tuple[dict[str, Any], str]:
+        """A layer of the directory `path`, streamed to its blob file (for a whole system's tree,
+        too large to hold in memory); (descriptor, diff id)."""
+        if compression not in ("zstd", ""):
+            raise ValueError(f"layer_of_dir writes zstd or plain tars, not {compression!r}")
+        spool = self.dest / "blobs" / "layer.partial"
+        with spool.open("wb") as raw:
+            blob = _Hashing(raw)
+            compressor = zstandard.ZstdCompressor(level=3, threads=-1) if compression == "zstd" else None
+            sink: Any = compressor.stream_writer(blob, closefd=False) if compressor else blob
+            tar_hash = _Hashing(sink)
+            with tarfile.open(fileobj=tar_hash, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+                tar.add(path, arcname=".")
+            if compressor:
+                sink.close()
+        digest = "sha256:" + blob.hasher.hexdigest()
+        os.replace(spool, blob_path(self.dest, digest))
+        return {"mediaType": LAYER_TYPES[compression], "digest": digest, "size": blob.size}, \
+            "sha256:" + tar_hash.hasher.hexdigest()
+
     def image(self, layers: list[tuple[dict[str, Any], str]], config: dict[str, Any] | None = None,
               os_arch: tuple[str, str] = ("linux", "amd64"), labels: dict[str, str] | None = None) -> dict[str, Any]:
         """Write config and manifest blobs; return the manifest's descriptor (with its platform)."""
@@ -100,6 +121,21 @@ class Layout:
         entry["annotations"] = {"org.opencontainers.image.ref.name": tag}
         self.manifests.append(entry)
         (self.dest / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": self.manifests}))
+
+
+class _Hashing:
+    """A write-only file that hashes and counts what goes through to `out`."""
+
+    def __init__(self, out: BinaryIO | Any) -> None:
+        self.out = out
+        self.hasher = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.hasher.update(data)
+        self.size += len(data)
+        self.out.write(data)
+        return len(data)
 
 
 def blob_path(layout: Path, digest: str) -> Path:

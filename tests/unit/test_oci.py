@@ -248,3 +248,4 @@ def test_the_httpcore_read_size_setting_still_exists():
     from kleened.platform import registry_http
 
     assert httpcore.AsyncHTTP11Connection.READ_NUM_BYTES == registry_http.READ_SIZE
+    assert httpcore.HTTP11Connection.READ_NUM_BYTES == registry_http.READ_SIZE

@@ -137,6 +137,22 @@ def test_final_symlink_is_replaced_not_followed(box):
     assert (box["root"] / "etc/passwd").read_bytes() == b"image passwd\n"
 
 
+def test_whatever_is_there_is_replaced(box):
+    """Entries are created first and what is in the way removed only then: a file, a symlink (to
+    the host), a directory with content and a dangling symlink all give way, nothing is followed."""
+    members = [_file("a", b"old"), _link("a", str(box["host"] / "passwd")),
+               _link("b", str(box["host"])), _file("b", b"file over a link to a directory\n"),
+               _dir("c"), _file("c/inner"), _link("c", "/nowhere"),
+               _link("d", "/dangling"), _link("d", "/elsewhere"), _dir("e"), _file("e", b"file over a directory")]
+    extract(make_tar(box["tmp"] / "a.tar.gz", members), box["root"])
+    host_untouched(box)
+    root = box["root"]
+    assert os.readlink(root / "a") == str(box["host"] / "passwd")
+    assert not (root / "b").is_symlink() and (root / "b").read_bytes() == b"file over a link to a directory\n"
+    assert os.readlink(root / "c") == "/nowhere" and os.readlink(root / "d") == "/elsewhere"
+    assert (root / "e").read_bytes() == b"file over a directory"
+
+
 def test_hardlink_outside_is_refused(box):
     for target in ("/etc/shadow", f"{box['host']}/passwd", "../host/passwd"):
         with pytest.raises(UnsafeArchive):

@@ -30,6 +30,7 @@ from kleene_protocol.models import (
 from kleene_protocol.websocket import CLOSE_INTERNAL_ERROR, CLOSE_NORMAL, starting
 
 from ..core.errors import InvalidArgument
+from ..core.oci.pull import Flusher
 from ..core.oci.service import OciFailed
 from .http import body, reply, services
 from .ws import binary_upload, close, discard_input, receive_config, ws_guard
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 bp = Blueprint("oci", __name__)
 
 
-class ProgressFrames:
+class ProgressFrames(Flusher):
     """`PullProgress` frames sent by a task of their own, so a slow client never slows a transfer.
 
     Every status change is sent, in order; byte counts ("Downloading" 1 MiB, 2 MiB, ...) of a
@@ -48,10 +49,10 @@ class ProgressFrames:
     BYTES = frozenset({"Downloading", "Extracting", "Pushing"})
 
     def __init__(self) -> None:
+        super().__init__()
         self._changes: collections.deque[PullProgress] = collections.deque()
         self._latest: dict[str, PullProgress] = {}
         self._status: dict[str, str] = {}
-        self._wake = trio.Event()
 
     async def __call__(self, layer: str, status: str, current: int, total: int) -> None:
         frame = PullProgress(layer=layer, status=status, current=current, total=total)
@@ -61,13 +62,7 @@ class ProgressFrames:
             self._latest.pop(layer, None)
             self._changes.append(frame)
             self._status[layer] = status
-        self._wake.set()
-
-    async def run(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake = trio.Event()
-            await self.flush()
+        self.wake()
 
     async def flush(self) -> None:
         while self._changes or self._latest:

@@ -1,6 +1,7 @@
 """OCI layer tar streams to and from layer directories, on any POSIX host.
 
-Unpacking: the (gzip, zstd or plain) blob arrives as an async chunk stream; a worker thread
+Unpacking: the (gzip, zstd or plain) blob arrives as an async chunk stream, or as a blocking
+stream that a worker thread reads (a pull's download, `unpack_blocking`); that thread
 decompresses it, hashes the uncompressed tar (the layer's diff id) and extracts it with
 `posix_tar`'s rules (paths resolved inside the layer, link checks, size caps), OCI whiteouts
 turned into the storage's form by its `Whiteouts`.
@@ -55,10 +56,10 @@ class TarLayerFiles:
 
     async def unpack(self, dest: Path, compression: str, chunks: AsyncIterator[bytes]) -> Unpacked:
         async with prefetched(chunks) as ahead:
-            return await trio.to_thread.run_sync(functools.partial(self._unpack, dest, compression, ahead))
+            return await trio.to_thread.run_sync(functools.partial(self.unpack_blocking, dest, compression,
+                                                                   ChunkReader(ahead)))
 
-    def _unpack(self, dest: Path, compression: str, chunks: AsyncIterator[bytes]) -> Unpacked:
-        raw = ChunkReader(chunks)
+    def unpack_blocking(self, dest: Path, compression: str, raw: io.RawIOBase) -> Unpacked:
         hashed = _Hashing(_decompressed(raw, compression))
         stream = io.BufferedReader(hashed, CHUNK)
         writer = posix_tar.LayerWriter(os.path.realpath(dest), self.limits, _ignore, trio.from_thread.check_cancelled,
@@ -69,7 +70,8 @@ class TarLayerFiles:
                 pass
         except (zlib.error, zstandard.ZstdError) as exc:
             raise ExtractError(f"could not decompress layer: {exc}") from exc
-        raw.drain()
+        while raw.read(CHUNK):  # to its end, so that whatever the source checks there is checked
+            pass
         return Unpacked("sha256:" + hashed.hasher.hexdigest(), stats.entries, stats.bytes)
 
     async def measure(self, source: Path, compression: str) -> Packed:

@@ -7,13 +7,21 @@ builds those URLs). Redirects are followed only where asked (blob downloads, to 
 registry redirects to); httpx drops the Authorization header when a redirect leaves the host.
 Every network failure becomes `TransportError`; one that a retry cannot fix (a certificate
 that does not verify) is marked not transient.
+
+Layer blobs are read from a worker thread (`blocking`, through a synchronous client with the
+same TLS, timeouts and proxies): the thread that unpacks a layer reads its socket too, so the
+event loop does not touch the bytes. `abort()` shuts the connection down from any thread, which
+ends a read that waits (a cancelled pull).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
 import ssl
-from collections.abc import AsyncIterable, AsyncIterator
+import threading
+from collections.abc import AsyncIterable, AsyncIterator, Iterator
 
 import httpcore
 import httpx
@@ -26,8 +34,9 @@ CHUNK = 1 << 20
 # 1 MiB reads a pull of large layers took half the time on a 2-core machine. A private class
 # attribute (httpcore 1.0); `tests/unit/test_oci.py` checks that it still exists.
 READ_SIZE = 1 << 20
-if hasattr(httpcore.AsyncHTTP11Connection, "READ_NUM_BYTES"):
-    httpcore.AsyncHTTP11Connection.READ_NUM_BYTES = READ_SIZE
+for _connection in (httpcore.AsyncHTTP11Connection, httpcore.HTTP11Connection):
+    if hasattr(_connection, "READ_NUM_BYTES"):
+        _connection.READ_NUM_BYTES = READ_SIZE
 _TIMEOUT = httpx.Timeout(60.0, connect=15.0)  # per read: a stalled registry fails, a slow one doesn't
 _LIMITS = httpx.Limits(max_connections=32, max_keepalive_connections=16)
 
@@ -57,15 +66,71 @@ class _Reply:
             raise TransportError(_describe(exc)) from None
 
 
+class _BlockingReply:
+    """A reply whose body a worker thread reads (`core.oci.interfaces.BlockingReply`)."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+        self.status = response.status_code
+        self.url = str(response.url)
+        self._pieces = response.iter_bytes()  # no chunk size: the pieces as read, not copied again
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def header(self, name: str) -> str | None:
+        return self._response.headers.get(name)
+
+    def read(self) -> bytes:
+        try:
+            return next(self._pieces, b"")
+        except httpx.HTTPError as exc:
+            raise TransportError(_describe(exc)) from None
+
+    def abort(self) -> None:
+        """Shut the connection down (a dup of its socket: the reading thread keeps its objects)."""
+        with self._lock:
+            if self._closed:
+                return
+            stream = self._response.extensions.get("network_stream")
+            sock = stream.get_extra_info("socket") if stream is not None else None
+            with contextlib.suppress(OSError, ValueError):
+                dup = socket.socket(fileno=os.dup(sock.fileno())) if sock is not None else None
+                if dup is not None:
+                    with dup:
+                        dup.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._response.close()
+
+
 class HttpxTransport:
     def __init__(self, ca_file: str | None = None) -> None:
         context = ssl.create_default_context()
         if ca_file:
             context.load_verify_locations(ca_file)
         self._client = httpx.AsyncClient(verify=context, timeout=_TIMEOUT, limits=_LIMITS, trust_env=True)
+        self._blocking = httpx.Client(verify=context, timeout=_TIMEOUT, limits=_LIMITS, trust_env=True)
 
     async def aclose(self) -> None:
         await self._client.aclose()
+        self._blocking.close()
+
+    @contextlib.contextmanager
+    def blocking(self, method: str, url: str, *, headers: dict[str, str],
+                 follow_redirects: bool = False) -> Iterator[_BlockingReply]:
+        """`request` for a worker thread (no body to send)."""
+        request = self._blocking.build_request(method, url, headers=headers)
+        try:
+            response = self._blocking.send(request, stream=True, follow_redirects=follow_redirects)
+        except httpx.HTTPError as exc:
+            raise TransportError(_describe(exc), transient=not _is_tls(exc)) from None
+        reply = _BlockingReply(response)
+        try:
+            yield reply
+        finally:
+            reply.close()
 
     @contextlib.asynccontextmanager
     async def request(self, method: str, url: str, *, headers: dict[str, str],

@@ -1,6 +1,7 @@
 """What the OCI services need from the host, as small protocols (implemented in `platform`).
 
-- `HttpTransport`: HTTP(S) requests to registries (TLS, CA, redirects, streaming bodies);
+- `HttpTransport`: HTTP(S) requests to registries (TLS, CA, redirects, streaming bodies), and
+  blocking ones for worker threads (layer downloads read and unpacked in one thread);
 - `LayerFiles`: a layer's files to and from the tar streams of OCI layers, whiteouts included;
 - `ArchiveFiles`: spooling received OCI/Docker archives and reading their members (load).
 
@@ -11,6 +12,7 @@ content that is refused (a hostile or corrupt tar), `OSError` for host trouble.
 from __future__ import annotations
 
 import contextlib
+import io
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Protocol
@@ -34,12 +36,33 @@ class HttpReply(Protocol):
         ...
 
 
+class BlockingReply(Protocol):
+    """A reply read by a worker thread."""
+
+    status: int
+    url: str
+
+    def header(self, name: str) -> str | None: ...
+    def read(self) -> bytes:
+        """The next piece of the body (up to about 1 MiB); b"" at its end. Blocks."""
+        ...
+
+    def abort(self) -> None:
+        """From any thread: make a read that waits, and every later one, fail with `TransportError`."""
+        ...
+
+
 class HttpTransport(Protocol):
     def request(
         self, method: str, url: str, *, headers: dict[str, str], body: bytes | AsyncIterable[bytes] | None = None,
         follow_redirects: bool = False,
     ) -> contextlib.AbstractAsyncContextManager[HttpReply]:
         """Send one request; the reply's body is read inside the block."""
+        ...
+
+    def blocking(self, method: str, url: str, *, headers: dict[str, str],
+                 follow_redirects: bool = False) -> contextlib.AbstractContextManager[BlockingReply]:
+        """`request` without a body, from a worker thread: blocks; the body is read inside the block."""
         ...
 
 
@@ -49,6 +72,10 @@ class LayerFiles(Protocol):
     async def unpack(self, dest: Path, compression: str, chunks: Chunks) -> Unpacked:
         """Extract a layer's tar stream (`compression`: "", "gzip" or "zstd") into the empty layer
         directory `dest`, OCI whiteouts turned into the storage's form. Reads `chunks` to the end."""
+        ...
+
+    def unpack_blocking(self, dest: Path, compression: str, source: io.RawIOBase) -> Unpacked:
+        """`unpack` in the calling worker thread, from a blocking `source`; reads it to its end."""
         ...
 
     async def measure(self, source: Path, compression: str) -> Packed:

@@ -9,6 +9,11 @@ client's life, which is one operation (a pull, a push).
 Retries: a request that fails to connect, breaks, or gets 429 or a 5xx is sent again, up to
 `retries` times with a growing pause. Blob bodies are retried by the caller (a streamed body
 cannot be replayed halfway); `blob()` only opens the stream.
+
+Layer downloads (`download`) run in a worker thread from request to last byte, handing the
+reply to the caller's consumer in that thread (which verifies and unpacks it), so the bytes
+never pass through the event loop. A cancellation aborts the connection, which ends a read
+that waits, and waits for the thread; a 401 there is answered from trio and tried once more.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import contextlib
 import hashlib
 import logging
 import re
+import threading
 import urllib.parse
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -27,7 +33,7 @@ import msgspec
 import trio
 
 from ...platform.base import TransportError
-from .interfaces import HttpReply, HttpTransport
+from .interfaces import BlockingReply, HttpReply, HttpTransport
 from .manifest import ACCEPT, MAX_MANIFEST
 
 log = logging.getLogger(__name__)
@@ -156,6 +162,34 @@ class RegistryClient:
                 raise RegistryError(f"blob unknown: {digest} not found in {repository}", status=404)
             await self._expect(reply, (200,), f"blob {digest}")
             yield reply
+
+    async def download(self, repository: str, digest: str, consume: Callable[[BlockingReply], T]) -> T:
+        """GET a blob in a worker thread and return `consume(reply)`, run there on the 200 reply
+        (redirects followed). Failures: `RegistryError` for statuses, `TransportError` for the network."""
+        url = f"{self.base}/v2/{repository}/blobs/{digest}"
+        for attempt in range(2):
+            headers = {"Authorization": self._authorization} if self._authorization else {}
+            challenge, value = await _run_abortable(
+                lambda aborter, h=headers, first=attempt == 0: self._download(url, h, digest, consume, aborter, first))
+            if challenge is None:
+                return value  # type: ignore[return-value]
+            await self._authenticate(challenge, _pull(repository))
+        raise AssertionError("unreachable")
+
+    def _download(self, url: str, headers: dict[str, str], digest: str, consume: Callable[[BlockingReply], T],
+                  aborter: _Aborter, challenge_ok: bool) -> tuple[str | None, T | None]:
+        """In the worker thread: (the 401's challenge, None) to answer first, or (None, consumed)."""
+        with self._transport.blocking("GET", url, headers=headers, follow_redirects=True) as reply, \
+                aborter.attached(reply.abort):
+            if reply.status == 401 and challenge_ok:
+                return reply.header("www-authenticate") or "", None
+            if reply.status == 404:
+                raise RegistryError(f"blob unknown: {digest} not found", status=404)
+            if reply.status != 200:
+                body = _read_some(reply, _ERROR_LIMIT)
+                raise RegistryError(_error_text(body, f"blob {digest}: HTTP {reply.status}"), status=reply.status,
+                                    transient=reply.status == 429 or reply.status >= 500)
+            return None, consume(reply)
 
     async def has_blob(self, repository: str, digest: str) -> bool:
         async with self.send("HEAD", f"/v2/{repository}/blobs/{digest}", scope=_push(repository),
@@ -307,13 +341,11 @@ class RegistryClient:
                             transient=transient)
 
     async def _describe(self, reply: HttpReply, fallback: str) -> str:
-        """The registry's own error text when it gave one (`{"errors": [{"message": ...}]}`)."""
         try:
-            body = msgspec.json.decode(await reply.read(_ERROR_LIMIT), type=_ErrorBody)
-        except (ValueError, TransportError, msgspec.DecodeError, msgspec.ValidationError):
+            body = await reply.read(_ERROR_LIMIT)
+        except (ValueError, TransportError):
             return fallback
-        texts = [f"{e.get('code', '')}: {e.get('message', '')}".strip(": ") for e in body.errors]
-        return f"{fallback} ({'; '.join(texts)})" if texts else fallback
+        return _error_text(body, fallback)
 
     @staticmethod
     async def _read(reply: HttpReply, limit: int, what: str) -> bytes:
@@ -323,6 +355,79 @@ class RegistryClient:
             raise RegistryError(f"{what} is larger than {limit} bytes") from None
         except TransportError as exc:
             raise RegistryError(f"{what}: the connection broke: {exc}", transient=True) from None
+
+
+def _error_text(body: bytes, fallback: str) -> str:
+    """The registry's own error text when it gave one (`{"errors": [{"message": ...}]}`)."""
+    try:
+        errors = msgspec.json.decode(body, type=_ErrorBody).errors
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return fallback
+    texts = [f"{e.get('code', '')}: {e.get('message', '')}".strip(": ") for e in errors]
+    return f"{fallback} ({'; '.join(texts)})" if texts else fallback
+
+
+def _read_some(reply: BlockingReply, limit: int) -> bytes:
+    data = bytearray()
+    with contextlib.suppress(TransportError):
+        while len(data) <= limit and (piece := reply.read()):
+            data += piece
+    return bytes(data) if len(data) <= limit else b""
+
+
+class _Aborter:
+    """Lets trio abort what a worker thread is blocked in (its current reply), whenever it is."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._abort: Callable[[], None] | None = None
+        self.aborted = False
+
+    @contextlib.contextmanager
+    def attached(self, abort: Callable[[], None]) -> Any:
+        with self._lock:
+            if self.aborted:
+                abort()
+            self._abort = abort
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._abort = None
+
+    def abort(self) -> None:
+        with self._lock:
+            self.aborted = True
+            if self._abort is not None:
+                self._abort()
+
+
+async def _run_abortable(fn: Callable[[_Aborter], T]) -> T:
+    """`fn(aborter)` in a worker thread. If the calling task is cancelled meanwhile, the aborter
+    fires (ending the thread's blocking read) and the cancellation is raised once the thread has
+    ended: the thread never outlives the call (it writes into a layer that is then removed)."""
+    aborter = _Aborter()
+    result: list[T] = []
+    failure: list[BaseException] = []
+
+    async def work(nursery: trio.Nursery) -> None:
+        try:
+            result.append(await trio.to_thread.run_sync(fn, aborter))
+        except BaseException as exc:  # handed to the caller below, or replaced by its cancellation
+            failure.append(exc)
+        finally:
+            nursery.cancel_scope.cancel()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(work, nursery)
+        try:
+            await trio.sleep_forever()
+        finally:
+            if not result and not failure:  # cancelled from outside while the thread runs
+                aborter.abort()
+    if failure:
+        raise failure[0]
+    return result[0]
 
 
 def _pull(repository: str) -> str:

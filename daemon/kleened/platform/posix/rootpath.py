@@ -23,7 +23,12 @@ class PathEscape(ValueError):
 
 
 def resolve_in_root(root: Path, path: str) -> Path:
-    root = Path(os.path.realpath(root))
+    return Path(resolve_in_real_root(os.path.realpath(root), path))
+
+
+def resolve_in_real_root(root: str, path: str) -> str:
+    """`resolve_in_root` for a `root` that is already `os.path.realpath`'s answer, on strings:
+    what an extraction calls for every entry, without resolving the root again each time."""
     parts = [p for p in path.split("/") if p not in ("", ".")]
     resolved: list[str] = []
     links = 0
@@ -33,7 +38,7 @@ def resolve_in_root(root: Path, path: str) -> Path:
             if resolved:
                 resolved.pop()
             continue
-        candidate = root.joinpath(*resolved, part)
+        candidate = os.path.join(root, *resolved, part)
         try:
             st = os.lstat(candidate)
         except (FileNotFoundError, NotADirectoryError):
@@ -49,8 +54,8 @@ def resolve_in_root(root: Path, path: str) -> Path:
             parts = [p for p in target.split("/") if p not in ("", ".")] + parts
             continue
         resolved.append(part)
-    result = root.joinpath(*resolved)
-    if not str(result).startswith(str(root)):
+    result = os.path.join(root, *resolved)
+    if not result.startswith(root):
         raise PathEscape(f"'{path}' resolves outside the container root")
     return result
 

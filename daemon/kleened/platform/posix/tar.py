@@ -41,7 +41,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Protocol, TypeVar
 
 from kleened.platform.posix import rootpath
 
@@ -52,6 +52,7 @@ _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _TIME_MAX = 2**33  # year 2242: later (or negative) archive mtimes are clamped, not errors
 
+T = TypeVar("T")
 Count = Callable[[int], None]
 Check = Callable[[], None]
 WHITEOUT = ".wh."  # OCI: `.wh.<name>` hides <name> of the layers below
@@ -107,14 +108,21 @@ def member_parts(name: str) -> list[str]:
 
 def resolve_in_root(root: str, path: str) -> str:
     """The host path of `path` as seen from inside `root` (see `rootpath.resolve_in_root`)."""
+    return _resolve(os.path.realpath(root), path)
+
+
+def _resolve(real_root: str, path: str) -> str:
     try:
-        return str(rootpath.resolve_in_root(Path(root), path))
+        return rootpath.resolve_in_real_root(real_root, path)
     except rootpath.PathEscape as exc:
         raise UnsafeArchive(str(exc)) from None
 
 
 def _make_dirs(root: str, path: str) -> None:
     """Create the missing directories of `path` (inside `root`), refusing non-directories."""
+    with contextlib.suppress(OSError):
+        if stat.S_ISDIR(os.lstat(path).st_mode):  # the usual case: one call instead of one per component
+            return
     current = root
     rel = os.path.relpath(path, root)
     if rel == ".":
@@ -142,11 +150,23 @@ def clear(path: str) -> None:
         os.unlink(path)
 
 
-def place(root: str, parts: list[str]) -> str:
-    """The host path for an entry named by `parts`: parent resolved inside `root` and created."""
-    parent = resolve_in_root(root, "/".join(parts[:-1]))
+def place(root: str, parts: list[str], *, real_root: bool = False) -> str:
+    """The host path for an entry named by `parts`: parent resolved inside `root` and created.
+    `real_root`: `root` is `os.path.realpath`'s answer already (an extraction's, per entry)."""
+    joined = "/".join(parts[:-1])
+    parent = _resolve(root, joined) if real_root else resolve_in_root(root, joined)
     _make_dirs(root, parent)
     return os.path.join(parent, parts[-1])
+
+
+def _replacing(create: Callable[[], T], path: str) -> T:
+    """`create()` a new entry at `path` (it must fail on anything there: O_EXCL, symlink); if
+    something is there, `clear` it and create again. Most entries are new: one call, no lstat."""
+    try:
+        return create()
+    except FileExistsError:
+        clear(path)
+        return create()
 
 
 def _clamp(mtime: float) -> int:
@@ -162,7 +182,7 @@ class LayerWriter:
 
     def __init__(self, root: str, limits: Limits, on_count: Count, check: Check, same_owner: bool,
                  owner: tuple[int, int] | None = None, whiteouts: Whiteouts | None = None) -> None:
-        self.root = root
+        self.root = os.path.realpath(root)  # once: entries are resolved against it without it again
         self.owner = owner  # replaces every entry's uid/gid (ADD --chown of an archive)
         self.whiteouts = whiteouts
         self.limits = limits
@@ -205,8 +225,7 @@ class LayerWriter:
         uid, gid = self.owner or (uid, gid)
         if self.stats.bytes + size > self.limits.max_bytes:
             raise UnsafeArchive(f"content larger than {self.limits.max_bytes} bytes: refusing to go on")
-        clear(path)
-        fd = os.open(path, NEW_FILE, 0o600)
+        fd = _replacing(lambda: os.open(path, NEW_FILE, 0o600), path)
         try:
             with open(fd, "wb", closefd=False) as out:
                 while chunk := data.read(CHUNK):
@@ -223,8 +242,7 @@ class LayerWriter:
 
     def symlink(self, path: str, target: str, uid: int, gid: int, mtime: float) -> None:
         uid, gid = self.owner or (uid, gid)
-        clear(path)
-        os.symlink(target, path)
+        _replacing(lambda: os.symlink(target, path), path)
         if self.same_owner:
             os.chown(path, uid, gid, follow_symlinks=False)
         os.utime(path, (_clamp(mtime), _clamp(mtime)), follow_symlinks=False)
@@ -374,7 +392,7 @@ def _extract_member(writer: LayerWriter, tar: tarfile.TarFile, member: tarfile.T
         writer.stats.skipped += 1  # devices, fifos, and types tarfile does not know
         return
     target = _link_target(writer.root, member) if member.islnk() else ""  # checked before _place creates dirs
-    path = place(writer.root, parts)
+    path = place(writer.root, parts, real_root=True)
     if member.isdir():
         writer.directory(path, member.mode, member.uid, member.gid, member.mtime)
     elif member.isreg():
@@ -394,14 +412,14 @@ def _whiteout(writer: LayerWriter, whiteouts: Whiteouts, parts: list[str]) -> No
         writer.stats.skipped += 1  # aufs bookkeeping (`.wh..wh.plnk`): no meaning for other storages
         return
     if parts[-1] == OPAQUE:
-        directory = resolve_in_root(writer.root, "/".join(parts[:-1]))
+        directory = _resolve(writer.root, "/".join(parts[:-1]))
         _make_dirs(writer.root, directory)
         whiteouts.opaque(directory)
     else:
         hidden = parts[-1][len(WHITEOUT):]
         if hidden in ("", ".", "..") or hidden.startswith(WHITEOUT):
             raise UnsafeArchive(f"refusing whiteout '{'/'.join(parts)}': it names no entry")
-        path = place(writer.root, [*parts[:-1], hidden])
+        path = place(writer.root, [*parts[:-1], hidden], real_root=True)
         clear(path)
         whiteouts.whiteout(path)
     writer.written()

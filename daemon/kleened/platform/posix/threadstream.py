@@ -45,11 +45,6 @@ class ChunkReader(io.RawIOBase):
         self._view = self._view[n:]
         return n
 
-    def drain(self) -> None:
-        """Read to the end, so that whatever the iterator checks at its end is checked."""
-        while self.readinto(bytearray(CHUNK)):
-            pass
-
 
 class _ChunkWriter(io.RawIOBase):
     """A write-only file in the thread that hands `CHUNK`-sized pieces to trio."""
