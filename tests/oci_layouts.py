@@ -23,10 +23,15 @@ LAYER_TYPES = {"gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
 Entry = tuple[str, "bytes | None"]  # (name, content); None is a directory, a name ending "/" too
 
 
-def tar_of_dir(path: Path) -> bytes:
+def tar_of_dir(path: Path, *, salt: bytes = b"") -> bytes:
+    """The tree as a tar; with `salt`, a file holding it is added (a layer no other test has)."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         tar.add(path, arcname=".")
+        if salt:
+            info = tarfile.TarInfo("etc/layer-salt")
+            info.size, info.mode = len(salt), 0o644
+            tar.addfile(info, io.BytesIO(salt))
     return buf.getvalue()
 
 
@@ -153,10 +158,13 @@ def random_file(size: int, seed: int) -> bytes:
 
 
 def busybox_layout(dest: Path, rootfs: Path, tag: str = "latest", *, extra: list[list[Entry]] | None = None,
-                   compression: str = "gzip", config: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A layout with one image: the busybox rootfs, then one layer per `extra` entry list."""
+                   compression: str = "gzip", config: dict[str, Any] | None = None,
+                   salt: bytes = b"") -> dict[str, Any]:
+    """A layout with one image: the busybox rootfs, then one layer per `extra` entry list. A
+    `salt` makes the base layer this layout's own (registries and the daemon are shared by a
+    module's tests: a test that counts blobs pushed or mounted needs layers nobody else moved)."""
     layout = Layout(dest)
-    layers = [layout.layer(tar_of_dir(rootfs), compression)]
+    layers = [layout.layer(tar_of_dir(rootfs, salt=salt), compression)]
     layers += [layout.layer(tar_of_entries(entries), compression) for entries in extra or []]
     manifest = layout.image(layers, config)
     layout.tag(manifest, tag)

@@ -56,7 +56,8 @@ def test_push_an_image_made_here_and_pull_it_back(oci_daemon, registry):
 
 def test_push_a_pulled_image_mounts_its_blobs(oci_daemon, registry, workdir, tree):
     layout = workdir / "layout-mount"
-    busybox_layout(layout, tree, "m", extra=[[("etc/", None), ("etc/m", secrets.token_bytes(8))]])
+    busybox_layout(layout, tree, "m", extra=[[("etc/", None), ("etc/m", secrets.token_bytes(8))]],
+                   salt=secrets.token_bytes(8))
     registry.copy_in(layout, "tests/source:m")
     source = f"{registry.host}/tests/source:m"
     pulled(oci_daemon, source)
@@ -69,7 +70,8 @@ def test_push_a_pulled_image_mounts_its_blobs(oci_daemon, registry, workdir, tre
 
 def test_push_with_token_auth_and_to_another_registry(oci_daemon, token_registry, plain_registry, workdir, tree):
     layout = workdir / "layout-cross"
-    busybox_layout(layout, tree, "x", extra=[[("etc/", None), ("etc/x", secrets.token_bytes(8))]])
+    busybox_layout(layout, tree, "x", extra=[[("etc/", None), ("etc/x", secrets.token_bytes(8))]],
+                   salt=secrets.token_bytes(8))
     plain_registry.copy_in(layout, "tests/cross:x")
     source = f"{plain_registry.host}/tests/cross:x"
     pulled(oci_daemon, source)
