@@ -18,17 +18,7 @@ from hypothesis import strategies as st
 from kleene_protocol.models import LogsConfig
 from kleened.core import logfiles
 from kleened.core.fanout import Stream
-from kleened.core.logfiles import (
-    LIVE,
-    Cursor,
-    LogGone,
-    Renderer,
-    Selection,
-    encode,
-    generations,
-    log_path,
-    numbered_path,
-)
+from kleened.core.logfiles import LIVE, Renderer, Selection, encode, generations, log_path
 from kleened.core.logs import Logs
 from tests.unit.test_logs import until
 
@@ -174,9 +164,9 @@ def test_a_rotation_in_flight_is_not_a_lost_generation(tmp_path: Path, monkeypat
     directory.mkdir()
     first = encode(CONMON, Stream.STDOUT, b"one\n")
     (directory / LIVE).write_bytes(first)
-    cursor = Cursor(directory, 1, 0)
+    cursor = logfiles.Cursor(directory, 1, 0)
     assert cursor.read_block() == first
-    os.rename(directory / LIVE, numbered_path(directory, 1))  # the daemon's rotation
+    os.rename(directory / LIVE, logfiles.numbered_path(directory, 1))  # the daemon's rotation
     listed = logfiles._numbered
 
     def monitor_reopens_meanwhile(path: Path) -> list[int]:
@@ -188,10 +178,10 @@ def test_a_rotation_in_flight_is_not_a_lost_generation(tmp_path: Path, monkeypat
     blocks = [cursor.read_block() for _ in range(2)]
     assert b"".join(blocks).endswith(b"two\n")
     assert cursor.generation == 2
-    os.rename(directory / LIVE, numbered_path(directory, 2))
+    os.rename(directory / LIVE, logfiles.numbered_path(directory, 2))
     for old in (1, 2):
-        os.unlink(numbered_path(directory, old))
-    numbered_path(directory, 3).write_bytes(b"")
-    with pytest.raises(LogGone):  # a generation really deleted under a slow reader
-        Cursor(directory, 2, 0).read_block()
+        os.unlink(logfiles.numbered_path(directory, old))
+    logfiles.numbered_path(directory, 3).write_bytes(b"")
+    with pytest.raises(logfiles.LogGone):  # a generation really deleted under a slow reader
+        logfiles.Cursor(directory, 2, 0).read_block()
     cursor.close()
