@@ -89,10 +89,12 @@ class JailContainers:
         return await self.jails.exec(container_id, command, user)
 
     async def kill(self, container_id: str, signum: int, *, all_processes: bool = False) -> None:
+        """The main process, or with `all_processes` it and every process `ps -J` lists: a main
+        process just started may still be jexec, not yet attached to the jail and not listed."""
         known = self._known.get(container_id)
+        if known is not None and known.main is not None and known.main.returncode is None:
+            known.main.signal(signum)
         if not all_processes:
-            if known is not None and known.main is not None and known.main.returncode is None:
-                known.main.signal(signum)
             return
         try:
             pids = jail.parse_pids(await self.jails.commands.run(jail.processes_argv(container_id)))

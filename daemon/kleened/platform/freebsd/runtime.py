@@ -124,9 +124,12 @@ class JailRuntime:
         argv = jail.create_argv(spec.name, spec.root, jail.network_params(spec.network),
                                 params.jail_line(spec.all_params()))
         created = False
+        mounted: list[Path] = []  # where this call mounts, in order (registered before the mount)
+        before = await self.mounted() if spec.mounts else []  # what is not ours to undo
         try:
             for bind in spec.mounts:
                 plan = mounts.prepare(spec.root, bind.source, bind.destination, read_only=bind.read_only)
+                mounted.append(plan.target)
                 await self.commands.run(mounts.mount_argv(plan))
             await self.commands.run(argv)
             created = True
@@ -137,7 +140,7 @@ class JailRuntime:
                 if created:
                     await self.delete(spec.name, spec.root, limits=bool(wanted))
                 else:  # the name may belong to another jail (a name in use): only our mounts go
-                    await self.unmount_all(spec.root)
+                    await self.unmount_own(mounted, before)
             raise
 
     async def delete(self, name: str, root: Path, *, limits: bool = True) -> None:
@@ -164,6 +167,13 @@ class JailRuntime:
     async def _need_racct(self) -> None:
         if (await self.commands.run(rctl.RACCT_ARGV)).strip() != "1":
             raise ValueError(rctl.RACCT_HINT)
+
+    async def unmount_own(self, targets: Sequence[Path], before: Sequence[mounts.Mounted]) -> None:
+        """Undo the mounts a failed `create_jail` made, last first: at each target, only a mount
+        above those `before` had (another jail of the same root keeps its own)."""
+        for target in reversed(targets):
+            if _count(await self.mounted(), target) > _count(before, target):
+                await self.commands.run(mounts.umount_argv(target))
 
     async def unmount_all(self, root: Path) -> None:
         for entry in mounts.under(await self.mounted(), root):
@@ -223,6 +233,10 @@ class JailRuntime:
             return len(jail.parse_pids(await self.commands.run(jail.processes_argv(name))))
         except HostCommandError:
             return 0
+
+
+def _count(found: Sequence[mounts.Mounted], node: Path) -> int:
+    return sum(m.node == str(node) for m in found)
 
 
 def _in_image(root: Path, command: list[str]) -> bool:
