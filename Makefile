@@ -5,14 +5,21 @@ PYTHON ?= python3
 VENV := .venv
 UPSTREAM_VENV := .venv-upstream
 BIN := $(VENV)/bin
-SYSTEM_PACKAGES := runc conmon tini busybox-static nftables iproute2 xz-utils zstd python3-venv \
-	docker-registry skopeo podman apache2-utils docker.io debootstrap
+# What kleened needs on the host (`make run`), then what only the tests add (`make test`).
+SYSTEM_PACKAGES := runc conmon tini busybox-static nftables iproute2 xz-utils zstd python3-venv debootstrap
+TEST_PACKAGES := docker-registry skopeo podman apache2-utils docker.io
 UPSTREAM_KLEE := kleene-cli==0.1.0rc4
 
-.PHONY: run test unit integration compat lint system-deps venv upstream-klee bench bench-peers clean
+.PHONY: run test unit integration compat lint system-deps test-deps packages venv upstream-klee bench bench-peers clean
 
 system-deps:
-	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@$(MAKE) --no-print-directory packages PACKAGES="$(SYSTEM_PACKAGES)"
+
+test-deps:
+	@$(MAKE) --no-print-directory packages PACKAGES="$(SYSTEM_PACKAGES) $(TEST_PACKAGES)"
+
+packages:
+	@missing=""; for p in $(PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
@@ -45,15 +52,15 @@ lint: venv
 unit: venv
 	$(BIN)/pytest -q tests/unit
 
-test: system-deps venv upstream-klee lint
+test: test-deps venv upstream-klee lint
 	$(BIN)/pytest -q -p no:cacheprovider tests
 
-bench: system-deps venv upstream-klee
+bench: test-deps venv upstream-klee
 	$(BIN)/python -m bench
 
 # Side by side with podman and docker (bench/peers.py), then the scale curve and the load test.
 # bench.peers starts a dockerd of its own (tests/dockerd.py: own roots, no bridge, no iptables) and stops it.
-bench-peers: system-deps venv
+bench-peers: test-deps venv
 	$(BIN)/python -m bench.peers
 	$(BIN)/python -m bench.scale
 	$(BIN)/python -m bench.load
