@@ -45,6 +45,18 @@ def run(fn: Callable[..., Awaitable[T]], *args: Any, timeout: float = TEST_TIMEO
     return trio.run(main)
 
 
+async def settled_count(runtime: RuncRuntime, container_id: str, expected: int, timeout: float = 15) -> int:
+    """The container's process count once it is `expected`, else the count at the deadline.
+
+    tini (the init) forks the command after `runc start` returns, and a process killed a moment
+    ago may not have left the cgroup yet: a count read at once can be off by one either way.
+    """
+    with trio.move_on_after(timeout):
+        while runtime.process_count(container_id) != expected:
+            await trio.sleep(0.01)
+    return runtime.process_count(container_id)
+
+
 @dataclass
 class Host:
     storage: OverlayStorage

@@ -22,7 +22,7 @@ from kleened.platform.base import BindMount, HostCommandError, Limits
 from kleened.platform.linux import attachsock
 from kleened.platform.linux.conmon import ConmonMonitors, Monitored, MonitorGone
 from kleened.platform.linux.monitorspec import MonitorOptions
-from tests.integration.platform.conftest import Host, run
+from tests.integration.platform.conftest import Host, run, settled_count
 from tests.unit.test_conmon import CRI_RECORD
 
 pytestmark = pytest.mark.skipif(not Path("/usr/bin/conmon").exists(), reason="needs conmon (apt-get install conmon)")
@@ -273,7 +273,7 @@ def test_delete_kills_a_running_container_and_its_monitor(host: Host, monitors: 
                                                           tmp_path: Path) -> None:
     async def body() -> None:
         async with monitored(host, monitors, tmp_path, ["sleep", "1000"], attach=False) as (container, _):
-            assert container.monitor_running and host.runtime.process_count(container.container_id) == 2
+            assert container.monitor_running and await settled_count(host.runtime, container.container_id, 2) == 2
             assert set(monitors.find_all()) == {container.container_id}
             found = monitors.find(container.container_id)
             assert found is not None and found.monitor_alive and found.exit_status() is None

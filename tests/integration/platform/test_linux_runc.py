@@ -12,7 +12,7 @@ import trio
 
 from kleened.platform.base import BindMount, HostCommandError, Limits, NetworkMode, ProcessSpec
 from kleened.platform.linux import cgroups
-from tests.integration.platform.conftest import ENV, Host, collect, run
+from tests.integration.platform.conftest import ENV, Host, collect, run, settled_count
 
 
 def test_echo_hi(host: Host) -> None:
@@ -84,7 +84,7 @@ def test_exec_in_running_container(host: Host) -> None:
             code, out, err = await collect(proc)
             assert (code, err) == (5, b"")
             assert out.decode().split("\n") == ["bar", "/tmp", "1000", "1000", "1000 5", ""]
-            assert host.runtime.process_count(cid) == 2  # tini + sleep
+            assert await settled_count(host.runtime, cid, 2) == 2  # tini + sleep
             await proc.aclose()
 
     run(body)
@@ -94,7 +94,7 @@ def test_exec_processes_die_with_the_container(host: Host) -> None:
     async def body() -> None:
         async with host.container(["sleep", "1000"]) as (cid, init):
             proc = await host.runtime.exec(cid, ProcessSpec(args=["sleep", "500"], env=ENV))
-            assert host.runtime.process_count(cid) == 3
+            assert await settled_count(host.runtime, cid, 3) == 3
             await host.runtime.kill(cid, signal.SIGKILL)
             async with trio.open_nursery() as nursery:  # both must be reaped for the init to finish
                 nursery.start_soon(init.wait)
@@ -224,7 +224,7 @@ def test_cancel_during_exec_leaves_nothing(host: Host, tty: bool) -> None:
                     proc.signal(signal.SIGKILL)
                     assert await proc.wait() == 128 + 9
                     await proc.aclose()
-                assert host.runtime.process_count(cid) == 2  # tini + sleep: no exec survived
+                assert await settled_count(host.runtime, cid, 2) == 2  # tini + sleep: no exec survived
             assert outcomes == {True, False}
 
     run(body)
@@ -321,7 +321,7 @@ def test_list_delete_and_process_count(host: Host) -> None:
     async def body() -> None:
         async with host.container(["sleep", "1000"]) as (cid, _):
             assert (await host.runtime.list_containers()) == {cid: "running"}
-            assert host.runtime.process_count(cid) == 2
+            assert await settled_count(host.runtime, cid, 2) == 2
         await host.runtime.delete(cid)  # idempotent after the cleanup deleted it
         assert host.runtime.process_count(cid) == 0
 
