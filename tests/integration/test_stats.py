@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 from pathlib import Path
 
 import pytest
@@ -91,7 +92,9 @@ def test_bad_parameters_close_1002(daemon, config, message):
 
 def test_top_lists_the_processes(api, pair):
     busy, _ = pair
-    top = api.get(f"/containers/{busy}/top").json()
+    deadline = time.monotonic() + 15  # the init forks the command after the start returned
+    while len((top := api.get(f"/containers/{busy}/top").json())["processes"]) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert top["id"] == busy
     commands = [p["command"] for p in top["processes"]]
     assert commands == ["/.init -- /bin/sh -c while :; do :; done", "/bin/sh -c while :; do :; done"]
