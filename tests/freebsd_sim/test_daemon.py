@@ -348,3 +348,53 @@ def test_what_the_freebsd_drivers_cannot_do_stops_kleened_with_one_line(host: Si
     with pytest.raises(RuntimeError, match="kleened exited with 1") as caught:
         daemon.start()
     assert f"kleened: {message}" in str(caught.value)
+
+
+
+def own_datasets(host: SimHost, image_id: str) -> list[str]:
+    """The image's dataset and its snapshots, and every container dataset (build containers included)."""
+    dataset = f"{ROOT_DATASET}/image/{image_id}"
+    return [d for d in [*host.datasets(), *host.snapshots()]
+            if d.startswith((f"{ROOT_DATASET}/container/", dataset + "@")) or d == dataset]
+
+
+def test_a_multi_stage_build_hands_its_stages_over_to_the_image(api, daemon, host: SimHost, image: str,
+                                                                 tmp_path: Path):
+    """A stage FROM an earlier stage is a clone of that stage's last snapshot; at the end each
+    earlier build container is promoted away (`zfs promote` of its clone), so none is left, and
+    the image's dataset holds every layer it stacks, until the image goes."""
+    dockerfile = (f"FROM {image} AS one\nRUN echo one > /one\nFROM one AS two\nRUN echo two > /two\n"
+                  "FROM two\nCMD [\"/bin/cat\", \"/one\", \"/two\"]\n")
+    done = built(daemon, tmp_path / "ok", dockerfile, tag="multi:1")
+    dataset = f"{ROOT_DATASET}/image/{done.image_id}"
+    steps = [s.removeprefix("@") for s in done.snapshots]
+    assert len(steps) == 2 and not builders(api)
+    assert own_datasets(host, done.image_id) == [dataset, *(f"{dataset}@{s}" for s in steps)]
+    assert run_built(api, daemon, "multi:1") == "one\ntwo\n"
+
+    child = built(daemon, tmp_path / "child", "FROM multi:1\nRUN echo three > /three\n", tag="child:1")
+    r = api.delete("/images/multi:1")  # another image's dataset is a clone of it
+    assert (r.status_code, r.json()["message"]) == (
+        404, f"could not remove image {done.image_id} since it is used for images:\n{child.image_id}"), r.text
+    for ref in ("child:1", "multi:1"):
+        r = api.delete(f"/images/{ref}")
+        assert r.status_code == 200, r.text
+    assert own_datasets(host, done.image_id) == own_datasets(host, child.image_id) == []
+
+
+def test_a_failed_multi_stage_build_keeps_only_its_failed_image(api, daemon, host: SimHost, image: str,
+                                                                 tmp_path: Path):
+    dockerfile = f"FROM {image} AS one\nRUN echo one > /one\nFROM one\nRUN echo two > /two\nRUN exit 7\n"
+    failed = build(daemon, tmp_path / "kept", dockerfile, tag="mbad:1", cleanup=False)
+    assert not failed.ok and "returned a non-zero code: 7" in "".join(failed.log)
+    assert not builders(api)
+    dataset = f"{ROOT_DATASET}/image/{failed.build_id}"
+    assert [d for d in own_datasets(host, failed.build_id) if "@" not in d] == [dataset]
+    assert run_built(api, daemon, "mbad:failed", ["/bin/cat", "/one", "/two"]) == "one\ntwo\n"
+    r = api.delete("/images/mbad:failed")
+    assert r.status_code == 200, r.text
+    assert own_datasets(host, failed.build_id) == []
+
+    gone = build(daemon, tmp_path / "gone", dockerfile, tag="mbad:2", cleanup=True)
+    assert not gone.ok and not builders(api)
+    assert own_datasets(host, gone.build_id) == []

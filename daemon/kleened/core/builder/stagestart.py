@@ -39,6 +39,7 @@ async def begin_stage(build: Build, k: int, new_container: NewContainer) -> None
     if base.stage is not None:
         prev = runner.stages[str(base.stage)]
         stage = _continued(prev, k, container_id)
+        await runner.containers.reclone(container_id, stage.layers)
         runner.scope.inherit_env(prev.env)
         runner.scope.inherit_args(prev.args)
     else:

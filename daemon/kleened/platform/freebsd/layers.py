@@ -170,8 +170,17 @@ class ZfsLayers:
         """Nothing: the clone stays mounted until it is destroyed."""
 
     async def remove_container_fs(self, container_id: str) -> None:
-        """The clone and its snapshots (refused by ZFS while one of them is cloned)."""
+        """The clone and its snapshots. A build stage's container whose last snapshot a later
+        stage (or the image that stage became) cloned hands its snapshots up to that one over to
+        the clone first (`zfs promote`): those layers live on in the clone's dataset, and the
+        container's dataset, now a clone of it, can go."""
         dataset = self.layout.container(container_id)
+        handed = await self.datasets.hand_over(dataset)
+        if handed is not None:
+            heir, moved = handed
+            for name in moved:
+                if self._layers.get(name) == zfs.snapshot(dataset, name):
+                    self._layers[name] = zfs.snapshot(heir, name)
         await self.datasets.remove_container_fs(container_id)
         self._paths.pop(dataset, None)
         for layer in [k for k, v in self._layers.items() if v.startswith(dataset + "@")]:
