@@ -61,9 +61,11 @@ class JailContainers:
     def version(self) -> str:
         return platform.release()
 
-    def check_params(self, given: Sequence[str]) -> dict[str, str]:
-        """jail_param as `key -> value` ("" for a bare flag), checked by `params.check`."""
-        return {params.key_of(p): p.partition("=")[2] for p in self.jails.check_params(given)}
+    def check_params(self, given: Sequence[str]) -> dict[str, str | None]:
+        """jail_param as `key -> value`, checked by `params.check`: None for a bare flag (`vnet`),
+        "" for an empty value (`ip4.addr=`), which jail(8) reads differently."""
+        return {key: value if sep else None
+                for key, sep, value in (p.partition("=") for p in self.jails.check_params(given))}
 
     check_seccomp = staticmethod(JailRuntime.check_seccomp)
     check_userns = staticmethod(JailRuntime.check_userns)
