@@ -25,8 +25,8 @@ from tests.builds import run as run_built
 from tests.daemon import Daemon, running_daemon
 from tests.freebsd_sim.conftest import ROOT_DATASET, simulated_host
 from tests.freebsd_sim.host import SimHost
-from tests.integration.test_containers import create, exec_create
-from tests.wsapi import create_image, exec_stream
+from tests.integration.test_containers import create, exec_create, start_detached
+from tests.wsapi import create_image, exec_stream, run_stream
 
 DEADLINE = 30.0  # seconds a polled condition may take
 
@@ -398,3 +398,24 @@ def test_a_failed_multi_stage_build_keeps_only_its_failed_image(api, daemon, hos
     gone = build(daemon, tmp_path / "gone", dockerfile, tag="mbad:2", cleanup=True)
     assert not gone.ok and not builders(api)
     assert own_datasets(host, gone.build_id) == []
+
+
+def test_stats_and_top_of_a_jail(api, daemon, host: SimHost, image: str):
+    """`stats --no-stream` from `rctl -u jail:<id>`, `top` from `ps -J <id>`."""
+    cid = create(api, image, ["/bin/sleep", "1000"], resources={"memory": 64 << 20})
+    start_detached(api, daemon, cid)
+    wait_for(lambda: cid in host.processes(), "the jail's process runs")
+    stream = run_stream(daemon, "/containers/stats", {"containers": [cid], "interval": 0.2, "stream": False})
+    assert stream.close_code == 1000 and stream.close_reason["message"] == "end of stats"
+    (sample,) = [json.loads(f)["containers"] for f in stream.frames[1:]]
+    assert [(c["id"], c["pids"], c["memory_limit"], c["net_rx"]) for c in sample] == [(cid, 1, 64 << 20, None)]
+    assert sample[0]["memory"] > 0 and sample[0]["cpu_percent"] >= 0
+    top = wait_for(lambda: (t := api.get(f"/containers/{cid}/top").json())["processes"]
+                   and t["processes"][0]["command"] == "/bin/sleep 1000" and t, "top lists the sleep")
+    (process,) = top["processes"]
+    assert (process["pid"], process["user"], process["uid"]) == (host.processes()[cid][0], "root", 0)
+    assert process["rss"] > 0 and process["started"].endswith("Z")
+    r = api.post(f"/containers/{cid}/stop")
+    assert r.status_code == 200, r.text
+    assert api.get(f"/containers/{cid}/top").status_code == 409
+    remove(api, cid)
