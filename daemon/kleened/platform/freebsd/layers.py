@@ -6,7 +6,9 @@ What core's words mean here (capabilities `CLONE_AT_CREATE | SNAPSHOT | SEND`):
   only: a base image's layer is `<root>/image/<id>@image` (layer id: the image dataset's id,
   sealed by `seal_layer`); a build step's is a snapshot of the build container,
   `<root>/container/<cid>@<12hex>` (layer id: the snapshot's name), which `finish_build` moves
-  with the container into `<root>/image/<image id>`, as upstream's `zfs rename`;
+  with the container into `<root>/image/<image id>`, as upstream's `zfs rename`; a stage FROM
+  an earlier stage is a clone of that stage's last step, and when the earlier stage's container
+  goes, that clone is promoted first (`zfs promote`), taking the steps up to its origin along;
 - a *container filesystem* is a clone of the top layer, made at create
   (`create_container_fs(id, layers)`); ZFS mounts it from then on, so mounting and unmounting
   are nothing to do, and a commit (`commit_container_fs`) is a snapshot of it;
