@@ -400,6 +400,27 @@ def test_a_failed_multi_stage_build_keeps_only_its_failed_image(api, daemon, hos
     assert own_datasets(host, gone.build_id) == []
 
 
+def test_multi_stage_builds_and_an_image_removal_at_once(api, daemon, host: SimHost, image: str, tmp_path: Path):
+    """Two multi-stage builds (each promoting its stages away) and the removal of the previous
+    round's image, at once: both images are right, and no build container or removed image's
+    dataset is left (seed in the messages)."""
+    dockerfile = f"FROM {image} AS one\nRUN echo one > /one\nFROM one\nRUN echo two > /two\n"
+    previous = built(daemon, tmp_path / "first", dockerfile, tag="race:first").image_id
+    for n in range(RACE_ROUNDS):
+        where = f"seed {RACE_SEED} round {n}"
+        with daemon.client() as other:
+            results = at_once([lambda k=k, n=n: built(daemon, tmp_path / f"r{n}-{k}", dockerfile, tag=f"race:{n}-{k}")
+                               for k in range(2)] + [lambda old=previous: other.delete(f"/images/{old}").status_code])
+        assert results[2] == 200, where
+        assert [run_built(api, daemon, f"race:{n}-{k}", ["/bin/cat", "/one", "/two"]) for k in range(2)] == [
+            "one\ntwo\n"] * 2, where
+        assert not builders(api) and own_datasets(host, previous) == [], where
+        api.delete(f"/images/race:{n}-1")
+        previous = results[0].image_id
+    assert api.delete(f"/images/{previous}").status_code == 200
+    assert not [d for d in host.datasets() if d.startswith(f"{ROOT_DATASET}/container/")]
+
+
 def test_stats_and_top_of_a_jail(api, daemon, host: SimHost, image: str):
     """`stats --no-stream` from `rctl -u jail:<id>`, `top` from `ps -J <id>`."""
     cid = create(api, image, ["/bin/sleep", "1000"], resources={"memory": 64 << 20})
