@@ -1,5 +1,6 @@
 """Simulated `jail`, `jexec`, `jls` and `ps -J`: a jail is a record (name, jid, path, params);
-its processes are the processes chrooted into its path.
+its processes are the processes chrooted into its path (`ps -o keyword= -J` reads them from
+/proc, procs.py).
 
 - `jail -c` refuses a name in use, a numeric name, an unknown parameter, a missing path;
   without `persist` (and without a command, which kleened never gives) the jail dies at once,
@@ -23,7 +24,7 @@ import pwd
 import signal
 import time
 
-from . import mounts, net
+from . import mounts, net, procs
 from .state import Refused, State, Unsupported, out, processes_under
 
 _KNOWN = {"name", "path", "persist", "vnet", "host.hostname", "ip4", "ip6", "ip4.addr", "ip6.addr", "mount.devfs",
@@ -150,14 +151,37 @@ def jls(state: State, argv: list[str]) -> int:
     return 0
 
 
+_PS_KEYWORDS = {"pid": lambda p: str(p["pid"]), "ppid": lambda p: str(p["ppid"]), "uid": lambda p: str(p["uid"]),
+               "state": lambda p: p["state"], "time": lambda p: procs.cputime(p["cpu"]),
+               "rss": lambda p: str(p["rss"] // 1024), "etimes": lambda p: str(p["etimes"]),
+               "args": lambda p: " ".join(p["args"])}
+
+
 def ps(state: State, argv: list[str]) -> int:
+    """`ps -o keyword= ... -J <jail>` (empty headers only): one line per process of the jail."""
     if "-J" not in argv:
         raise Unsupported("ps without -J")
-    found = find(_load(state), argv[argv.index("-J") + 1])
+    columns, rest = [], list(argv)
+    while rest:
+        arg = rest.pop(0)
+        if arg == "-o" and rest:
+            for word in rest.pop(0).split(","):
+                keyword, sep, header = word.partition("=")
+                if keyword not in _PS_KEYWORDS:
+                    raise Refused(f"ps: {keyword}: keyword not found")
+                if not sep or header:
+                    raise Unsupported("ps -o with a header")
+                columns.append(keyword)
+        elif arg == "-J" and rest:
+            ref = rest.pop(0)
+        else:
+            raise Unsupported(f"ps {arg}")
+    found = find(_load(state), ref)
     if found is None:
-        raise Refused(f"ps: Invalid jail id: {argv[argv.index('-J') + 1]}")
+        raise Refused(f"ps: Invalid jail id: {ref}")
     for pid in processes_under(found[1]["path"]):
-        out(f"{pid}\n")
+        if (info := procs.read(pid)) is not None:
+            out(" ".join(_PS_KEYWORDS[c](info) for c in columns or ["pid"]) + "\n")
     return 0
 
 

@@ -4,7 +4,9 @@
   and the system's identity are read-only, an unknown OID is refused, and so are the
   `net.link.bridge.*` OIDs until a bridge was created (if_bridge is loaded by then).
 - rctl: rules are kept and listed, nothing is enforced; refused when racct is disabled (the
-  fixture chooses) or when a rule does not parse.
+  fixture chooses) or when a rule does not parse. `-u jail:<name>` prints every resource in
+  rctl's order, the jail's processes' CPU, memory and count read from /proc (procs.py), and is
+  refused for a jail that does not exist.
 - freebsd-update: checks its options (base and work directories must exist) and records each
   run; it downloads nothing ("No updates needed", then "No updates are available to install."
   with freebsd-update's non-zero exit).
@@ -15,7 +17,8 @@ from __future__ import annotations
 import os
 import re
 
-from .state import Refused, State, Unsupported, out
+from . import jails, procs
+from .state import Refused, State, Unsupported, out, processes_under
 
 SYSCTL_DEFAULTS = {
     "net.inet.ip.forwarding": "0", "net.inet6.ip6.forwarding": "0", "net.link.bridge.pfil_bridge": "0",
@@ -23,9 +26,11 @@ SYSCTL_DEFAULTS = {
     "hw.machine": "amd64", "hw.machine_arch": "amd64", "security.jail.jailed": "0",
 }
 READ_ONLY = {"kern.racct.enable", "kern.osrelease", "hw.machine", "hw.machine_arch", "security.jail.jailed"}
-_RESOURCES = {"cputime", "datasize", "stacksize", "coredumpsize", "memoryuse", "memorylocked", "maxproc", "openfiles",
-              "vmemoryuse", "pseudoterminals", "swapuse", "nthr", "msgqqueued", "msgqsize", "nmsgq", "nsem", "nsemop",
-              "nshm", "shmsize", "wallclock", "pcpu", "readbps", "writebps", "readiops", "writeiops"}
+_USAGE_ORDER = ("cputime", "datasize", "stacksize", "coredumpsize", "memoryuse", "memorylocked", "maxproc",
+                "openfiles", "vmemoryuse", "pseudoterminals", "swapuse", "nthr", "msgqqueued", "msgqsize", "nmsgq",
+                "nsem", "nsemop", "nshm", "shmsize", "wallclock", "pcpu", "readbps", "writebps", "readiops",
+                "writeiops")
+_RESOURCES = frozenset(_USAGE_ORDER)
 _RULE = re.compile(r"^(jail|user|loginclass|process):([^:]+):([a-z]+):(deny|log|devctl|throttle|sig\w+)="
                    r"(\d+[kmgtKMGT]?)(/(jail|process|user|loginclass))?$")
 
@@ -66,11 +71,25 @@ def rctl(state: State, argv: list[str]) -> int:
         prefix = argv[1].rstrip(":") + ":"
         rules = [r for r in rules if not r.startswith(prefix)]
     elif argv[0] == "-u" and len(argv) == 2:
-        out("cputime=0\nmemoryuse=0\nmaxproc=0\nopenfiles=0\n")
+        out(_usage(state, argv[1]))
     else:
         raise Unsupported(f"rctl {' '.join(argv)}")
     state.save("rctl", rules)
     return 0
+
+
+def _usage(state: State, subject: str) -> str:
+    """`rctl -u jail:<name>`: every resource in rctl's order, those of the jail's processes
+    (cputime, memoryuse, maxproc, nthr, wallclock) from /proc, the others 0."""
+    kind, _, name = subject.partition(":")
+    found = jails.find(jails._load(state), name) if kind == "jail" else None
+    if found is None:
+        raise Refused(f"rctl: failed to show resource consumption for '{subject}': No such process")
+    infos = [i for pid in processes_under(found[1]["path"]) if (i := procs.read(pid)) is not None]
+    values = dict.fromkeys(_USAGE_ORDER, 0)
+    values.update(cputime=int(sum(i["cpu"] for i in infos)), memoryuse=sum(i["rss"] for i in infos),
+                  maxproc=len(infos), nthr=len(infos), wallclock=max((i["etimes"] for i in infos), default=0))
+    return "".join(f"{key}={value}\n" for key, value in values.items())
 
 
 def freebsd_update(state: State, argv: list[str]) -> int:

@@ -25,8 +25,8 @@ from tests.builds import run as run_built
 from tests.daemon import Daemon, running_daemon
 from tests.freebsd_sim.conftest import ROOT_DATASET, simulated_host
 from tests.freebsd_sim.host import SimHost
-from tests.integration.test_containers import create, exec_create
-from tests.wsapi import create_image, exec_stream
+from tests.integration.test_containers import create, exec_create, start_detached
+from tests.wsapi import create_image, exec_stream, run_stream
 
 DEADLINE = 30.0  # seconds a polled condition may take
 
@@ -348,3 +348,95 @@ def test_what_the_freebsd_drivers_cannot_do_stops_kleened_with_one_line(host: Si
     with pytest.raises(RuntimeError, match="kleened exited with 1") as caught:
         daemon.start()
     assert f"kleened: {message}" in str(caught.value)
+
+
+
+def own_datasets(host: SimHost, image_id: str) -> list[str]:
+    """The image's dataset and its snapshots, and every container dataset (build containers included)."""
+    dataset = f"{ROOT_DATASET}/image/{image_id}"
+    return [d for d in [*host.datasets(), *host.snapshots()]
+            if d.startswith((f"{ROOT_DATASET}/container/", dataset + "@")) or d == dataset]
+
+
+def test_a_multi_stage_build_hands_its_stages_over_to_the_image(api, daemon, host: SimHost, image: str,
+                                                                 tmp_path: Path):
+    """A stage FROM an earlier stage is a clone of that stage's last snapshot; at the end each
+    earlier build container is promoted away (`zfs promote` of its clone), so none is left, and
+    the image's dataset holds every layer it stacks, until the image goes."""
+    dockerfile = (f"FROM {image} AS one\nRUN echo one > /one\nFROM one AS two\nRUN echo two > /two\n"
+                  "FROM two\nCMD [\"/bin/cat\", \"/one\", \"/two\"]\n")
+    done = built(daemon, tmp_path / "ok", dockerfile, tag="multi:1")
+    dataset = f"{ROOT_DATASET}/image/{done.image_id}"
+    steps = [s.removeprefix("@") for s in done.snapshots]
+    assert len(steps) == 2 and not builders(api)
+    assert own_datasets(host, done.image_id) == [dataset, *(f"{dataset}@{s}" for s in steps)]
+    assert run_built(api, daemon, "multi:1") == "one\ntwo\n"
+
+    child = built(daemon, tmp_path / "child", "FROM multi:1\nRUN echo three > /three\n", tag="child:1")
+    r = api.delete("/images/multi:1")  # another image's dataset is a clone of it
+    assert (r.status_code, r.json()["message"]) == (
+        404, f"could not remove image {done.image_id} since it is used for images:\n{child.image_id}"), r.text
+    for ref in ("child:1", "multi:1"):
+        r = api.delete(f"/images/{ref}")
+        assert r.status_code == 200, r.text
+    assert own_datasets(host, done.image_id) == own_datasets(host, child.image_id) == []
+
+
+def test_a_failed_multi_stage_build_keeps_only_its_failed_image(api, daemon, host: SimHost, image: str,
+                                                                 tmp_path: Path):
+    dockerfile = f"FROM {image} AS one\nRUN echo one > /one\nFROM one\nRUN echo two > /two\nRUN exit 7\n"
+    failed = build(daemon, tmp_path / "kept", dockerfile, tag="mbad:1", cleanup=False)
+    assert not failed.ok and "returned a non-zero code: 7" in "".join(failed.log)
+    assert not builders(api)
+    dataset = f"{ROOT_DATASET}/image/{failed.build_id}"
+    assert [d for d in own_datasets(host, failed.build_id) if "@" not in d] == [dataset]
+    assert run_built(api, daemon, "mbad:failed", ["/bin/cat", "/one", "/two"]) == "one\ntwo\n"
+    r = api.delete("/images/mbad:failed")
+    assert r.status_code == 200, r.text
+    assert own_datasets(host, failed.build_id) == []
+
+    gone = build(daemon, tmp_path / "gone", dockerfile, tag="mbad:2", cleanup=True)
+    assert not gone.ok and not builders(api)
+    assert own_datasets(host, gone.build_id) == []
+
+
+def test_multi_stage_builds_and_an_image_removal_at_once(api, daemon, host: SimHost, image: str, tmp_path: Path):
+    """Two multi-stage builds (each promoting its stages away) and the removal of the previous
+    round's image, at once: both images are right, and no build container or removed image's
+    dataset is left (seed in the messages)."""
+    dockerfile = f"FROM {image} AS one\nRUN echo one > /one\nFROM one\nRUN echo two > /two\n"
+    previous = built(daemon, tmp_path / "first", dockerfile, tag="race:first").image_id
+    for n in range(RACE_ROUNDS):
+        where = f"seed {RACE_SEED} round {n}"
+        with daemon.client() as other:
+            results = at_once([lambda k=k, n=n: built(daemon, tmp_path / f"r{n}-{k}", dockerfile, tag=f"race:{n}-{k}")
+                               for k in range(2)] + [lambda old=previous: other.delete(f"/images/{old}").status_code])
+        assert results[2] == 200, where
+        assert [run_built(api, daemon, f"race:{n}-{k}", ["/bin/cat", "/one", "/two"]) for k in range(2)] == [
+            "one\ntwo\n"] * 2, where
+        assert not builders(api) and own_datasets(host, previous) == [], where
+        api.delete(f"/images/race:{n}-1")
+        previous = results[0].image_id
+    assert api.delete(f"/images/{previous}").status_code == 200
+    assert not [d for d in host.datasets() if d.startswith(f"{ROOT_DATASET}/container/")]
+
+
+def test_stats_and_top_of_a_jail(api, daemon, host: SimHost, image: str):
+    """`stats --no-stream` from `rctl -u jail:<id>`, `top` from `ps -J <id>`."""
+    cid = create(api, image, ["/bin/sleep", "1000"], resources={"memory": 64 << 20})
+    start_detached(api, daemon, cid)
+    wait_for(lambda: cid in host.processes(), "the jail's process runs")
+    stream = run_stream(daemon, "/containers/stats", {"containers": [cid], "interval": 0.2, "stream": False})
+    assert stream.close_code == 1000 and stream.close_reason["message"] == "end of stats"
+    (sample,) = [json.loads(f)["containers"] for f in stream.frames[1:]]
+    assert [(c["id"], c["pids"], c["memory_limit"], c["net_rx"]) for c in sample] == [(cid, 1, 64 << 20, None)]
+    assert sample[0]["memory"] > 0 and sample[0]["cpu_percent"] >= 0
+    top = wait_for(lambda: (t := api.get(f"/containers/{cid}/top").json())["processes"]
+                   and t["processes"][0]["command"] == "/bin/sleep 1000" and t, "top lists the sleep")
+    (process,) = top["processes"]
+    assert (process["pid"], process["user"], process["uid"]) == (host.processes()[cid][0], "root", 0)
+    assert process["rss"] > 0 and process["started"].endswith("Z")
+    r = api.post(f"/containers/{cid}/stop")
+    assert r.status_code == 200, r.text
+    assert api.get(f"/containers/{cid}/top").status_code == 409
+    remove(api, cid)

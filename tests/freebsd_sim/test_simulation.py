@@ -52,6 +52,43 @@ def test_zfs_rename_moves_snapshots_and_busy_datasets_stay(sim: SimHost, tmp_pat
     sim.ok("zfs", "destroy", "-r", "zroot/a")
 
 
+def test_zfs_promote_moves_the_snapshots_up_to_the_origin_and_swaps_the_relation(sim: SimHost):
+    """A stage's container `o` (cloned from an image `i`) with steps s1, s2, s3; the next stage's
+    container `c` clones o@s2 and so does `d`: promoting `c` moves s1 and s2 to it (d follows),
+    s3 stays, and `o` becomes a clone of c@s2 that can be destroyed."""
+    sim.ok("zfs", "create", "zroot/i")
+    sim.ok("zfs", "snapshot", "zroot/i@image")
+    sim.ok("zfs", "clone", "zroot/i@image", "zroot/o")
+    for step in ("s1", "s2", "s3"):
+        (sim.mountpoint("zroot/o") / step).write_text(step)
+        sim.ok("zfs", "snapshot", f"zroot/o@{step}")
+    sim.ok("zfs", "clone", "zroot/o@s2", "zroot/c")
+    sim.ok("zfs", "clone", "zroot/o@s2", "zroot/d")
+    sim.ok("zfs", "snapshot", "zroot/c@s1")  # a name the promote would bring along
+    assert "not a cloned filesystem" in refused(sim, "zfs", "promote", "zroot/i")
+    assert "does not exist" in refused(sim, "zfs", "promote", "zroot/nope")
+    assert "conflicting snapshot '@s1'" in refused(sim, "zfs", "promote", "zroot/c")
+    sim.ok("zfs", "destroy", "zroot/c@s1")
+    assert "filesystem has dependent clones" in refused(sim, "zfs", "destroy", "-r", "zroot/o")
+    sim.ok("zfs", "promote", "zroot/c")
+
+    def origin(name: str) -> str:
+        return sim.ok("zfs", "list", "-H", "-o", "origin", name).strip()
+
+    assert (origin("zroot/c"), origin("zroot/o"), origin("zroot/d")) == ("zroot/i@image", "zroot/c@s2", "zroot/c@s2")
+    assert [s for s in sim.snapshots() if not s.startswith("zroot/i@")] == ["zroot/c@s1", "zroot/c@s2", "zroot/o@s3"]
+    clone = sim.run("zfs", "clone", "zroot/c@s1", "zroot/e")  # a moved snapshot keeps its content
+    assert clone.returncode == 0 and sorted(p.name for p in sim.mountpoint("zroot/e").iterdir()) == ["s1"]
+    assert "snapshot has dependent clones" in refused(sim, "zfs", "destroy", "zroot/i@image")  # c's origin now
+    sim.ok("zfs", "destroy", "-r", "zroot/o")  # its own s3 goes with it
+    sim.ok("zfs", "destroy", "zroot/e")
+    sim.ok("zfs", "destroy", "zroot/d")
+    assert "filesystem has children" in refused(sim, "zfs", "destroy", "zroot/c")
+    sim.ok("zfs", "destroy", "-r", "zroot/c")
+    sim.ok("zfs", "destroy", "-r", "zroot/i")
+    assert sim.datasets() == ["zroot"] and sim.snapshots() == []
+
+
 def test_interface_refusals(sim: SimHost):
     assert sim.ok("ifconfig", "bridge", "create") == "bridge0\n"
     assert "No such file or directory" in refused(sim, "ifconfig", "bridge0", "addm", "epair9a")

@@ -4,7 +4,12 @@
 Refuses as ZFS does: a missing parent, an existing name, cloning or sending a missing snapshot,
 destroying a snapshot with clones, a dataset with children or snapshots without `-r`, a dataset
 whose snapshots have clones outside what is destroyed, a busy dataset (something mounted below
-it, or a process inside it unless `-f`), renaming onto an existing name.
+it, or a process inside it unless `-f`), renaming onto an existing name, promoting a dataset that
+is not a clone or whose snapshot names conflict with those that would move to it.
+
+`promote` is ZFS's: the origin's snapshots up to and including the clone's origin move to the
+clone (clones of those snapshots follow them), the clone takes the origin's own origin, and the
+former origin becomes a clone of the moved snapshot.
 """
 
 from __future__ import annotations
@@ -190,6 +195,40 @@ def rename(state: State, data: dict, args: list[str]) -> None:
     os.rename(old_mp, mountpoint(state, data, target))
 
 
+def promote(state: State, data: dict, args: list[str]) -> None:
+    if not args or args[-1].startswith("-"):
+        raise Refused("missing dataset argument")
+    target = args[-1]
+    if "@" in target:
+        raise Refused(f"cannot open '{target}': operation not applicable to datasets of this type")
+    info = _need(data, target)
+    origin = info.get("origin")
+    if not origin:
+        raise Refused(f"cannot promote '{target}': not a cloned filesystem")
+    parent, _, at = origin.partition("@")
+    own = [s for s in data["snapshots"] if s.partition("@")[0] == parent]
+    moving = own[:own.index(origin) + 1]
+    for snap in moving:
+        name = snap.partition("@")[2]
+        if f"{target}@{name}" in data["snapshots"]:
+            raise Refused(f"cannot promote '{target}': conflicting snapshot '@{name}' from parent '{parent}'")
+    renamed = {}
+    for snap, value in data["snapshots"].items():
+        if snap in moving:
+            new = f"{target}@{snap.partition('@')[2]}"
+            _snapdir(state, snap).rename(_snapdir(state, new))
+            renamed[new] = value
+        else:
+            renamed[snap] = value
+    data["snapshots"] = renamed
+    parent_origin = data["datasets"][parent].get("origin")
+    for name, other in data["datasets"].items():
+        if other.get("origin") in moving and name != target:
+            other["origin"] = f"{target}@{other['origin'].partition('@')[2]}"
+    info["origin"] = parent_origin
+    data["datasets"][parent]["origin"] = f"{target}@{at}"
+
+
 def send(state: State, data: dict, args: list[str]) -> None:
     """The stream is a header and a tar of the snapshot. It is written without the host's lock
     (a snapshot never changes), so a `zfs receive` at the other end of the pipe can run."""
@@ -287,7 +326,7 @@ def list_(state: State, data: dict, args: list[str]) -> None:
 
 
 COMMANDS = {"create": create, "snapshot": snapshot, "clone": clone, "destroy": destroy, "rename": rename,
-            "send": send, "receive": receive, "recv": receive, "list": list_}
+            "promote": promote, "send": send, "receive": receive, "recv": receive, "list": list_}
 
 
 def main(state: State, argv: list[str]) -> int:

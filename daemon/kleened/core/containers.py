@@ -42,6 +42,7 @@ from kleene_protocol.names import name_error
 from .. import faults
 from ..platform.base import (
     BindMount,
+    Capability,
     ContainerSpec,
     FoundContainer,
     HostCommandError,
@@ -763,6 +764,23 @@ class Containers:
             record.layers = [*record.layers, layer]
             self._save(record)
             return record
+
+    async def reclone(self, container_id: str, layers: Sequence[str]) -> None:
+        """A build stage that continues an earlier one: with `CLONE_AT_CREATE` the container's
+        filesystem was cloned from the image at create, so it becomes a clone of the earlier
+        stage's top layer instead (without it, `layers` are composed at mount: nothing to do)."""
+        if Capability.CLONE_AT_CREATE not in self._storage.capabilities:
+            return
+        async with self._lock(container_id):
+            record = self._reload(container_id)
+            self.states.require(record.id, {State.CREATED}, ever_started=bool(record.started_at))
+            if record.layers[-1:] == list(layers[-1:]):
+                return
+            record.layers = list(layers)
+            self._save(record)
+            with trio.CancelScope(shield=True):
+                await self._storage.remove_container_fs(container_id)
+                await self._storage.create_container_fs(container_id, record.layers)
 
     def set_stack(self, container_id: str, layers: Sequence[str], workdir: str) -> ContainerRecord:
         """Record a new layer stack and working directory (a build step's result)."""

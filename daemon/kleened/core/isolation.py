@@ -138,10 +138,10 @@ class Isolation:
 
     # --- start -----------------------------------------------------------------------------------
 
-    def _params(self, record: ContainerRecord) -> dict[str, str]:
+    def _params(self, record: ContainerRecord) -> dict[str, str | None]:
         return self._runtime.check_params(record.jail_param)
 
-    def limits(self, resources: Resources, params: dict[str, str]) -> Limits:
+    def limits(self, resources: Resources, params: dict[str, str | None]) -> Limits:
         """The limits in force for stored `resources` and normalised jail `params`."""
         memory = resources.memory or _int(params.get("linux.memory"))
         if resources.memory:
@@ -186,7 +186,7 @@ class Isolation:
         """The isolation fields of the container's `ContainerSpec` (limits, seccomp, userns)."""
         params = self._params(record)
         return {"limits": self.limits(record.resources, params),
-                "seccomp": record.seccomp or params.get("linux.seccomp", ""), "userns": self.userns_of(record)}
+                "seccomp": record.seccomp or params.get("linux.seccomp") or "", "userns": self.userns_of(record)}
 
     def oom_killed(self, container_id: str) -> bool:
         """Whether the kernel killed a process of the container's current run for lack of memory;

@@ -330,7 +330,7 @@ class ContainerSpec:
     network: NetworkMode = NetworkMode.HOST
     netns_path: str | None = None
     # Platform parameters already validated by `Runtime.check_params` (jail_param upstream).
-    params: dict[str, str] = field(default_factory=dict)
+    params: dict[str, str | None] = field(default_factory=dict)
     limits: Limits = field(default_factory=Limits)
     # Opaque to core: "" (the runtime's default), or a value `Runtime.check_seccomp` accepted.
     seccomp: str = ""
@@ -390,8 +390,9 @@ class Runtime(Protocol):
     writes_logs: bool  # the runtime writes `spec.log_path`: core keeps only recent output
 
     def version(self) -> str: ...
-    def check_params(self, params: Sequence[str]) -> dict[str, str]:
-        """Validate jail_param-style `key[=value]` strings; raise ValueError with a message."""
+    def check_params(self, params: Sequence[str]) -> dict[str, str | None]:
+        """Validate jail_param-style `key[=value]` strings; raise ValueError with a message.
+        A runtime that keeps a bare `key` apart from an empty `key=` maps the first to None."""
         ...
     async def create(self, spec: ContainerSpec) -> Sandbox | None:
         """Create the container, its process not yet running; on failure nothing is left.

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from kleened.platform.base import BindMount, ContainerSpec, Limits, NetworkMode, ProcessSpec, UserNamespace
-from kleened.platform.freebsd import jail, mounts
+from kleened.platform.freebsd import jail, mounts, params
+from kleened.platform.freebsd.containers import JailContainers
 from kleened.platform.freebsd.runtime import JailRuntime, to_jail_spec, user_name
 
 
@@ -35,7 +36,7 @@ def test_network_modes_are_upstreams_drivers(root: Path, mode: NetworkMode, driv
 def test_the_spec_becomes_the_jail_and_its_main_process(root: Path):
     limits = Limits(memory=1 << 30)
     bind = BindMount(source=Path("/data"), destination="/srv/data", read_only=True)
-    made, command = to_jail_spec(spec(root, params={"allow.raw_sockets": "", "devfs_ruleset": "5"}, limits=limits,
+    made, command = to_jail_spec(spec(root, params={"allow.raw_sockets": None, "devfs_ruleset": "5"}, limits=limits,
                                       mounts=[bind]))
     assert (made.name, made.root, made.user, made.limits) == ("c0ffee123456", root, "www", limits)
     assert made.params == ["allow.raw_sockets", "devfs_ruleset=5", "host.hostname=web"]
@@ -43,6 +44,18 @@ def test_the_spec_becomes_the_jail_and_its_main_process(root: Path):
     assert command == jail.Command(args=["nginx"], env=["A=1"], cwd="/srv", tty=True)
     given, _ = to_jail_spec(spec(root, params={"host.hostname": "mine"}))
     assert given.params == ["host.hostname=mine"]  # the user's hostname wins
+
+
+def test_an_empty_value_reaches_jail_as_key_equals(root: Path):
+    """`ip4.addr=` (an empty list) and a bare `vnet` are different words to jail(8): both survive
+    core's round trip (`check_params`, then the spec) onto the `jail -c` line as given."""
+    given = ["ip4.addr=", "allow.raw_sockets", "host.domainname=", "devfs_ruleset=5"]
+    checked = JailContainers(JailRuntime(None), lambda cid: root).check_params(given)  # type: ignore[arg-type]
+    assert checked == {"ip4.addr": "", "allow.raw_sockets": None, "host.domainname": "", "devfs_ruleset": "5"}
+    made, _ = to_jail_spec(spec(root, params=checked))
+    argv = jail.create_argv(made.name, made.root, [], params.jail_line(made.all_params()))
+    assert argv[-6:] == ["exec.jail_user=www", "ip4.addr=", "allow.raw_sockets", "host.domainname=",
+                         "devfs_ruleset=5", "host.hostname=web"]
 
 
 def test_users_are_named_from_the_images_passwd(root: Path, tmp_path_factory: pytest.TempPathFactory):

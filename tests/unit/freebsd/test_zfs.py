@@ -33,6 +33,7 @@ def test_every_command_line():
         "zfs", "destroy", "-rf", "zroot/kleene/container/c1"]
     assert zfs.destroy_argv(L.image("abc"), recursive=True) == ["zfs", "destroy", "-r", "zroot/kleene/image/abc"]
     assert zfs.destroy_argv(L.volume("db")) == ["zfs", "destroy", "zroot/kleene/volumes/db"]
+    assert zfs.promote_argv(L.image("b1")) == ["zfs", "promote", "zroot/kleene/image/b1"]
     assert zfs.send_argv("zroot/src@abc") == ["zfs", "send", "zroot/src@abc"]
     assert zfs.receive_argv(L.image("abc")) == ["zfs", "receive", "zroot/kleene/image/abc"]
     assert zfs.get_argv("zroot/kleene", "mountpoint") == ["zfs", "list", "-H", "-o", "mountpoint", "zroot/kleene"]
@@ -85,6 +86,18 @@ def test_dependents_and_the_message():
     assert zfs.in_use_message("abc", ["c1", "c2"], ["child"]) == (
         "could not remove image abc since it is used for containers:\nc1\nc2")
     assert zfs.in_use_message("abc", [], ["child"]) == "could not remove image abc since it is used for images:\nchild"
+
+
+def test_the_heir_is_a_clone_of_the_latest_cloned_snapshot():
+    """Promoting it moves every earlier snapshot with it; clones inside the dataset do not count."""
+    stage = L.container("s0")
+    text = (f"{stage}@aaaaaaaaaaaa\t{L.container('s1')}\n"
+            f"{stage}@bbbbbbbbbbbb\t{L.image('img')},{L.container('s2')}\n"
+            f"{stage}@cccccccccccc\t-\n"
+            f"{stage}/sub@dddddddddddd\t{stage}/other\n")
+    assert zfs.heir(stage, zfs.parse_clones(text)) == L.container("s2")
+    assert zfs.heir(stage, zfs.parse_clones(f"{stage}@aaaaaaaaaaaa\t-\n")) is None
+    assert zfs.heir(stage, zfs.parse_clones(f"{stage}@x\t{stage}/inner\n")) is None
 
 
 def test_children():

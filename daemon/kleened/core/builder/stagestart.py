@@ -3,7 +3,8 @@
 A stage FROM an image starts with the image's settings (user, workdir, cmd, entrypoint, ports, labels, env, shell,
 volumes, stop signal, healthcheck; the build's `--user`/`--env` on top) and, as in Docker, none of its ONBUILD
 triggers: those run right after the FROM, in order, as if written there, and are not passed on. A stage FROM an
-earlier stage continues from that stage's end state, its ARGs and its own ONBUILD triggers included.
+earlier stage continues from that stage's end state, its ARGs and its own ONBUILD triggers included; on a storage
+that clones a container's filesystem at create (ZFS), its container is re-cloned from that stage's top layer.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ async def begin_stage(build: Build, k: int, new_container: NewContainer) -> None
     if base.stage is not None:
         prev = runner.stages[str(base.stage)]
         stage = _continued(prev, k, container_id)
+        await runner.containers.reclone(container_id, stage.layers)
         runner.scope.inherit_env(prev.env)
         runner.scope.inherit_args(prev.args)
     else:

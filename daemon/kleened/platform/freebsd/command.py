@@ -80,6 +80,13 @@ class Commands:
         except HostCommandError as exc:
             raise HostCommandError(argv, exc.returncode, exc.stderr) from None
 
+    def run_now(self, argv: Sequence[str], *, timeout: float = DEFAULT_TIMEOUT) -> str:
+        """`run`, blocking: only for the synchronous interface methods (stats, `top`)."""
+        try:
+            return hostcmd.run_sync(self.resolve(argv), timeout=timeout)
+        except HostCommandError as exc:
+            raise HostCommandError(argv, exc.returncode, exc.stderr) from None
+
     async def succeeds(self, argv: Sequence[str]) -> bool:
         """True when the command exits 0 (an existence check such as `jls -j <name>`)."""
         try:

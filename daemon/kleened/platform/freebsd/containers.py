@@ -12,14 +12,19 @@ previous daemon left, the root is the container dataset's mountpoint (`roots`).
 - `delete` stops what is left (`exec.stop`, then `jail -r`) and undoes mounts and rctl rules.
 
 No monitors: kleened's children die with it, so `find_containers` finds nothing and a restart
-removes every jail of ours (`cleanup`). Stats (`usage`, `processes`) are not wired yet.
+removes every jail of ours (`cleanup`). `usage` is `rctl -u jail:<id>` and `processes` is
+`ps -J <id>` (usage.py); both run to completion as they are asked, since the interface is
+synchronous (Linux reads cgroup files): each is one short command with a short timeout, and a
+jail that is gone or a command that fails gives None / no processes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import platform
+import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,14 +41,18 @@ from kleened.platform.base import (
 )
 from kleened.platform.linux.process import RuncProcess
 
-from . import jail, params
+from . import jail, params, usage
 from .runtime import JailRuntime, user_name
+
+log = logging.getLogger(__name__)
+_VIEW_TIMEOUT = 2.0  # seconds for `rctl -u` or `ps -J`, which block the caller
 
 
 @dataclass
 class _Jail:
     root: Path
     given: list[str]  # every jail parameter the jail was made with (defaults included)
+    limits: Limits
     main: RuncProcess | None = None
 
 
@@ -61,9 +70,11 @@ class JailContainers:
     def version(self) -> str:
         return platform.release()
 
-    def check_params(self, given: Sequence[str]) -> dict[str, str]:
-        """jail_param as `key -> value` ("" for a bare flag), checked by `params.check`."""
-        return {params.key_of(p): p.partition("=")[2] for p in self.jails.check_params(given)}
+    def check_params(self, given: Sequence[str]) -> dict[str, str | None]:
+        """jail_param as `key -> value`, checked by `params.check`: None for a bare flag (`vnet`),
+        "" for an empty value (`ip4.addr=`), which jail(8) reads differently."""
+        return {key: value if sep else None
+                for key, sep, value in (p.partition("=") for p in self.jails.check_params(given))}
 
     check_seccomp = staticmethod(JailRuntime.check_seccomp)
     check_userns = staticmethod(JailRuntime.check_userns)
@@ -72,7 +83,8 @@ class JailContainers:
 
     async def create(self, spec: ContainerSpec) -> Sandbox:
         await self.jails.create(spec)
-        self._known[spec.id] = _Jail(root=spec.rootfs, given=self.jails.created(spec.id).all_params())
+        self._known[spec.id] = _Jail(root=spec.rootfs, given=self.jails.created(spec.id).all_params(),
+                                     limits=spec.limits)
         return Sandbox(container_id=spec.id, handle=spec.id)
 
     async def start(self, container_id: str) -> RuncProcess:
@@ -148,6 +160,8 @@ class JailContainers:
 
     async def update_limits(self, container_id: str, limits: Limits) -> None:
         await self.jails.update_limits(container_id, limits)
+        if (known := self._known.get(container_id)) is not None:
+            known.limits = limits
 
     def oom_kills(self, container_id: str) -> int:
         return self.jails.oom_kills(container_id)
@@ -157,7 +171,19 @@ class JailContainers:
         return int(known is not None and known.main is not None and known.main.returncode is None)
 
     def usage(self, container_id: str, pid: int) -> Usage | None:
-        return None
+        """`rctl -u jail:<id>` (usage.py maps it); None for a jail not known here or gone."""
+        known = self._known.get(container_id)
+        text = self._view(usage.usage_argv(container_id)) if known is not None else None
+        return None if text is None else usage.to_usage(usage.parse_counters(text), known.limits)
 
     def processes(self, container_id: str) -> list[ProcessInfo]:
-        return []
+        """`ps -J <id>`: the jail's processes (none once it is gone)."""
+        text = self._view(usage.processes_argv(container_id))
+        return [] if text is None else usage.parse_processes(text, time.time())
+
+    def _view(self, argv: list[str]) -> str | None:
+        try:
+            return self.jails.commands.run_now(argv, timeout=_VIEW_TIMEOUT)
+        except (HostCommandError, OSError) as exc:
+            log.debug("could not read a jail's counters or processes: %s", exc)
+            return None

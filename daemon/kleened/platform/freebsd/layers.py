@@ -6,7 +6,9 @@ What core's words mean here (capabilities `CLONE_AT_CREATE | SNAPSHOT | SEND`):
   only: a base image's layer is `<root>/image/<id>@image` (layer id: the image dataset's id,
   sealed by `seal_layer`); a build step's is a snapshot of the build container,
   `<root>/container/<cid>@<12hex>` (layer id: the snapshot's name), which `finish_build` moves
-  with the container into `<root>/image/<image id>`, as upstream's `zfs rename`;
+  with the container into `<root>/image/<image id>`, as upstream's `zfs rename`; a stage FROM
+  an earlier stage is a clone of that stage's last step, and when the earlier stage's container
+  goes, that clone is promoted first (`zfs promote`), taking the steps up to its origin along;
 - a *container filesystem* is a clone of the top layer, made at create
   (`create_container_fs(id, layers)`); ZFS mounts it from then on, so mounting and unmounting
   are nothing to do, and a commit (`commit_container_fs`) is a snapshot of it;
@@ -170,8 +172,17 @@ class ZfsLayers:
         """Nothing: the clone stays mounted until it is destroyed."""
 
     async def remove_container_fs(self, container_id: str) -> None:
-        """The clone and its snapshots (refused by ZFS while one of them is cloned)."""
+        """The clone and its snapshots. A build stage's container whose last snapshot a later
+        stage (or the image that stage became) cloned hands its snapshots up to that one over to
+        the clone first (`zfs promote`): those layers live on in the clone's dataset, and the
+        container's dataset, now a clone of it, can go."""
         dataset = self.layout.container(container_id)
+        handed = await self.datasets.hand_over(dataset)
+        if handed is not None:
+            heir, moved = handed
+            for name in moved:
+                if self._layers.get(name) == zfs.snapshot(dataset, name):
+                    self._layers[name] = zfs.snapshot(heir, name)
         await self.datasets.remove_container_fs(container_id)
         self._paths.pop(dataset, None)
         for layer in [k for k, v in self._layers.items() if v.startswith(dataset + "@")]:

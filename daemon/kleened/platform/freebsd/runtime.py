@@ -261,7 +261,7 @@ def to_jail_spec(spec: ContainerSpec) -> tuple[JailSpec, jail.Command]:
         if not isinstance(mount, BindMount):
             raise ValueError(f"tmpfs mounts are not supported in jails yet ({mount.destination})")
         binds.append(mounts.Bind(source=mount.source, destination=mount.destination, read_only=mount.read_only))
-    given = [f"{key}={val}" if val else key for key, val in spec.params.items()]
+    given = [key if val is None else f"{key}={val}" for key, val in spec.params.items()]
     if params.value(given, "host.hostname") is None and spec.hostname:
         given.append(f"host.hostname={spec.hostname}")
     user = user_name(spec.rootfs, spec.process.uid)

@@ -214,8 +214,24 @@ class ZfsStorage:
         await self.seal_layer(image_id)
         return path
 
+    async def hand_over(self, dataset: str) -> tuple[str, list[str]] | None:
+        """Before `dataset` is destroyed: promote the clone that depends on it (a later build
+        stage, or the image it became), so that its snapshots up to that clone's origin move to
+        the clone. Return (the clone, the moved snapshot names), or None when nothing depends on it."""
+        if not await self.exists(dataset):
+            return None
+        clones = await self._clones(dataset)
+        heir = zfs.heir(dataset, clones)
+        if heir is None:
+            return None
+        before = zfs.snapshot_names(heir, clones)
+        await self.commands.run(zfs.promote_argv(heir))
+        moved = [n for n in zfs.snapshot_names(heir, await self._clones(heir)) if n not in before]
+        return heir, moved
+
     async def remove_container_fs(self, container_id: str) -> None:
-        """Destroy the clone and its snapshots (idempotent). Nothing may be mounted in it."""
+        """Destroy the clone and its snapshots (idempotent). Nothing may be mounted in it, and
+        nothing may be cloned from it (`hand_over` first)."""
         dataset = self.layout.container(container_id)
         if await self.exists(dataset):
             await self.commands.run(zfs.destroy_argv(dataset, recursive=True, force=True))

@@ -124,6 +124,12 @@ def rename_argv(source: str, target: str) -> list[str]:
     return ["zfs", "rename", "-f", check_dataset(source), check_dataset(target)]
 
 
+def promote_argv(dataset: str) -> list[str]:
+    """The clone takes over its origin's snapshots up to its origin snapshot; the former origin
+    becomes a clone of it (and can then be destroyed)."""
+    return ["zfs", "promote", check_dataset(dataset)]
+
+
 def send_argv(origin: str) -> list[str]:
     return ["zfs", "send", origin]
 
@@ -181,6 +187,20 @@ def parse_clones(text: str) -> dict[str, list[str]]:
 def snapshot_names(dataset: str, clones: dict[str, list[str]]) -> list[str]:
     """The snapshot names (after `@`) of `dataset` itself, in ZFS's (creation) order."""
     return [name.partition("@")[2] for name in clones if name.partition("@")[0] == dataset]
+
+
+def heir(dataset: str, clones: dict[str, list[str]]) -> str | None:
+    """The clone to promote before `dataset` is destroyed: one of its latest cloned snapshot's
+    clones outside it (promoting it moves every earlier snapshot too, and the other clones of
+    the moved snapshots follow them), or None when nothing outside depends on `dataset`."""
+    found = None
+    for snap, users in clones.items():
+        if snap.partition("@")[0] != dataset:
+            continue
+        outside = sorted(c for c in users if c != dataset and not c.startswith(dataset + "/"))
+        if outside:
+            found = outside[0]
+    return found
 
 
 def dependents(layout: Layout, dataset: str, clones: dict[str, list[str]]) -> tuple[list[str], list[str]]:
