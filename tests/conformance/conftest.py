@@ -125,11 +125,18 @@ def _ip_json(*argv: str) -> list[dict]:
 
 
 def _linux() -> Iterator[Backend]:
+    from tests.integration.platform.conftest import subreaper
+
+    with subreaper():  # the runtime's containers and monitors are reaped by this process
+        yield from _linux_backend()
+
+
+def _linux_backend() -> Iterator[Backend]:
     require(sys.platform.startswith("linux"), "the linux backend runs on Linux")
     require(os.geteuid() == 0, "the linux backend needs root")
     for tool in ("ip", "nft", "runc", "conmon"):
         require(shutil.which(tool) is not None, f"needs {tool} on PATH")
-    from kleened.platform.linux import mountinfo, reaper
+    from kleened.platform.linux import mountinfo
     from kleened.platform.linux.monitored import MonitoredRuntime
     from kleened.platform.linux.netdev import LinuxNetworkDriver
     from kleened.platform.linux.nftables import NftablesFirewall
@@ -143,7 +150,6 @@ def _linux() -> Iterator[Backend]:
     network = LinuxNetworkDriver(prefix)
     firewall = NftablesFirewall(prefix)
     tmp = Path(tempfile.mkdtemp(prefix="kc-", dir="/tmp")).resolve()  # short: attach socket paths
-    reaper.become_subreaper()  # the runtime's containers and monitors are reaped by this process
     storage = OverlayStorage(tmp / "state")
     runc = RuncRuntime(tmp / "run", prefix)
     runtime = MonitoredRuntime(runc)
