@@ -195,13 +195,7 @@ def test_kill_with_a_signal_then_wait(backend: Backend, tmp_path: Path):
     assert run(body) == (128 + signal.SIGTERM, 128 + signal.SIGKILL)
 
 
-def test_stop_then_delete_leaves_nothing(backend: Backend, tmp_path: Path, request: pytest.FixtureRequest):
-    if backend.name == "freebsd-sim":
-        # Known flake of the simulated host (about 1 run in 5 on a 2-core machine): the jail's
-        # nullfs, devfs and devpts mounts are live after `delete` and the container dataset's
-        # destroy is refused as busy; not yet explained (docs/freebsd.md, "Phase 2: what is left").
-        request.applymarker(pytest.mark.xfail(reason="simulated host: mounts left after delete, 1 run in 5",
-                                              strict=False))
+def test_stop_then_delete_leaves_nothing(backend: Backend, tmp_path: Path):
     """Stop as core does it (the stop signal, the main process's exit, delete); then the runtime
     lists nothing of the container, a restarted daemon would find nothing, and the host holds
     nothing of it (conftest.py `traces`: runc state, bundle, cgroup, monitor; jail, mounts, rctl)."""
@@ -216,9 +210,14 @@ def test_stop_then_delete_leaves_nothing(backend: Backend, tmp_path: Path, reque
             main = await backend.runtime.start(cid)
             listed = cid in await backend.runtime.list_containers()
             running = backend.traces(cid, root)
+            seen = b""  # the command ran before the stop signal: a TERM before `cat` leaves no output
+            while not seen.endswith(b"from the host\n"):
+                chunk = await main.stdout.receive_some()
+                assert chunk, f"the output ended early: {seen!r}"
+                seen += chunk
             await backend.runtime.kill(cid, signal.SIGTERM)
             code, out, _err = await collect(main)  # type: ignore[arg-type]
-            assert out == b"from the host\n"
+            assert seen + out == b"from the host\n"
             await backend.runtime.delete(cid)
             await backend.runtime.delete(cid)  # idempotent
             return (listed, code, running, await backend.runtime.list_containers(),
