@@ -23,7 +23,7 @@ from typing import Any
 
 from klee.errors import UsageError
 
-_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([bkmgt]?)b?$", re.IGNORECASE)
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([bkmgt]?)b?", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 ULIMITS = ("nofile", "nproc")
 
@@ -32,7 +32,7 @@ def parse_size(text: str, flag: str) -> int:
     """`"512m"` -> 536870912 (docker's RAMInBytes); "-1" stays -1 for `--memory-swap`."""
     if text == "-1" and flag == "--memory-swap":
         return -1
-    m = _SIZE.match(text.strip())
+    m = _SIZE.fullmatch(text.strip())
     if not m:
         raise UsageError(f"Error! invalid {flag} '{text}': use a number of bytes with an optional unit (b, k, m, g)")
     return int(float(m.group(1)) * _UNITS[m.group(2).lower()])

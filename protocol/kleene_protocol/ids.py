@@ -6,7 +6,7 @@ import re
 import secrets
 
 ID_LENGTH = 12
-_ID = re.compile(r"^(?![0-9]{12}$)[0-9a-f]{12}$")
+_ID = re.compile(r"(?![0-9]{12}\Z)[0-9a-f]{12}")
 
 
 def new_id() -> str:
@@ -17,4 +17,4 @@ def new_id() -> str:
 
 
 def is_id(text: str) -> bool:
-    return bool(_ID.match(text))
+    return bool(_ID.fullmatch(text))

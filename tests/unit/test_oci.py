@@ -56,7 +56,8 @@ def test_digests_and_a_default_registry():
     assert parse("docker.io/x").endpoint == "registry-1.docker.io"
 
 
-@pytest.mark.parametrize("text", ["", "a/UPPER", "a//b", "busybox@sha256:short", "x:bad tag", "-a", "a:" + "t" * 200])
+@pytest.mark.parametrize("text", ["", "a/UPPER", "a//b", "busybox@sha256:short", "x:bad tag", "-a", "a:" + "t" * 200,
+                                  "a\n", "a:v1\n", "reg.local:5000\n/a", "busybox@sha256:" + "a" * 64 + "\n"])
 def test_bad_references_are_one_line_errors(text):
     with pytest.raises(ReferenceError_):
         parse(text)

@@ -106,6 +106,7 @@ def test_ids_are_12_hex_and_never_all_digits():
         i = new_id()
         assert is_id(i) and len(i) == 12 and not i.isdigit()
     assert not is_id("123456789012") and not is_id("ABCDEF012345") and not is_id("abc")
+    assert not is_id("abcdef012345\n") and not is_id("123456789012\n")
 
 
 @pytest.mark.parametrize(

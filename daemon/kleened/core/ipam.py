@@ -33,7 +33,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # Linux accepts any byte but '/', ':' and whitespace in a link name; we also keep out quotes and
 # shell/nft specials, since names end up in nft rules and log lines.
-_IFNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
+_IFNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}")
 
 
 class NetworkRecord(Network, kw_only=True):

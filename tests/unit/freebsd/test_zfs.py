@@ -49,7 +49,7 @@ def test_never_a_recursive_destroy_of_clones():
 
 
 @pytest.mark.parametrize("bad", ["/zroot/src", "zroot/src; rm -rf /", "zroot//x", "zroot/../x", "", "zroot/a b",
-                                 "-zroot"])
+                                 "-zroot", "zroot/x\n"])
 def test_dataset_names_are_checked(bad):
     """Upstream passed `zfs list -H -o name <src>` through `sh -c` (B10); a leading `/` is upstream's
     `invalid dataset`."""
@@ -57,10 +57,16 @@ def test_dataset_names_are_checked(bad):
         zfs.check_dataset(bad)
 
 
-@pytest.mark.parametrize("bad", ["a/b", "../x", ".hidden", "", "x" * 129])
+@pytest.mark.parametrize("bad", ["a/b", "../x", ".hidden", "", "x" * 129, "x\n"])
 def test_volume_names_are_one_component(bad):
     with pytest.raises(DatasetError):
         L.volume(bad)
+
+
+@pytest.mark.parametrize("bad", ["a@b", "a/b", "", "x\n", "-x"])
+def test_snapshot_names_are_one_component(bad):
+    with pytest.raises(DatasetError, match="invalid snapshot name"):
+        zfs.snapshot_argv("zroot/kleene/container/abc", bad)
 
 
 @pytest.mark.parametrize("text", ["none\n", "legacy\n", "-\n", ""])

@@ -18,10 +18,10 @@ DOCKER_HUB = "docker.io"
 _HUB_ALIASES = {"docker.io", "index.docker.io", "registry-1.docker.io"}
 _HUB_ENDPOINT = "registry-1.docker.io"
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
-_REPOSITORY = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
-_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-_DIGEST = re.compile(r"^sha256:[a-f0-9]{64}$|^sha512:[a-f0-9]{128}$")
-_HOST = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
+_REPOSITORY = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+_DIGEST = re.compile(r"sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128}")
+_HOST = re.compile(r"(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 
 
 class ReferenceError_(ValueError):
@@ -29,7 +29,7 @@ class ReferenceError_(ValueError):
 
 
 def check_digest(digest: str) -> str:
-    if not _DIGEST.match(digest):
+    if not _DIGEST.fullmatch(digest):
         raise ReferenceError_(f"invalid digest '{digest}'")
     return digest
 
@@ -84,9 +84,9 @@ def parse(text: str, default_registry: str = DOCKER_HUB) -> Reference:
     last = path.rsplit("/", 1)[-1]
     if ":" in last:
         path, _, tag = path.rpartition(":")
-        if not _TAG.match(tag):
+        if not _TAG.fullmatch(tag):
             raise ReferenceError_(f"invalid tag '{tag}' in reference '{text}'")
-    if not _REPOSITORY.match(path) or len(path) > 255:
+    if not _REPOSITORY.fullmatch(path) or len(path) > 255:
         raise ReferenceError_(f"invalid repository name '{path}' in reference '{text}' (lowercase letters, "
                               "digits and separators)")
     if registry == DOCKER_HUB and "/" not in path:
@@ -99,7 +99,7 @@ def parse(text: str, default_registry: str = DOCKER_HUB) -> Reference:
 def _split_registry(text: str, default_registry: str) -> tuple[str, str]:
     first, slash, rest = text.partition("/")
     if slash and ("." in first or ":" in first or first == "localhost" or first != first.lower()):
-        if not _HOST.match(first):
+        if not _HOST.fullmatch(first):
             raise ReferenceError_(f"invalid registry host '{first}'")
         return (DOCKER_HUB if first in _HUB_ALIASES else first), rest
     return normalise_registry(default_registry), text

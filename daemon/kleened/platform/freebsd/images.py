@@ -33,7 +33,7 @@ from .command import LONG_TIMEOUT, Commands
 Emit = Callable[[str], Awaitable[None]]
 MIRROR = "https://download.freebsd.org"
 FACTS_ARGV = ["sysctl", "-n", "kern.osrelease", "hw.machine", "hw.machine_arch"]
-_RELEASE = re.compile(r"^(\d+\.\d+)-(RELEASE|STABLE)(-p\d+)?$")
+_RELEASE = re.compile(r"(\d+\.\d+)-(RELEASE|STABLE)(-p\d+)?")
 _USERLAND = re.compile(r'^USERLAND_VERSION="([^"\n]+)"', re.MULTILINE)
 NOTHING_TO_INSTALL = "No updates are available to install."
 
@@ -41,7 +41,7 @@ NOTHING_TO_INSTALL = "No updates are available to install."
 def base_url(release: str, machine: str, machine_arch: str, *, mirror: str = MIRROR) -> str:
     """`14.1-RELEASE-p5` on amd64 -> `.../releases/amd64/amd64/14.1-RELEASE/base.txz` (the patch
     level is dropped: only the release is published); STABLE -> `.../snapshots/...`."""
-    match = _RELEASE.match(release)
+    match = _RELEASE.fullmatch(release)
     if match is None:
         raise RootfsError(f"could not deduce url from FreeBSD version {release}")
     kind = "releases" if match.group(2) == "RELEASE" else "snapshots"

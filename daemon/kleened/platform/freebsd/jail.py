@@ -30,7 +30,7 @@ from pathlib import Path
 from .params import ProcessUser
 
 ENV = "/usr/bin/env"
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$")
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
 _ENV_ENTRY = re.compile(r"^[^=\s-][^=\s]*=", re.DOTALL)
 ROOT = ProcessUser(name="root", from_host=True, clean=False)  # kleened's own commands in a jail
 
@@ -38,7 +38,7 @@ ROOT = ProcessUser(name="root", from_host=True, clean=False)  # kleened's own co
 def check_name(name: str) -> str:
     """A jail name kleened may use: not all digits (jexec/jls would read a jid), no dots at the
     start (jail(8) reads `a.b` as a child jail), short."""
-    if not _NAME.match(name) or name.isdigit():
+    if not _NAME.fullmatch(name) or name.isdigit():
         raise ValueError(f"invalid jail name '{name}'")
     return name
 

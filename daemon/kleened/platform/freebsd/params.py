@@ -29,7 +29,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-_KEY = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$")
+_KEY = re.compile(r"[a-z][a-z0-9_]*(\.[a-z0-9_]+)*")
 RESERVED = ("name", "path", "persist", "nopersist", "jid", "command")
 DEFAULT_STOP = ["/bin/sh", "/etc/rc.shutdown"]
 # Characters that make jail(8) run a command string with `/bin/sh -c` instead of splitting it.
@@ -59,7 +59,7 @@ def check(params: Sequence[str]) -> list[str]:
     """Validate user params; return them unchanged. Raises `ParamError`."""
     for param in params:
         key = key_of(param)
-        if not _KEY.match(key):
+        if not _KEY.fullmatch(key):
             raise ParamError(f"invalid jail parameter '{param}': the name must be like 'allow.raw_sockets'")
         if key in RESERVED:
             raise ParamError(f"jail parameter '{key}' is set by kleened and cannot be given")

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 IMAGE_SNAPSHOT = "image"
-_COMPONENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]*$")
-_VOLUME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_COMPONENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]*")
+_VOLUME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
 class DatasetError(ValueError):
@@ -35,14 +35,14 @@ class DatasetError(ValueError):
 def check_dataset(name: str) -> str:
     """A ZFS filesystem name kleened passes on: components of letters, digits and `_.:-`."""
     parts = name.split("/")
-    if not name or any(not _COMPONENT.match(p) or p in (".", "..") for p in parts):
+    if not name or any(not _COMPONENT.fullmatch(p) or p in (".", "..") for p in parts):
         raise DatasetError("invalid dataset")  # upstream's message for zfs-copy/zfs-clone sources
     return name
 
 
 def check_volume_name(name: str) -> str:
     """One dataset component: upstream let `a/b` create nested datasets; kleened refuses it."""
-    if not _VOLUME.match(name):
+    if not _VOLUME.fullmatch(name):
         raise DatasetError(f"invalid volume name '{name}': use letters, digits, '_', '.' and '-' (no '/')")
     return name
 
@@ -110,6 +110,8 @@ def destroy_argv(target: str, *, recursive: bool = False, force: bool = False) -
 
 
 def snapshot_argv(dataset: str, name: str) -> list[str]:
+    if not _COMPONENT.fullmatch(name):
+        raise DatasetError(f"invalid snapshot name '{name}'")
     return ["zfs", "snapshot", snapshot(check_dataset(dataset), name)]
 
 

@@ -66,8 +66,8 @@ _CHAR_DEVICES = [(1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0), (5, 2), (136, N
 
 # --- jail parameters ----------------------------------------------------------------------------
 
-_HOSTNAME = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_.-]{0,62})$")
-_SIZE = re.compile(r"^([0-9]+)([kmgt]?)$", re.IGNORECASE)
+_HOSTNAME = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]{0,62})")
+_SIZE = re.compile(r"([0-9]+)([kmgt]?)", re.IGNORECASE)
 _BOOLS = {"true": "true", "1": "true", "false": "false", "0": "false"}
 
 
@@ -106,7 +106,7 @@ def _statfs(key: str, value: str | None) -> str:
 
 
 def _memory(key: str, value: str | None) -> str:
-    m = _SIZE.match(_required(key, value))
+    m = _SIZE.fullmatch(_required(key, value))
     if not m or int(m.group(1)) == 0:
         raise ValueError(f"jail parameter '{key}' expects a positive size in bytes (suffix k, m, g or t)")
     return str(int(m.group(1)) * 1024 ** "_kmgt".index(m.group(2).lower() or "_"))

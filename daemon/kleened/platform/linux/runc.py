@@ -42,8 +42,8 @@ from kleened.platform.posix import hostcmd
 
 log = logging.getLogger(__name__)
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-_PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_PREFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")
 _UNIX_PATH_MAX = 107  # sun_path minus the NUL
 START_TIMEOUT = 60.0  # seconds for runc run/exec to return; milliseconds when healthy
 DELETE_TIMEOUT = 20.0  # `runc delete -f` polls a killed init for up to 10 s

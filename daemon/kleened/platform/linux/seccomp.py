@@ -103,7 +103,7 @@ class Profile(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     comment: str = ""
 
 
-_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,63}$")
+_NAME = re.compile(r"[a-z_][a-z0-9_]{0,63}")
 _KERNEL = re.compile(r"^(\d+)\.(\d+)")
 
 
@@ -243,7 +243,7 @@ def parse(text: str | bytes) -> Profile:
     if len(profile.syscalls) > MAX_SYSCALL_RULES:
         raise ProfileError(f"invalid seccomp profile: more than {MAX_SYSCALL_RULES} syscall rules")
     for rule in profile.syscalls:
-        bad = next((n for n in rule.names if not _NAME.match(n)), None)
+        bad = next((n for n in rule.names if not _NAME.fullmatch(n)), None)
         if bad is not None or not rule.names:
             raise ProfileError(f"invalid seccomp profile: bad syscall name {bad!r}")
         if any(not 0 <= a.index <= 5 for a in rule.args):
