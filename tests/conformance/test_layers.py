@@ -43,7 +43,7 @@ def test_a_build_on_a_sealed_layer_then_removal(backend: Backend):
         (root / "etc" / "step").write_text("built\n")
         (root / "etc" / "hostname").unlink()  # a deletion is part of the step too
         await layers.unmount_container_fs(builder)
-        step = await layers.commit_container_fs(builder)  # a build step
+        step = await layers.commit_container_fs(builder, new_id())  # a build step
         seen["step_listed"] = step in layers.list_layers() and step != base
         # the builder goes on from its step, as core's next build step does
         root = await layers.mount_container_fs(builder, [base, step])

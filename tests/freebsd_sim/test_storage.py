@@ -70,9 +70,9 @@ def test_build_snapshots_clones_and_image_in_use(sim: SimHost, drivers: Drivers)
         builder = new_id()
         root = await drivers.storage.create_container_fs(builder, base)
         (root / "step1").write_text("one")
-        first = await drivers.storage.snapshot_container(builder)
+        first = await drivers.storage.snapshot_container(builder, new_id())
         (root / "step2").write_text("two")
-        second = await drivers.storage.snapshot_container(builder)
+        second = await drivers.storage.snapshot_container(builder, new_id())
         built = new_id()
         image_root = await drivers.storage.commit_build(builder, built)  # rename -f, then @image
         assert (image_root / "step2").read_text() == "two"

@@ -1,5 +1,5 @@
 """Fault matrix: kleened killed with SIGKILL at each named step of create, start, stop, exit, rm,
-build, image creation (file and http), network connect/disconnect and volume rm.
+commit, build, image creation (file and http), network connect/disconnect and volume rm.
 
 The daemon is armed with `KLEENED_FAULT_POINT=<point>` (see `kleened.faults`: inert unless set),
 the operation is sent, the daemon dies there; it is started again unarmed, and then:
@@ -188,6 +188,26 @@ def test_build_killed_after_a_step(faulty, tmp_path):
         assert not any(n and n.startswith("builder_") for n in names), names
     stream = run_stream(faulty, "/images/build", config)
     assert stream.close_code == 1000, stream
+
+
+@pytest.mark.parametrize("point", ["container.commit.named", "storage.commit.moved", "container.commit.moved"])
+def test_commit_killed(faulty, point):
+    """Killed before, between and after the storage's moves of the writable layer: the
+    container's files survive (on its stack or still in its writable layer), and it commits again."""
+    marker = "[ -f /made ] && cat /made || { echo kept > /made; echo fresh; }"
+    with faulty.client() as api:
+        cid = _create(api, ["/bin/sh", "-c", marker])
+        assert _run(faulty, api, cid).text == "fresh\n"
+    _crash_at(faulty, point, lambda api: api.post(f"/containers/{cid}/commit", json={"tag": "killed:1"}))
+    _healthy(faulty)
+    with faulty.client() as api:
+        stream = _run(faulty, api, cid)
+        assert stream.text == "kept\n", f"the container's files were lost: {stream}"
+        r = api.post(f"/containers/{cid}/commit", json={"tag": "killed:1"})
+        assert r.status_code == 201, r.text
+        assert api.delete(f"/containers/{cid}").status_code == 200
+        assert api.delete("/images/killed:1").status_code == 200
+    assert_clean(faulty)
 
 
 def test_network_connect_and_disconnect_killed(faulty):

@@ -749,21 +749,39 @@ class Containers:
         async with self._lock(container_id):
             record = self._reload(container_id)
             self.states.require(record.id, {State.CREATED, State.STOPPED}, ever_started=bool(record.started_at))
-            return await self._storage.commit_container_fs(container_id)
+            return await self._storage.commit_container_fs(container_id, new_id())
 
     async def commit_fs(self, ident: str) -> ContainerRecord:
         """`commit`: the stopped container's writable layer becomes a layer of its stack (the
-        container goes on from it, unchanged to its processes); return the updated record."""
+        container goes on from it, unchanged to its processes); return the updated record.
+
+        The new layer's name is stored before the storage moves anything: killed between the
+        two, the next start finds it (`_settle_commit`) and puts the layer on the stack if it
+        was made, so the container's files are never in a layer no record names."""
         container_id = self.get(ident, f"no such container '{ident}'").id
         async with self._lock(container_id):
             record = self._reload(container_id, f"no such container '{ident}'")
             self.states.require(record.id, {State.CREATED, State.STOPPED}, ever_started=bool(record.started_at),
                                 refusal={s: f"container is {s.value}: stop it before committing"
                                          for s in (State.STARTING, State.RUNNING, State.STOPPING)})
-            layer = await self._storage.commit_container_fs(container_id)
-            record.layers = [*record.layers, layer]
+            record.committing = new_id()
             self._save(record)
+            faults.point("container.commit.named")
+            try:
+                await self._storage.commit_container_fs(container_id, record.committing)
+                faults.point("container.commit.moved")
+            finally:
+                with trio.CancelScope(shield=True):
+                    await self._settle_commit(record)
             return record
+
+    async def _settle_commit(self, record: ContainerRecord) -> None:
+        """Finish the record of a commit that ended, or was killed, after its layer's name was
+        stored: the layer goes on the container's stack if the storage made it."""
+        layer, record.committing = record.committing, None
+        if layer and layer not in record.layers and layer in await trio.to_thread.run_sync(self._storage.list_layers):
+            record.layers = [*record.layers, layer]
+        self._save(record)
 
     async def reclone(self, container_id: str, layers: Sequence[str]) -> None:
         """A build stage that continues an earlier one: with `CLONE_AT_CREATE` the container's
@@ -799,6 +817,10 @@ class Containers:
         that ended while no daemon watched is recorded; then container directories and logs no
         record owns, and build containers a crashed build left. Never raises: what fails is
         logged and skipped."""
+        for record in self._store.all(CONTAINER, ContainerRecord):
+            if record.committing:
+                log.warning("finishing a commit a previous daemon left", extra={"container": record.id})
+                await _guarded("finish a commit", self._settle_commit, record)
         found: dict[str, FoundContainer] = {}
         try:
             found = self._runtime.find_containers()

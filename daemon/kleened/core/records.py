@@ -41,6 +41,7 @@ class ContainerRecord(Container, kw_only=True):
     workdir: str = "/"
     mounts: list[MountPoint] = msgspec.field(default_factory=list)
     stopped_by_user: bool = False  # a user's stop ended its last run (`unless-stopped` stays stopped)
+    committing: str | None = None  # the layer a `commit` is making of the writable layer (see commit_fs)
 
     def to_api(self, *, running: bool) -> Container:
         fields = {name: getattr(self, name) for name in Container.__struct_fields__}

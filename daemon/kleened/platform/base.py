@@ -198,10 +198,13 @@ class LayerStorage(Protocol):
         ...
     async def unmount_container_fs(self, container_id: str) -> None: ...
     async def remove_container_fs(self, container_id: str) -> None: ...
-    async def commit_container_fs(self, container_id: str) -> str:
-        """Turn the (unmounted) container layer into a new read-only layer; return its id.
+    async def commit_container_fs(self, container_id: str, layer_id: str) -> str:
+        """Turn the (unmounted) container layer into the new read-only layer `layer_id` (the
+        caller names it, so it can record the name before the layer exists); return its id.
 
-        The container gets a fresh empty writable layer on top of the new one.
+        The container gets a fresh empty writable layer on top of the new one. Killed midway,
+        the next `cleanup` leaves the container with a writable layer again, and the new layer
+        exists or not: the caller's record of the name decides which (`Containers.reconcile`).
         """
         ...
     async def finish_build(self, container_id: str, image_id: str) -> None:

@@ -170,7 +170,6 @@ _PR_SET_CHILD_SUBREAPER = 36
 @pytest.fixture(scope="session")
 def session_host() -> Iterator[Host]:
     require_root_runtime()
-    reaper.become_subreaper()
     workdir = Path(tempfile.mkdtemp(prefix="kp-", dir="/tmp"))  # short: console socket paths
     prefix = f"kt{secrets.token_hex(3)}"
     try:
@@ -194,14 +193,17 @@ def session_host() -> Iterator[Host]:
 
 @pytest.fixture
 def host(session_host: Host) -> Iterator[Host]:
+    """The session's host, this process its subreaper for the test only (as kleened is): what the
+    daemons of later tests orphan goes to init, not to this process as zombies."""
     before = _fds()
-    yield session_host
-    assert run(session_host.runtime.list_containers) == {}, "runc containers left behind"
-    assert mountinfo.mounts_under(session_host.workdir) == [], "mounts left behind"
-    assert _container_cgroups(session_host.prefix) == [], "cgroup dirs left behind"
-    assert session_host.storage.list_container_fs() == [], "container filesystems left behind"
-    assert list(session_host.runtime.bundles.iterdir()) == [], "bundles left behind"
-    assert _zombies() == [], "unreaped children"
+    with subreaper():
+        yield session_host
+        assert run(session_host.runtime.list_containers) == {}, "runc containers left behind"
+        assert mountinfo.mounts_under(session_host.workdir) == [], "mounts left behind"
+        assert _container_cgroups(session_host.prefix) == [], "cgroup dirs left behind"
+        assert session_host.storage.list_container_fs() == [], "container filesystems left behind"
+        assert list(session_host.runtime.bundles.iterdir()) == [], "bundles left behind"
+        assert _zombies() == [], "unreaped children"
     leaked = _fds() - before
     assert not leaked, f"fds leaked: {[os.readlink(f'/proc/self/fd/{fd}') for fd in leaked if _exists(fd)]}"
 

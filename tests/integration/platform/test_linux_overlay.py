@@ -27,13 +27,13 @@ def test_mount_commit_and_whiteouts(host: Host) -> None:
             (root / "bin/ls").unlink()
             (root / "etc/passwd").write_text("root:x:0:0::/root:/bin/sh\n")
             with pytest.raises(OSError) as busy:
-                await st.commit_container_fs(cid)
+                await st.commit_container_fs(cid, host.new_id())
             assert busy.value.errno == errno.EBUSY
             await st.unmount_container_fs(cid)
             await st.unmount_container_fs(cid)  # idempotent
             assert st.mounted_container_fs() == []
 
-            layer = await st.commit_container_fs(cid)
+            layer = await st.commit_container_fs(cid, host.new_id())
             lpath = st.layer_path(layer)
             assert (lpath / "newfile").read_text() == "new\n"
             whiteout = os.lstat(lpath / "bin/ls")
@@ -58,6 +58,35 @@ def test_mount_commit_and_whiteouts(host: Host) -> None:
         assert layer not in st.list_layers()
 
     run(body)
+
+
+def test_cleanup_gives_a_commit_killed_between_its_renames_its_upper_back(host: Host) -> None:
+    """The state a kill -9 leaves between the commit's two renames (the writable layer moved to
+    the new layer, the fresh upper still `.tmp-upper-<layer>`): start-up's cleanup makes the
+    fresh one the upper, and the files are in the layer, which a stack naming it shows."""
+    st = host.storage
+    cid, layer = host.new_id(), host.new_id()
+
+    async def body() -> tuple[list[str], str, list[str]]:
+        await st.create_container_fs(cid)
+        try:
+            root = await st.mount_container_fs(cid, [host.base])
+            (root / "made").write_text("before the crash\n")
+            await st.unmount_container_fs(cid)
+            cdir = st.containers / cid
+            (cdir / f".tmp-upper-{layer}").mkdir(mode=0o755)
+            (cdir / "upper").rename(st.layer_path(layer))
+            await st.cleanup(keep=[cid])
+            upper = sorted(os.listdir(cdir / "upper"))
+            root = await st.mount_container_fs(cid, [host.base, layer])
+            return upper, (root / "made").read_text(), sorted(p.name for p in cdir.glob(".tmp-*"))
+        finally:
+            await st.remove_container_fs(cid)
+            await st.remove_layer(layer)
+
+    upper, made, leftovers = run(body)
+    assert upper == [] and leftovers == []
+    assert made == "before the crash\n"
 
 
 def test_remove_mounted_container_keeps_lower_data(host: Host) -> None:

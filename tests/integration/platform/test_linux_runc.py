@@ -371,7 +371,7 @@ def test_commit_after_a_run_carries_no_runtime_placeholders(host: Host) -> None:
             await host.runtime.delete(cid)
             assert code == 0 and b"tini" in out
             await host.storage.unmount_container_fs(cid)
-            layer = await host.storage.commit_container_fs(cid)
+            layer = await host.storage.commit_container_fs(cid, host.new_id())
             return sorted(os.listdir(host.storage.layer_path(layer)))
         finally:
             await host.storage.remove_container_fs(cid)

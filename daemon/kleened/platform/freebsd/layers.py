@@ -188,9 +188,9 @@ class ZfsLayers:
         for layer in [k for k, v in self._layers.items() if v.startswith(dataset + "@")]:
             del self._layers[layer]
 
-    async def commit_container_fs(self, container_id: str) -> str:
-        """A snapshot of the container (a build step, `commit`): the new layer's id is its name."""
-        name = await self.datasets.snapshot_container(container_id)
+    async def commit_container_fs(self, container_id: str, layer_id: str) -> str:
+        """A snapshot of the container (a build step, `commit`) named after the new layer."""
+        name = await self.datasets.snapshot_container(container_id, layer_id)
         self._layers[name] = zfs.snapshot(self.layout.container(container_id), name)
         return name
 

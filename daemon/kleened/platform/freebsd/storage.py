@@ -183,9 +183,8 @@ class ZfsStorage:
     async def rootfs(self, container_id: str) -> Path:
         return await self.mountpoint(self.layout.container(container_id))
 
-    async def snapshot_container(self, container_id: str) -> str:
-        """A build step: snapshot the build container; return the snapshot's name (12 hex)."""
-        name = new_id()
+    async def snapshot_container(self, container_id: str, name: str) -> str:
+        """A build step: snapshot the build container as `name` (a layer id); return it."""
         await self.commands.run(zfs.snapshot_argv(self.layout.container(container_id), name))
         return name
 

@@ -50,6 +50,7 @@ from pathlib import Path
 import trio
 
 from kleene_protocol.ids import new_id
+from kleened import faults
 from kleened.platform.base import Capability, HostCommandError, UserNamespace
 from kleened.platform.linux import idmap, mountinfo
 from kleened.platform.linux.bundle import INIT_DESTINATION
@@ -59,7 +60,7 @@ log = logging.getLogger(__name__)
 
 # Mountpoints the runtime binds over, relative to "/" (see the module docstring).
 INIT_LAYER_FILES = (INIT_DESTINATION.lstrip("/"),)
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")  # no ',', ':', '=' or '/' (mount data)
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")  # no ',', ':', '=' or '/' (mount data)
 IDMAP_VIEW = ".idmap"  # under a container's dir: idmapped views of its layers while its overlay is mounted
 
 
@@ -239,17 +240,17 @@ class OverlayStorage:
             return
         await self._delete_tree(cdir)
 
-    async def commit_container_fs(self, container_id: str) -> str:
-        cdir = self._container_dir(container_id)
+    async def commit_container_fs(self, container_id: str, layer_id: str) -> str:
+        cdir, layer = self._container_dir(container_id), self.layer_path(layer_id)
         if mountinfo.is_mountpoint(cdir / "rootfs"):
             raise _busy(f"container filesystem {container_id} is mounted; unmount it before committing")
-        layer_id = new_id()
         fresh = cdir / f".tmp-upper-{layer_id}"
         fresh.mkdir(mode=0o755)
         os.chmod(fresh, (cdir / "upper").stat().st_mode & 0o7777)  # keep "/" as it was
         # Order matters for a crash: the layer appears first, then the fresh upper; a leftover
-        # .tmp-upper-* is garbage, never data.
-        (cdir / "upper").rename(self.layer_path(layer_id))
+        # .tmp-upper-* is empty: `cleanup` makes it the upper when the crash came between the two.
+        (cdir / "upper").rename(layer)
+        faults.point("storage.commit.moved")
         fresh.rename(cdir / "upper")
         return layer_id
 
@@ -355,9 +356,26 @@ class OverlayStorage:
                 if garbage or orphan:
                     removed += await self._delete_quietly(p)
                 elif parent == self.containers and p.name not in running:
+                    self._restore_upper(p)
                     for leftover in [*p.glob(".tmp-upper-*"), *p.glob(IDMAP_VIEW)]:
                         removed += await self._delete_quietly(leftover)
         return removed
+
+    @staticmethod
+    def _restore_upper(cdir: Path) -> None:
+        """A commit killed between its two renames left the container without an upper dir and
+        its fresh, empty one as `.tmp-upper-<layer>`: that one becomes the upper."""
+        upper = cdir / "upper"
+        if upper.exists():
+            return
+        fresh = sorted(cdir.glob(".tmp-upper-*"))
+        try:
+            if fresh:
+                fresh[0].rename(upper)
+            else:
+                upper.mkdir(mode=0o755)
+        except OSError as e:
+            log.warning("could not give the container %s a writable layer again: %s", cdir.name, e)
 
     async def _delete_quietly(self, path: Path) -> list[Path]:
         try:
