@@ -811,12 +811,12 @@ class Containers:
     # --- start-up -----------------------------------------------------------------------------
 
     async def reconcile(self, *, live_restore: bool = False) -> None:
-        """At start-up. With `live_restore`, containers a previous daemon left running under
-        their monitors are adopted (supervised, logs followed, network and mounts kept). Every
-        other runtime container, mount, bundle and cgroup of ours goes; the exit of a container
-        that ended while no daemon watched is recorded; then container directories and logs no
-        record owns, and build containers a crashed build left. Never raises: what fails is
-        logged and skipped."""
+        """At start-up. A commit a crash cut is finished first (`commit_fs`). With `live_restore`,
+        containers a previous daemon left running under their monitors are adopted (supervised,
+        logs followed, network and mounts kept). Every other runtime container, mount, bundle and
+        cgroup of ours goes; the exit of a container that ended while no daemon watched is
+        recorded; then container directories and logs no record owns, and build containers a
+        crashed build left. Never raises: what fails is logged and skipped."""
         for record in self._store.all(CONTAINER, ContainerRecord):
             if record.committing:
                 log.warning("finishing a commit a previous daemon left", extra={"container": record.id})
