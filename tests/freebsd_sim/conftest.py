@@ -27,6 +27,7 @@ from kleened.platform.linux.process import RuncProcess
 from tests import rootfs
 from tests.conftest import require
 from tests.freebsd_sim.host import SimHost
+from tests.integration.platform.conftest import _zombies, reap_zombies
 from tests.integration.platform.conftest import collect as collect_output
 from tests.integration.platform.conftest import run as run_with_deadline
 
@@ -58,10 +59,11 @@ def simulated_host(busybox_tree: Path, prefix: str = "fbsim-") -> Iterator[SimHo
     host = SimHost(root, pycache=busybox_tree.parent / "pycache")
     try:
         yield host
-        leaks = host.leaks()
+        leaks = host.leaks() + [f"zombie {z}" for z in _zombies()]
         assert not leaks, f"the test left on the simulated host: {leaks}"
     finally:
         host.cleanup()
+        reap_zombies()  # what a failed test's jails ran must not fail the tests after it
         if not host.mounts():
             shutil.rmtree(root, ignore_errors=True)
 

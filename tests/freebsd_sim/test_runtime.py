@@ -197,20 +197,25 @@ def test_rctl_u_and_ps_j_read_a_running_jail(sim: SimHost, drivers: Drivers):
         cid, root = await drivers.jail(await drivers.image())
         user = params.process_user(["exec.jail_user=user1"], "root")
         proc = await drivers.runtime.exec(cid, Command(args=["sleep", "1000"], env=ENV), user)
-        with trio.fail_after(10):  # until jexec has entered the jail (its chroot) and exec'd
-            while True:
-                listed = usage.parse_processes(await drivers.runtime.commands.run(usage.processes_argv(cid)), now=1e9)
-                if [p.args for p in listed] == [["sleep", "1000"]]:
-                    break
-                await trio.sleep(0.02)
-        assert [(p.pid, p.uid, p.args) for p in listed] == [(proc.pid, 1000, ["sleep", "1000"])]
-        assert listed[0].state in "SR" and listed[0].rss > 0 and listed[0].started <= 1e9
-        counters = usage.parse_counters(await drivers.runtime.commands.run(usage.usage_argv(cid)))
-        sample = usage.to_usage(counters, Limits(pids=8))
-        assert (sample.pids, sample.pids_limit, len(counters)) == (1, 8, 25) and sample.memory > 0
-        proc.signal(signal.SIGKILL)
-        await proc.wait()
-        await proc.aclose()
+        try:
+            # until jexec has entered the jail (its chroot) and exec'd, and the kernel counts the
+            # new image's pages (right after the exec `ps` showed `rss` 0)
+            with trio.fail_after(10):
+                while True:
+                    listed = usage.parse_processes(await drivers.runtime.commands.run(usage.processes_argv(cid)),
+                                                   now=1e9)
+                    if [p.args for p in listed] == [["sleep", "1000"]] and listed[0].rss > 0:
+                        break
+                    await trio.sleep(0.02)
+            assert [(p.pid, p.uid, p.args) for p in listed] == [(proc.pid, 1000, ["sleep", "1000"])]
+            assert listed[0].state in "SR" and listed[0].started <= 1e9
+            counters = usage.parse_counters(await drivers.runtime.commands.run(usage.usage_argv(cid)))
+            sample = usage.to_usage(counters, Limits(pids=8))
+            assert (sample.pids, sample.pids_limit, len(counters)) == (1, 8, 25) and sample.memory > 0
+        finally:
+            proc.signal(signal.SIGKILL)
+            await proc.wait()
+            await proc.aclose()
         await drivers.remove(cid, root)
         for argv in (usage.processes_argv(cid), usage.usage_argv(cid)):
             with pytest.raises(HostCommandError):
